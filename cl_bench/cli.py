@@ -1,0 +1,259 @@
+"""The ``cl-bench`` command line: run, sweep, leaderboard, plot, list, data prepare.
+
+Bad input of any kind ends with one line on stderr (``error: ...``) and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from cl_bench.errors import UserError
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cl-bench", description="Continual learning under attack: run, sweep, tabulate and plot.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = commands.add_parser("run", help="train one strategy on one scenario and write a run record",
+                              description="Train one strategy on one scenario; write runs/<run_id>/record.json, "
+                                          "accuracy_matrix.csv and forgetting_curve.png. The last line printed is "
+                                          "the run directory.")
+    run.add_argument("--scenario", help="scenario name (default continual_swiss_roll; see `cl-bench list scenario`)")
+    run.add_argument("--model", help="model name (default: the scenario's recommended model)")
+    run.add_argument("--strategy", help="strategy name (default naive; see `cl-bench list strategy`)")
+    run.add_argument("--attack", help="attack name (default none)")
+    run.add_argument("--seed", type=int, help="random seed (default 0)")
+    run.add_argument("--epochs", type=int, help="epochs per experience (default: the scenario's)")
+    run.add_argument("--batch-size", type=int, dest="batch_size", help="training mini-batch size")
+    run.add_argument("--lr", type=float, help="learning rate")
+    run.add_argument("--device", help="auto (CUDA when present), cpu or cuda")
+    run.add_argument("--out", type=Path, default=Path("runs"), help="output directory (default runs)")
+    run.add_argument("--config", type=Path, help="YAML file with scenario/model/strategy/attack/train/seed")
+    run.add_argument("--set", action="append", default=[], metavar="KIND.FIELD=VALUE",
+                     help="override one field, e.g. strategy.ewc_lambda=100 or scenario.task_labels=true "
+                          "(repeatable)")
+    run.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    run.add_argument("--force", action="store_true", help="redo the run even if a complete record exists")
+    run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    sweep = commands.add_parser("sweep", help="run a grid of configs from a sweep YAML file",
+                                description="Expand a sweep file (scenarios x strategies x seeds ...) and run every "
+                                            "config whose complete record does not exist yet.")
+    sweep.add_argument("file", type=Path, help="sweep YAML (see sweeps/baselines.yaml)")
+    sweep.add_argument("--out", type=Path, help="output directory (default: the file's `out`, else runs)")
+    sweep.add_argument("--workers", type=_positive_int, default=1, help="parallel runs (local executor)")
+    sweep.add_argument("--executor", choices=("local", "ray"), default="local", help="local process pool or Ray")
+    sweep.add_argument("--address", help="Ray cluster address (with --executor ray)")
+    sweep.add_argument("--force", action="store_true", help="redo runs that already have a complete record")
+    sweep.add_argument("--dry-run", action="store_true", help="list the expanded runs and exit")
+
+    board = commands.add_parser("leaderboard", help="aggregate run records into leaderboard CSVs",
+                                description="Group complete records by board and write one CSV per board "
+                                            "(mean and std over seeds).")
+    board.add_argument("--runs", type=Path, default=Path("runs"), help="directory of run directories (default runs)")
+    board.add_argument("--out", type=Path, default=Path("leaderboards"), help="output directory (default leaderboards)")
+
+    plot = commands.add_parser("plot", help="draw forgetting curves of one run or overlay several",
+                               description="One run directory: its forgetting curve. Several runs (or --runs with "
+                                           "filters): an overlay, seeds of the same strategy averaged.")
+    plot.add_argument("paths", nargs="*", type=Path, help="run directories or record.json files")
+    plot.add_argument("--runs", type=Path, help="take every complete run under this directory (filtered below)")
+    plot.add_argument("--scenario", help="keep runs of this scenario (with --runs)")
+    plot.add_argument("--strategy", nargs="+", help="keep runs of these strategies (with --runs)")
+    plot.add_argument("--set", action="append", default=[], metavar="KIND.FIELD=VALUE",
+                      help="keep runs whose resolved config has this value, e.g. scenario.task_labels=true")
+    plot.add_argument("--out", type=Path, help="PNG path (default: forgetting_curve.png in the run dir, or overlay.png)")
+
+    listing = commands.add_parser("list", help="list registered scenarios, models, strategies, attacks, evaluators")
+    listing.add_argument("kind", nargs="?", choices=("scenario", "model", "strategy", "attack", "evaluator"))
+    listing.add_argument("--verbose", "-v", action="store_true", help="also list every config field and default")
+
+    data = commands.add_parser("data", help="dataset preparation")
+    data_commands = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    data_prepare = data_commands.add_parser("prepare", help="put a dataset where the loaders find it")
+    data_prepare.add_argument("dataset", help="fmnist, cifar10 or cifar100")
+    data_prepare.add_argument("--from", dest="source", type=Path,
+                              help="directory holding the files (default for fmnist: /usr/share/datasets/fashion-mnist)")
+    data_prepare.add_argument("--root", type=Path, help="data root (default $CL_BENCH_DATA or ~/.cache/cl_bench/data)")
+    return parser
+
+
+def _format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(line, widths)).rstrip()
+             for line in [header, *rows]]
+    return "\n".join(lines)
+
+
+def summary_table(record: dict) -> str:
+    metric_values = record["metrics"]
+    header = ["scenario", "strategy", "seed", "ACC", "BWT", "forgetting", "learning ACC", "wall time"]
+    row = [record["scenario"], record["strategy"], str(record["seed"]), f"{metric_values['acc']:.4f}",
+           f"{metric_values['bwt']:+.4f}", f"{metric_values['forgetting']:.4f}",
+           f"{metric_values['learning_acc']:.4f}", f"{record['timing']['total_s']:.1f} s"]
+    matrix = record["accuracy_matrix"]
+    matrix_rows = [[f"after {i + 1}"] + [f"{value:.3f}" for value in line] for i, line in enumerate(matrix)]
+    matrix_text = _format_table(["accuracy"] + [f"exp {j + 1}" for j in range(len(matrix))], matrix_rows)
+    return _format_table(header, [row]) + "\n\n" + matrix_text
+
+
+def command_run(args: argparse.Namespace, argv: Sequence[str]) -> None:
+    from cl_bench import records, runner
+    from cl_bench.config import load_yaml, resolve
+
+    spec = load_yaml(args.config) if args.config else {}
+    flags = {"scenario": args.scenario, "model": args.model, "strategy": args.strategy, "attack": args.attack,
+             "seed": args.seed, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+             "device": args.device}
+    config = resolve(spec, flags, args.set)
+    command = "cl-bench " + " ".join(shlex.quote(part) for part in argv)
+    run_dir = runner.execute(config, args.out, command=command, resume=args.resume, force=args.force,
+                             progress=not args.no_progress)
+    record, _ = records.read_record(run_dir)
+    if record is not None:
+        print(summary_table(record))
+    print(run_dir)
+
+
+def command_sweep(args: argparse.Namespace) -> None:
+    from cl_bench import sweep
+
+    spec = sweep.load_sweep(args.file)
+    runs = sweep.expand(spec)
+    out_dir = args.out or Path(getattr(spec, "out", None) or "runs")
+    if args.dry_run:
+        from cl_bench.config import resolve
+
+        for run_spec in runs:
+            config = resolve(run_spec.spec, None, run_spec.sets)
+            print(f"{config.run_id()}  {config.scenario}  {config.strategy}  seed={config.seed}")
+        print(f"{len(runs)} runs")
+        return
+    result = sweep.execute(runs, out_dir, workers=args.workers, executor=args.executor, address=args.address,
+                           force=args.force)
+    print(f"{result.done} done, {result.skipped} skipped, {result.failed} failed")
+    if result.failed:
+        raise SystemExit(1)
+
+
+def command_leaderboard(args: argparse.Namespace) -> None:
+    from cl_bench import leaderboard
+
+    if not args.runs.is_dir():
+        raise UserError(f"runs directory {args.runs} does not exist; run `cl-bench run` or `cl-bench sweep` first")
+    for path in leaderboard.build_leaderboards(args.runs, args.out):
+        print(path)
+
+
+def _matches(record: dict, assignments: Sequence[str]) -> bool:
+    from cl_bench.config import parse_set
+
+    for assignment in assignments:
+        kind, name, value = parse_set(assignment)
+        section = record["config"].get(kind) or {}
+        if section.get(name) != value:
+            return False
+    return True
+
+
+def command_plot(args: argparse.Namespace) -> None:
+    from cl_bench import plots, records
+
+    selected: list[dict] = []
+    for path in args.paths:
+        record, reason = records.read_record(path)
+        if record is None:
+            raise UserError(f"{path}: {reason}; pass a run directory that holds a complete record.json")
+        selected.append(record)
+    if args.runs is not None:
+        if not args.runs.is_dir():
+            raise UserError(f"runs directory {args.runs} does not exist")
+        for run_dir in sorted(p for p in args.runs.iterdir() if p.is_dir()):
+            record, _ = records.read_record(run_dir)
+            if record is None or record.get("attack") is not None:
+                continue
+            if args.scenario and record["scenario"] != args.scenario:
+                continue
+            if args.strategy and record["strategy"] not in args.strategy:
+                continue
+            if _matches(record, args.set):
+                selected.append(record)
+        if args.strategy:
+            order = {name: i for i, name in enumerate(args.strategy)}
+            selected.sort(key=lambda r: (order[r["strategy"]], r["seed"]))
+    if not selected:
+        raise UserError("no runs to plot; pass run directories or --runs DIR (check the filters)")
+    if len(selected) == 1 and args.runs is None:
+        out = args.out or Path(args.paths[0] if args.paths[0].is_dir() else args.paths[0].parent) / "forgetting_curve.png"
+        print(plots.plot_run(selected[0], out))
+    else:
+        scenarios = {r["scenario"] for r in selected}
+        if len(scenarios) > 1:
+            raise UserError(f"runs mix scenarios ({', '.join(sorted(scenarios))}); add --scenario NAME")
+        print(plots.plot_overlay(selected, args.out or Path("overlay.png")))
+
+
+def command_list(args: argparse.Namespace) -> None:
+    from cl_bench.config import describe_fields
+    from cl_bench.registry import REGISTRIES
+
+    kinds = [args.kind] if args.kind else list(REGISTRIES)
+    for kind in kinds:
+        entries = REGISTRIES[kind].entries()
+        print(f"{kind}s:")
+        if not entries:
+            print("  (none registered yet)")
+        width = max((len(e.name) for e in entries), default=0)
+        for entry in entries:
+            print(f"  {entry.name.ljust(width)}  {entry.summary}")
+            if args.verbose:
+                for name, type_name, default, doc in describe_fields(entry.config_class):
+                    print(f"      {name} ({type_name}, default {default!r}): {doc}")
+        print()
+
+
+def command_data(args: argparse.Namespace) -> None:
+    from cl_bench import data
+    from cl_bench.scenario import data_root
+
+    print(data.prepare(args.dataset, args.source, args.root or data_root()))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            command_run(args, argv)
+        elif args.command == "sweep":
+            command_sweep(args)
+        elif args.command == "leaderboard":
+            command_leaderboard(args)
+        elif args.command == "plot":
+            command_plot(args)
+        elif args.command == "list":
+            command_list(args)
+        elif args.command == "data":
+            command_data(args)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(UserError.exit_code) from None
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    main()

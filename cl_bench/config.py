@@ -1,0 +1,325 @@
+"""Typed, validated run configuration.
+
+Every component declares a dataclass (subclass of :class:`ComponentConfig`) with one field per
+hyperparameter, built with :func:`param` (default, one-line doc, optional bounds or choices).
+A run's configuration is resolved in this order, later layers winning:
+
+1. the component defaults (and, for ``train``, the scenario's and strategy's recommended
+   ``train_defaults`` registered with them; for the scenario's default model, its
+   ``model_defaults``);
+2. a YAML file (``--config FILE``, read with ``yaml.safe_load``);
+3. the CLI flags (``--epochs``, ``--batch-size``, ``--lr``, ``--device``, ``--seed`` ...);
+4. ``--set kind.field=value`` overrides (kind: scenario, model, strategy, attack, train).
+
+All validation happens before any work starts; a bad value is a :class:`UserError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import yaml
+
+from cl_bench.errors import UserError
+
+COMPONENT_KINDS = ("scenario", "model", "strategy", "attack")
+SETTABLE_KINDS = COMPONENT_KINDS + ("train",)
+DEFAULT_SCENARIO = "continual_swiss_roll"
+DEFAULT_STRATEGY = "naive"
+
+
+def param(default: Any, doc: str, *, low: Optional[float] = None, high: Optional[float] = None,
+          low_open: bool = False, high_open: bool = False, choices: Optional[Sequence[Any]] = None) -> Any:
+    """A config field with its one-line doc and the checks its values must pass."""
+    metadata = {"doc": doc, "low": low, "high": high, "low_open": low_open, "high_open": high_open,
+                "choices": tuple(choices) if choices is not None else None}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class ComponentConfig:
+    """Base class of every component's config; subclasses add fields and may override validate."""
+
+    def validate(self) -> None:
+        """Cross-field checks; raise UserError with a one-line message."""
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Check ``value`` against a type annotation, converting int->float and list->tuple."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        non_none = [a for a in args if a is not type(None)]
+        errors = []
+        for option in non_none:
+            try:
+                return _coerce(value, option, where)
+            except UserError as error:
+                errors.append(error)
+        raise errors[0]
+    if origin in (list, tuple):
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool) and args:
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"{where} must be a list, got {value!r}")
+        item_type = args[0] if args else Any
+        items = [_coerce(item, item_type, where) for item in value]
+        return list(items) if origin is list else tuple(items)
+    if annotation is Any:
+        return value
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise UserError(f"{where} must be true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise UserError(f"{where} must be an integer, got {value!r}")
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise UserError(f"{where} must be a number, got {value!r}")
+    if annotation is str:
+        if isinstance(value, str):
+            return value
+        raise UserError(f"{where} must be a string, got {value!r}")
+    if isinstance(annotation, type) and isinstance(value, annotation):
+        return value
+    raise UserError(f"{where} has unsupported value {value!r}")
+
+
+def _check_bounds(value: Any, metadata: dict, where: str) -> None:
+    if value is None:
+        return
+    choices = metadata.get("choices")
+    if choices is not None and value not in choices:
+        raise UserError(f"{where} must be one of {', '.join(map(str, choices))}, got {value!r}")
+    values = value if isinstance(value, (list, tuple)) else [value]
+    for item in values:
+        if not isinstance(item, (int, float)) or isinstance(item, bool):
+            continue
+        low, high = metadata.get("low"), metadata.get("high")
+        if low is not None and (item < low or (metadata.get("low_open") and item == low)):
+            relation = ">" if metadata.get("low_open") else ">="
+            raise UserError(f"{where} must be {relation} {low}, got {item!r}")
+        if high is not None and (item > high or (metadata.get("high_open") and item == high)):
+            relation = "<" if metadata.get("high_open") else "<="
+            raise UserError(f"{where} must be {relation} {high}, got {item!r}")
+
+
+def config_fields(config_class: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(config_class)}
+
+
+def build_config(config_class: type, values: dict, where: str) -> ComponentConfig:
+    """Instantiate ``config_class`` from defaults overlaid with ``values``, fully validated."""
+    known = config_fields(config_class)
+    hints = typing.get_type_hints(config_class)
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        valid = ", ".join(sorted(known)) or "none"
+        raise UserError(f"unknown {where} field {unknown[0]!r}; valid fields: {valid}")
+    kwargs = {}
+    for name, value in values.items():
+        kwargs[name] = _coerce(value, hints[name], f"{where}.{name}")
+    config = config_class(**kwargs)
+    for name, spec in known.items():
+        _check_bounds(getattr(config, name), spec.metadata, f"{where}.{name}")
+    config.validate()
+    return config
+
+
+def config_to_dict(config: ComponentConfig) -> dict:
+    return {f.name: _plain(getattr(config, f.name)) for f in dataclasses.fields(config)}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+@dataclass
+class TrainConfig(ComponentConfig):
+    """Optimisation settings shared by every strategy."""
+
+    epochs: int = param(1, "training epochs per experience", low=1)
+    batch_size: int = param(32, "training mini-batch size", low=1)
+    eval_batch_size: int = param(1000, "mini-batch size for evaluation", low=1)
+    lr: float = param(0.01, "learning rate", low=0.0, low_open=True)
+    momentum: float = param(0.0, "SGD momentum", low=0.0, high=1.0, high_open=True)
+    weight_decay: float = param(0.0, "L2 weight decay", low=0.0)
+    optimizer: str = param("sgd", "optimizer, reset at the start of every experience", choices=("sgd", "adam"))
+    device: str = param("auto", "auto (CUDA when present, else CPU), cpu or cuda", choices=("auto", "cpu", "cuda"))
+
+
+@dataclass
+class RunConfig:
+    """The fully resolved configuration of one run."""
+
+    scenario: str
+    model: str
+    strategy: str
+    attack: Optional[str]
+    seed: int
+    train: TrainConfig
+    components: dict[str, ComponentConfig]
+
+    def to_dict(self) -> dict:
+        resolved: dict[str, Any] = {}
+        for kind in COMPONENT_KINDS:
+            name = getattr(self, kind)
+            resolved[kind] = None if name is None else {"name": name, **config_to_dict(self.components[kind])}
+        resolved["train"] = config_to_dict(self.train)
+        resolved["seed"] = self.seed
+        return resolved
+
+    def run_id(self) -> str:
+        """Short hash of the whole resolved config: the same config maps to the same run directory."""
+        return _short_hash(self.to_dict())
+
+    def config_id(self) -> str:
+        """Hash of the config without seed and device: runs that differ only by seed share it."""
+        resolved = self.to_dict()
+        resolved.pop("seed")
+        resolved["train"].pop("device")
+        return _short_hash(resolved)
+
+
+def _short_hash(payload: dict) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def parse_set(assignment: str) -> tuple[str, str, Any]:
+    """Split ``kind.field=value`` into its parts, the value parsed as YAML (so 0.1, true, [1,2])."""
+    if "=" not in assignment or "." not in assignment.split("=", 1)[0]:
+        raise UserError(f"--set expects kind.field=value (e.g. strategy.ewc_lambda=0.4), got {assignment!r}")
+    key, raw = assignment.split("=", 1)
+    kind, name = key.split(".", 1)
+    if kind not in SETTABLE_KINDS:
+        raise UserError(f"--set kind must be one of {', '.join(SETTABLE_KINDS)}, got {kind!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return kind, name, value
+
+
+def load_yaml(path: Path) -> dict:
+    """Read a YAML mapping with the safe loader; a UserError if missing or malformed."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file {path} does not exist")
+    try:
+        content = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        first = str(error).splitlines()[0]
+        raise UserError(f"config file {path} is not valid YAML: {first}") from None
+    if content is None:
+        return {}
+    if not isinstance(content, dict):
+        raise UserError(f"config file {path} must hold a mapping (scenario:, strategy:, train: ...)")
+    return content
+
+
+def _split_component(value: Any, kind: str) -> tuple[Optional[str], dict]:
+    """A YAML/sweep component entry is either a bare name or {name: ..., field: value ...}."""
+    if value is None:
+        return None, {}
+    if isinstance(value, str):
+        return value, {}
+    if isinstance(value, dict):
+        values = dict(value)
+        name = values.pop("name", None)
+        return name, values
+    raise UserError(f"{kind} must be a name or a mapping with a 'name' key, got {value!r}")
+
+
+def resolve(spec: Optional[dict] = None, flags: Optional[dict] = None, sets: Sequence[str] = ()) -> RunConfig:
+    """Resolve a run config from a YAML-like ``spec``, CLI ``flags`` and ``--set`` assignments.
+
+    ``flags`` keys: scenario, model, strategy, attack, seed, epochs, batch_size, lr, device
+    (None means "not given").
+    """
+    from cl_bench.registry import REGISTRIES
+
+    spec = dict(spec or {})
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    unknown_top = sorted(set(spec) - set(COMPONENT_KINDS) - {"train", "seed"})
+    if unknown_top:
+        raise UserError(f"unknown config key {unknown_top[0]!r}; valid keys: "
+                        f"{', '.join(COMPONENT_KINDS + ('train', 'seed'))}")
+
+    names: dict[str, Optional[str]] = {}
+    values: dict[str, dict] = {}
+    for kind in COMPONENT_KINDS:
+        name, fields_ = _split_component(spec.get(kind), kind)
+        names[kind] = flags.get(kind, name)
+        values[kind] = fields_
+    train_values = spec.get("train") or {}
+    if not isinstance(train_values, dict):
+        raise UserError(f"train must be a mapping of training settings, got {train_values!r}")
+    values["train"] = dict(train_values)
+
+    for flag in ("epochs", "batch_size", "lr", "device"):
+        if flag in flags:
+            values["train"][flag] = flags[flag]
+    for assignment in sets:
+        kind, name, value = parse_set(assignment)
+        values[kind][name] = value
+
+    names["scenario"] = names["scenario"] or DEFAULT_SCENARIO
+    names["strategy"] = names["strategy"] or DEFAULT_STRATEGY
+    scenario_entry = REGISTRIES["scenario"].get(names["scenario"])
+    names["model"] = names["model"] or scenario_entry.meta.get("default_model", "mlp")
+    if names["attack"] in ("none", "null", ""):
+        names["attack"] = None
+    if names["attack"] is None and values["attack"]:
+        raise UserError("attack settings were given but no attack; add --attack NAME")
+
+    if names["model"] == scenario_entry.meta.get("default_model", "mlp"):
+        # the scenario's recommended model settings (e.g. the Swiss roll's bias-free 100-100 MLP)
+        values["model"] = {**scenario_entry.meta.get("model_defaults", {}), **values["model"]}
+
+    components = {}
+    for kind in COMPONENT_KINDS:
+        if names[kind] is None:
+            continue
+        entry = REGISTRIES[kind].get(names[kind])
+        components[kind] = build_config(entry.config_class, values[kind], kind)
+
+    strategy_entry = REGISTRIES["strategy"].get(names["strategy"])
+    train_layers = {**scenario_entry.meta.get("train_defaults", {}),
+                    **strategy_entry.meta.get("train_defaults", {}), **values["train"]}
+    train = build_config(TrainConfig, train_layers, "train")
+
+    seed = flags.get("seed", spec.get("seed", 0))
+    seed = _coerce(seed, int, "seed")
+    if seed < 0:
+        raise UserError(f"seed must be >= 0, got {seed}")
+    return RunConfig(names["scenario"], names["model"], names["strategy"], names["attack"], seed,
+                     train, components)  # type: ignore[arg-type]
+
+
+def describe_fields(config_class: type) -> list[tuple[str, str, Any, str]]:
+    """(name, type, default, doc) for every field, for `cl-bench list --verbose` and the README."""
+    hints = typing.get_type_hints(config_class)
+    rows = []
+    for f in dataclasses.fields(config_class):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        type_name = getattr(hints[f.name], "__name__", str(hints[f.name]))
+        rows.append((f.name, type_name, default, f.metadata.get("doc", "")))
+    return rows

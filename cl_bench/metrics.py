@@ -1,0 +1,75 @@
+"""Continual-learning metrics as pure functions of the accuracy matrix.
+
+``R[i][j]`` is the accuracy on test experience j after training experience i (T x T, 0-based).
+
+* ``acc = mean_j R[T-1][j]``
+* ``bwt = mean_{j<T-1} (R[T-1][j] - R[j][j])``  (Lopez-Paz & Ranzato 2017)
+* ``forgetting = mean_{j<T-1} (max_{j<=i<T-1} R[i][j] - R[T-1][j])``  (Chaudhry et al. 2018)
+* ``learning_acc = mean_j R[j][j]``
+* ``fwt = mean_{j>0} (R[j-1][j] - b[j])`` with b the accuracies of the initial model.
+
+With a single experience, bwt and forgetting are 0 and fwt is undefined (None).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+
+
+def _matrix(accuracy_matrix: Sequence[Sequence[float]]) -> np.ndarray:
+    matrix = np.asarray(accuracy_matrix, dtype=float)
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] == 0:
+        raise ValueError(f"accuracy matrix must be square and non-empty, got shape {matrix.shape}")
+    return matrix
+
+
+def average_accuracy(accuracy_matrix: Sequence[Sequence[float]]) -> float:
+    return float(_matrix(accuracy_matrix)[-1].mean())
+
+
+def backward_transfer(accuracy_matrix: Sequence[Sequence[float]]) -> float:
+    matrix = _matrix(accuracy_matrix)
+    last = len(matrix) - 1
+    if last == 0:
+        return 0.0
+    return float(np.mean([matrix[last, j] - matrix[j, j] for j in range(last)]))
+
+
+def forgetting(accuracy_matrix: Sequence[Sequence[float]]) -> float:
+    matrix = _matrix(accuracy_matrix)
+    last = len(matrix) - 1
+    if last == 0:
+        return 0.0
+    return float(np.mean([matrix[j:last, j].max() - matrix[last, j] for j in range(last)]))
+
+
+def learning_accuracy(accuracy_matrix: Sequence[Sequence[float]]) -> float:
+    return float(np.diag(_matrix(accuracy_matrix)).mean())
+
+
+def forward_transfer(accuracy_matrix: Sequence[Sequence[float]],
+                     initial_accuracies: Optional[Sequence[float]]) -> Optional[float]:
+    matrix = _matrix(accuracy_matrix)
+    if initial_accuracies is None or len(matrix) < 2:
+        return None
+    initial = np.asarray(initial_accuracies, dtype=float)
+    return float(np.mean([matrix[j - 1, j] - initial[j] for j in range(1, len(matrix))]))
+
+
+def seen_average_curve(accuracy_matrix: Sequence[Sequence[float]]) -> list[float]:
+    """Mean accuracy over the experiences seen so far, after each experience."""
+    matrix = _matrix(accuracy_matrix)
+    return [float(matrix[i, : i + 1].mean()) for i in range(len(matrix))]
+
+
+def all_metrics(accuracy_matrix: Sequence[Sequence[float]],
+                initial_accuracies: Optional[Sequence[float]] = None) -> dict[str, Optional[float]]:
+    return {
+        "acc": average_accuracy(accuracy_matrix),
+        "bwt": backward_transfer(accuracy_matrix),
+        "forgetting": forgetting(accuracy_matrix),
+        "fwt": forward_transfer(accuracy_matrix, initial_accuracies),
+        "learning_acc": learning_accuracy(accuracy_matrix),
+    }

@@ -1,0 +1,3 @@
+"""Model catalog: one module per backbone family, imported here so it registers."""
+
+from cl_bench.models import cnn, mlp  # noqa: F401

@@ -1,0 +1,66 @@
+"""Classifier heads: one shared head, or one head per task for task-incremental scenarios.
+
+The multi-head variant gives each task its own linear layer and masks the logits of classes
+that do not belong to that task, so a prediction is always one of the task's own classes (the
+usual task-incremental protocol, as in GPM's multi-head evaluation).
+"""
+
+from __future__ import annotations
+
+import torch
+from avalanche.models import MultiTaskModule
+from torch import nn
+
+MASKED_LOGIT = -1e9
+
+
+class SingleHeadNet(nn.Module):
+    """backbone -> one linear classifier over all classes."""
+
+    def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int, bias: bool = True):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(feature_dim, num_classes, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+class MultiHeadNet(MultiTaskModule):
+    """backbone -> one linear head per task, logits outside the task's classes masked."""
+
+    def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int,
+                 classes_per_task: list[list[int]], bias: bool = True):
+        super().__init__()
+        self.backbone = backbone
+        self.num_classes = num_classes
+        self.heads = nn.ModuleList(nn.Linear(feature_dim, num_classes, bias=bias) for _ in classes_per_task)
+        masks = torch.ones(len(classes_per_task), num_classes, dtype=torch.bool)
+        for task, classes in enumerate(classes_per_task):
+            masks[task, classes] = False
+        self.register_buffer("masked_classes", masks, persistent=False)
+
+    def forward_single_task(self, x: torch.Tensor, task_label: int) -> torch.Tensor:
+        logits = self.heads[task_label](self.backbone(x))
+        return logits.masked_fill(self.masked_classes[task_label], MASKED_LOGIT)
+
+    def forward(self, x: torch.Tensor, task_labels) -> torch.Tensor:
+        if isinstance(task_labels, int):
+            return self.forward_single_task(x, task_labels)
+        task_labels = task_labels.to(x.device)
+        unique_tasks = torch.unique(task_labels)
+        if len(unique_tasks) == 1:
+            return self.forward_single_task(x, int(unique_tasks.item()))
+        features = self.backbone(x)
+        logits = torch.empty(x.shape[0], self.num_classes, device=x.device, dtype=features.dtype)
+        for task in unique_tasks.tolist():
+            rows = task_labels == task
+            logits[rows] = self.heads[task](features[rows]).masked_fill(self.masked_classes[task], MASKED_LOGIT)
+        return logits
+
+
+def attach_head(backbone: nn.Module, feature_dim: int, scenario, bias: bool = True) -> nn.Module:
+    """Single head, or one head per experience when the scenario gives task labels."""
+    if scenario.task_labels:
+        return MultiHeadNet(backbone, feature_dim, scenario.num_classes, scenario.classes_per_experience, bias)
+    return SingleHeadNet(backbone, feature_dim, scenario.num_classes, bias)

@@ -1,0 +1,205 @@
+"""The runner: one explicit loop from a resolved config to a run record.
+
+    seed -> device -> scenario -> model -> strategy -> [resume from checkpoint]
+    for each experience i:  strategy.train(experience i) -> evaluate every test experience
+                            -> row i of the accuracy matrix -> checkpoint
+    metrics -> record.json + accuracy_matrix.csv + forgetting-curve PNG (written atomically)
+
+The algorithm lives in the strategy; this module only orders the phases, times them and keeps
+the results. Bad input is rejected before the run directory is created.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+
+from cl_bench import checkpoint, metrics, records
+from cl_bench.config import RunConfig, resolve
+from cl_bench.errors import UserError
+from cl_bench.registry import MODELS, SCENARIOS, STRATEGIES
+from cl_bench.tensor_data import make_loader
+from cl_bench.templates import ProgressPlugin, StrategyContext, predict_logits
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def select_device(requested: str) -> torch.device:
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was requested but no CUDA device is available; use --device auto or cpu")
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+@torch.no_grad()
+def evaluate_stream(strategy, test_stream, batch_size: int) -> list[float]:
+    """Accuracy of the strategy's current model on every experience of ``test_stream``."""
+    model = strategy.model
+    was_training = model.training
+    model.eval()
+    accuracies = []
+    for experience in test_stream:
+        correct, total = 0, 0
+        for inputs, targets, task_labels in make_loader(experience.dataset.eval(), batch_size, shuffle=False):
+            inputs, targets = inputs.to(strategy.device), targets.to(strategy.device)
+            logits = predict_logits(strategy, inputs, task_labels.to(strategy.device))
+            correct += int((logits.argmax(dim=1) == targets).sum())
+            total += len(targets)
+        accuracies.append(correct / max(total, 1))
+    model.train(was_training)
+    return accuracies
+
+
+@dataclass
+class Prepared:
+    """A validated run, built up to (but excluding) training."""
+
+    config: RunConfig
+    run_dir: Path
+    scenario: object
+    strategy: object
+    device: torch.device
+
+
+def prepare(config: RunConfig, out_dir: Path, progress: bool) -> Prepared:
+    """Seed, pick the device, build scenario, model and strategy. Raises UserError on bad input."""
+    # Avalanche 0.6 warns about its own deprecated internals on every experience
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"avalanche\.")
+    seed_everything(config.seed)
+    device = select_device(config.train.device)
+    scenario_entry = SCENARIOS.get(config.scenario)
+    scenario = scenario_entry.builder(config.components["scenario"], config.seed)
+    model = MODELS.get(config.model).builder(config.components["model"], scenario).to(device)
+    context = StrategyContext(model=model, train=config.train, scenario=scenario, device=device,
+                              plugins=[ProgressPlugin(scenario.n_experiences, enabled=progress)])
+    strategy = STRATEGIES.get(config.strategy).builder(config.components["strategy"], context)
+    if config.attack is not None:
+        raise UserError(f"attack {config.attack!r} is registered but attacks are not wired into the runner yet")
+    return Prepared(config, Path(out_dir) / config.run_id(), scenario, strategy, device)
+
+
+def execute(config: RunConfig, out_dir: Path, command: str = "", resume: bool = False, force: bool = False,
+            progress: bool = True, log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+            stop_after: Optional[int] = None) -> Path:
+    """Run ``config`` into ``out_dir/<run_id>`` and return that directory.
+
+    A complete record there is returned as is unless ``force``. ``resume`` continues from the
+    last checkpoint. ``stop_after`` (tests only) stops after that many experiences, like a kill.
+    """
+    run_dir = Path(out_dir) / config.run_id()
+    if records.is_complete(run_dir) and not force:
+        log(f"run {config.run_id()} already complete (use --force to redo it)")
+        return run_dir
+    started = time.perf_counter()
+    prepared = prepare(config, out_dir, progress)
+    scenario, strategy = prepared.scenario, prepared.strategy
+    train_stream, test_stream = scenario.benchmark.train_stream, scenario.benchmark.test_stream
+    if force and run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    if resume and checkpoint.exists(run_dir):
+        state = checkpoint.load(run_dir, strategy)
+        log(f"resuming {config.run_id()} after experience {len(state['accuracy_matrix'])}")
+    else:
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        state = {"accuracy_matrix": [], "per_experience": [], "elapsed_s": 0.0,
+                 "accuracy_initial": evaluate_stream(strategy, test_stream, config.train.eval_batch_size)}
+    elapsed_before = state["elapsed_s"]
+
+    whole_stream = getattr(strategy, "train_whole_stream", False)
+    for index in range(len(state["accuracy_matrix"]), scenario.n_experiences):
+        train_start = time.perf_counter()
+        if whole_stream and index == 0:
+            strategy.train(train_stream, eval_streams=[])
+        elif not whole_stream:
+            strategy.train(train_stream[index], eval_streams=[])
+        eval_start = time.perf_counter()
+        row = evaluate_stream(strategy, test_stream, config.train.eval_batch_size)
+        done = time.perf_counter()
+        state["accuracy_matrix"].append(row)
+        state["per_experience"].append({"train_s": eval_start - train_start, "eval_s": done - eval_start})
+        state["elapsed_s"] = elapsed_before + done - started
+        checkpoint.save(run_dir, strategy, state)
+        if stop_after is not None and index + 1 >= stop_after:
+            return run_dir
+
+    record = build_record(prepared, state, command)
+    write_outputs(run_dir, record)
+    return run_dir
+
+
+def build_record(prepared: Prepared, state: dict, command: str) -> dict:
+    config, scenario = prepared.config, prepared.scenario
+    matrix = state["accuracy_matrix"]
+    per_experience = state["per_experience"]
+    # a strategy trained once on the whole stream has no "before experience j" row: no forward transfer
+    whole_stream = getattr(prepared.strategy, "train_whole_stream", False)
+    peak_memory_mb = (torch.cuda.max_memory_allocated() / 2**20 if prepared.device.type == "cuda"
+                      else _peak_rss_mb())
+    return {
+        "schema_version": records.SCHEMA_VERSION,
+        "run_id": config.run_id(),
+        "config_id": config.config_id(),
+        "command": command,
+        "config": config.to_dict(),
+        "status": "complete",
+        "scenario": config.scenario,
+        "strategy": config.strategy,
+        "model": config.model,
+        "attack": config.attack,
+        "seed": config.seed,
+        "scenario_info": scenario.metadata(),
+        "accuracy_matrix": matrix,
+        "accuracy_initial": state["accuracy_initial"],
+        "metrics": metrics.all_metrics(matrix, None if whole_stream else state["accuracy_initial"]),
+        "timing": {"total_s": state["elapsed_s"],
+                   "train_s": sum(p["train_s"] for p in per_experience),
+                   "eval_s": sum(p["eval_s"] for p in per_experience),
+                   "per_experience": per_experience},
+        "peak_memory_mb": peak_memory_mb,
+        "environment": records.environment(prepared.device),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def write_outputs(run_dir: Path, record: dict) -> None:
+    """accuracy_matrix.csv and the forgetting-curve PNG first, record.json last (it marks completion)."""
+    from cl_bench import plots
+
+    records.atomic_write_text(run_dir / "accuracy_matrix.csv", records.accuracy_matrix_csv(record["accuracy_matrix"]))
+    plots.plot_run(record, run_dir / "forgetting_curve.png")
+    records.write_record(run_dir, record)
+    for name in (checkpoint.CHECKPOINT_TENSORS, checkpoint.CHECKPOINT_STRUCTURE):
+        (run_dir / name).unlink(missing_ok=True)
+
+
+def run_from_spec(spec: dict, sets: Sequence[str], out_dir: Path, force: bool = False,
+                  progress: bool = False) -> Path:
+    """Entry point for sweeps: resolve a config dict (``--config`` format) and execute it."""
+    config = resolve(spec, None, sets)
+    command = f"cl-bench sweep (spec: {spec}, set: {list(sets)})"
+    return execute(config, out_dir, command=command, force=force, progress=progress, log=lambda line: None)

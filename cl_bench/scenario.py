@@ -1,0 +1,85 @@
+"""The scenario contract: what a scenario builder returns, and helpers to build one from tensors.
+
+A scenario module registers a builder ``build(config, seed) -> ScenarioData`` with
+``SCENARIOS.register(name, config=..., default_model=..., train_defaults={...})``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
+from avalanche.benchmarks.scenarios.task_aware import with_task_labels
+
+from cl_bench.tensor_data import TensorBank
+
+SETTINGS = ("task-incremental", "class-incremental", "domain-incremental", "task-free")
+
+
+@dataclass
+class ScenarioData:
+    """An Avalanche benchmark plus the metadata models, strategies and records need."""
+
+    benchmark: object  # avalanche CLScenario with train_stream and test_stream
+    input_shape: tuple[int, ...]
+    num_classes: int
+    setting: str
+    task_labels: bool  # True: multi-head, the task id is given at training and test time
+    classes_per_experience: list[list[int]]
+    class_order: list[int] = field(default_factory=list)
+    description: str = ""
+
+    @property
+    def n_experiences(self) -> int:
+        return len(self.classes_per_experience)
+
+    def metadata(self) -> dict:
+        """The JSON-able part, stored in the run record."""
+        return {"input_shape": list(self.input_shape), "num_classes": self.num_classes,
+                "setting": self.setting, "task_labels": self.task_labels,
+                "n_experiences": self.n_experiences,
+                "classes_per_experience": self.classes_per_experience,
+                "class_order": self.class_order, "description": self.description}
+
+
+def tensor_scenario(train_parts: Sequence[tuple[torch.Tensor, torch.Tensor]],
+                    test_parts: Sequence[tuple[torch.Tensor, torch.Tensor]], *, setting: str,
+                    task_labels: bool, num_classes: int, class_order: Sequence[int] = (),
+                    description: str = "") -> ScenarioData:
+    """A tensor-resident scenario: experience i trains on ``train_parts[i]`` and tests on ``test_parts[i]``.
+
+    Each part is (inputs float32, targets int64). With ``task_labels`` experience i carries task
+    label i; otherwise every sample has task label 0. Train and test each live in one bank so
+    derived datasets (replay buffers, joint training) stay sliceable.
+    """
+    if setting not in SETTINGS:
+        raise ValueError(f"setting must be one of {SETTINGS}")
+    if len(train_parts) != len(test_parts):
+        raise ValueError("train and test must have the same number of experiences")
+
+    def one_bank(parts, name):
+        inputs = torch.cat([x.float() for x, _ in parts])
+        targets = torch.cat([y.long() for _, y in parts])
+        sizes = [len(y) for _, y in parts]
+        tasks = torch.cat([torch.full((n,), i if task_labels else 0, dtype=torch.long)
+                           for i, n in enumerate(sizes)])
+        bank = TensorBank(inputs, targets, tasks, name=name)
+        bounds = torch.cumsum(torch.tensor([0] + sizes), 0).tolist()
+        return [bank.dataset(range(bounds[i], bounds[i + 1])) for i in range(len(parts))]
+
+    benchmark = with_task_labels(benchmark_from_datasets(train=one_bank(train_parts, "train"),
+                                                       test=one_bank(test_parts, "test")))
+    classes = [sorted(torch.unique(y).tolist()) for _, y in train_parts]
+    return ScenarioData(benchmark=benchmark, input_shape=tuple(train_parts[0][0].shape[1:]),
+                        num_classes=num_classes, setting=setting, task_labels=task_labels,
+                        classes_per_experience=classes, class_order=list(class_order),
+                        description=description)
+
+
+def data_root() -> Path:
+    """Where prepared datasets live: $CL_BENCH_DATA, else ~/.cache/cl_bench/data."""
+    return Path(os.environ.get("CL_BENCH_DATA", Path.home() / ".cache" / "cl_bench" / "data"))

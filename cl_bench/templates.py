@@ -1,0 +1,133 @@
+"""What every strategy shares: the slicing data path, the build context, progress and prediction.
+
+Strategies are Avalanche templates. :func:`fast` returns a subclass of any Avalanche template
+whose train/eval data loaders batch tensor-bank datasets by slicing (see ``tensor_data``);
+the algorithm itself (loss terms, gradient hooks, buffers) is untouched.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import torch
+from avalanche.core import SupervisedPlugin
+from avalanche.models.utils import avalanche_forward
+from avalanche.training.plugins import EvaluationPlugin
+from torch import nn
+from tqdm.auto import tqdm
+
+from cl_bench.config import TrainConfig
+from cl_bench.tensor_data import SliceLoader, gather
+
+
+class SlicingDataMixin:
+    """Replaces Avalanche's per-item loaders by slicing loaders when the data is bank-backed."""
+
+    def _slice_loader(self, dataset, batch_size: int, shuffle: bool, drop_last: bool) -> Optional[SliceLoader]:
+        tensors = gather(dataset)
+        if tensors is None:
+            return None
+        if self.device.type != "cpu":
+            # small scenarios fit on the accelerator: one copy per experience, no per-batch transfer
+            tensors = tuple(t.to(self.device) for t in tensors)
+        return SliceLoader(tensors, batch_size, shuffle, drop_last)
+
+    def make_train_dataloader(self, num_workers=0, shuffle=True, pin_memory=None,
+                              persistent_workers=False, drop_last=False, **kwargs):
+        loader = self._slice_loader(self.adapted_dataset, self.train_mb_size, shuffle, drop_last)
+        if loader is None:
+            return super().make_train_dataloader(num_workers=num_workers, shuffle=shuffle, pin_memory=pin_memory,
+                                                 persistent_workers=persistent_workers, drop_last=drop_last, **kwargs)
+        self.dataloader = loader
+
+    def make_eval_dataloader(self, num_workers=0, shuffle=False, pin_memory=None,
+                             persistent_workers=False, **kwargs):
+        loader = self._slice_loader(self.adapted_dataset, self.eval_mb_size, False, False)
+        if loader is None:
+            return super().make_eval_dataloader(num_workers=num_workers, shuffle=shuffle, pin_memory=pin_memory,
+                                                persistent_workers=persistent_workers, **kwargs)
+        self.dataloader = loader
+
+
+_fast_classes: dict[type, type] = {}
+
+
+def fast(template_class: type) -> type:
+    """``template_class`` with the slicing data path (one cached subclass per template)."""
+    if template_class not in _fast_classes:
+        _fast_classes[template_class] = type(template_class.__name__, (SlicingDataMixin, template_class), {})
+    return _fast_classes[template_class]
+
+
+class ProgressPlugin(SupervisedPlugin):
+    """A tqdm bar per experience, advanced after every training iteration."""
+
+    stateless = True  # nothing to checkpoint
+
+    def __init__(self, n_experiences: int, enabled: bool = True):
+        super().__init__()
+        self.n_experiences = n_experiences
+        self.enabled = enabled
+        self.bar = None
+
+    def before_training_exp(self, strategy, **kwargs):
+        if not self.enabled:
+            return
+        steps = strategy.train_epochs * len(strategy.dataloader)
+        index = strategy.experience.current_experience
+        self.bar = tqdm(total=steps, desc=f"experience {index + 1}/{self.n_experiences}", unit="step",
+                        leave=False, dynamic_ncols=True)
+
+    def after_training_iteration(self, strategy, **kwargs):
+        if self.bar is not None:
+            self.bar.update(1)
+            if self.bar.n % 50 == 0:
+                self.bar.set_postfix(loss=f"{float(strategy.loss):.3f}", refresh=False)
+
+    def after_training_exp(self, strategy, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+@dataclass
+class StrategyContext:
+    """Everything a strategy builder needs besides its own config."""
+
+    model: nn.Module
+    train: TrainConfig
+    scenario: Any  # ScenarioData
+    device: torch.device
+    plugins: list = field(default_factory=list)
+
+    def optimizer(self, parameters=None) -> torch.optim.Optimizer:
+        parameters = self.model.parameters() if parameters is None else parameters
+        if self.train.optimizer == "adam":
+            return torch.optim.Adam(parameters, lr=self.train.lr, weight_decay=self.train.weight_decay)
+        return torch.optim.SGD(parameters, lr=self.train.lr, momentum=self.train.momentum,
+                               weight_decay=self.train.weight_decay)
+
+    def template_kwargs(self, extra_plugins: Optional[list] = None) -> dict:
+        """Keyword arguments common to every Avalanche template."""
+        return dict(model=self.model, optimizer=self.optimizer(), criterion=nn.CrossEntropyLoss(),
+                    train_mb_size=self.train.batch_size, train_epochs=self.train.epochs,
+                    eval_mb_size=self.train.eval_batch_size, device=self.device,
+                    plugins=list(self.plugins) + list(extra_plugins or []),
+                    evaluator=_silent_evaluator())
+
+
+def _silent_evaluator() -> EvaluationPlugin:
+    """The runner evaluates by itself; Avalanche's own metrics and loggers would only cost time."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="No loggers specified")
+        return EvaluationPlugin(loggers=[])
+
+
+def predict_logits(strategy, inputs: torch.Tensor, task_labels: torch.Tensor) -> torch.Tensor:
+    """The strategy's prediction rule: its own ``predict_logits`` if it has one, else the model."""
+    custom = getattr(strategy, "predict_logits", None)
+    if custom is not None:
+        return custom(inputs, task_labels)
+    return avalanche_forward(strategy.model, inputs, task_labels)

@@ -1,0 +1,1 @@
+"""Evaluator catalog (unlearning, multiplicity). Each module registers itself."""
