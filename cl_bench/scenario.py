@@ -13,6 +13,7 @@ from typing import Sequence
 
 import torch
 from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
+from avalanche.benchmarks.scenarios.supervised import with_classes_timeline
 from avalanche.benchmarks.scenarios.task_aware import with_task_labels
 
 from cl_bench.tensor_data import TensorBank
@@ -74,10 +75,22 @@ def tensor_scenario(train_parts: Sequence[tuple[torch.Tensor, torch.Tensor]],
     benchmark = with_task_labels(benchmark_from_datasets(train=one_bank(train_parts, "train"),
                                                        test=one_bank(test_parts, "test")))
     classes = [sorted(torch.unique(y).tolist()) for _, y in train_parts]
-    return ScenarioData(benchmark=benchmark, input_shape=tuple(train_parts[0][0].shape[1:]),
-                        num_classes=num_classes, setting=setting, task_labels=task_labels,
-                        classes_per_experience=classes, class_order=list(class_order),
-                        description=description)
+    return add_classes_timeline(ScenarioData(
+        benchmark=benchmark, input_shape=tuple(train_parts[0][0].shape[1:]), num_classes=num_classes,
+        setting=setting, task_labels=task_labels, classes_per_experience=classes, class_order=list(class_order),
+        description=description))
+
+
+def add_classes_timeline(scenario: ScenarioData) -> ScenarioData:
+    """Give every experience Avalanche's class timeline (``classes_in_this_experience`` ...), if missing.
+
+    ``benchmark_from_datasets`` does not set it, but Avalanche's multi-head modules read it in
+    ``adaptation``; skipped when the benchmark already carries it.
+    """
+    first = scenario.benchmark.train_stream[0]
+    if not hasattr(first, "classes_in_this_experience"):
+        scenario.benchmark = with_classes_timeline(scenario.benchmark)
+    return scenario
 
 
 def data_root() -> Path:

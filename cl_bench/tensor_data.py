@@ -14,6 +14,7 @@ through torchvision) go through the ordinary ``DataLoader``.
 from __future__ import annotations
 
 import itertools
+import weakref
 from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence
 
@@ -25,8 +26,9 @@ from avalanche.benchmarks.utils.classification_dataset import (
     TaskAwareSupervisedClassificationDataset,
 )
 
-_BANKS: dict[int, "TensorBank"] = {}
-_BANKS_BY_NAME: dict[str, "TensorBank"] = {}
+# weak: a bank lives as long as some dataset still refers to it, not for the whole process
+_BANKS: "weakref.WeakValueDictionary[int, TensorBank]" = weakref.WeakValueDictionary()
+_BANKS_BY_NAME: "weakref.WeakValueDictionary[str, TensorBank]" = weakref.WeakValueDictionary()
 _bank_ids = itertools.count()
 
 

@@ -40,6 +40,9 @@ class MultiHeadNet(MultiTaskModule):
             masks[task, classes] = False
         self.register_buffer("masked_classes", masks, persistent=False)
 
+    def adaptation(self, experience=None):
+        """Heads are fixed at construction (one per experience), so nothing grows during training."""
+
     def forward_single_task(self, x: torch.Tensor, task_label: int) -> torch.Tensor:
         logits = self.heads[task_label](self.backbone(x))
         return logits.masked_fill(self.masked_classes[task_label], MASKED_LOGIT)

@@ -1,0 +1,4 @@
+"""Scenario catalog."""
+
+from scenarios import continual_swiss_roll  # noqa: F401
+from scenarios import split_image  # noqa: F401

@@ -1,0 +1,341 @@
+"""Split image scenarios: a labelled image dataset cut into experiences of disjoint classes.
+
+* ``split_fmnist``: Fashion-MNIST, official 60k/10k train/test split, 5 experiences x 2 classes.
+* ``split_digits``: scikit-learn's bundled 8x8 digits (1797 images), a stratified train/test split,
+  5 experiences x 2 classes; the tiny scenario for fast tests (no files needed).
+* ``split_cifar10`` (5 x 2 classes) and ``split_cifar100`` (10 x 10 classes by default).
+
+Suite choices, shared by all four:
+
+* Experience ``i`` holds the classes ``class_order[i*k:(i+1)*k]`` (``k = classes / n_experiences``);
+  ``class_order`` is 0..C-1 unless given explicitly or ``shuffle_classes`` draws a permutation from
+  ``numpy.random.default_rng(seed)`` (seed = the run seed, so class orders vary with the seed).
+* Targets keep the dataset's original labels (no remapping by class order); ``num_classes`` is the
+  dataset's number of classes.
+* ``task_labels=False`` (default): class-incremental, one shared head, no task id.
+  ``task_labels=True``: task-incremental, experience ``i`` carries task label ``i`` at train and
+  test time (multi-head).
+* Samples inside an experience keep the dataset's order (loaders shuffle).
+* No data augmentation.
+
+Per-dataset choices:
+
+* Fashion-MNIST and digits are tensor-resident (:func:`cl_bench.scenario.tensor_scenario`):
+  pixels scaled to [0, 1] (/255, digits /16) with no mean/std normalisation, so attack budgets
+  (epsilon) are in [0, 1] pixel units; input shape (1, 28, 28) and (1, 8, 8). Fashion-MNIST is
+  read from ``data_root()/fashion-mnist`` (decoded arrays are cached in-process by
+  :mod:`cl_bench.data`); digits are the data of ``sklearn.datasets.load_digits`` (its bundled
+  ``digits.csv.gz`` read directly, which skips the ~0.4 s import of ``sklearn.datasets``; a test
+  checks it equals ``load_digits()``), with a stratified split
+  fixed by ``test_fraction`` and ``split_seed`` (not the run seed, so that every run sees the same
+  split, like an official one).
+* CIFAR-10/100 use the ordinary per-item Avalanche path (a float32 tensor bank would take
+  ~740 MB per dataset): each experience is an ``AvalancheDataset`` over the uint8 images with
+  ``targets`` and ``targets_task_labels`` data attributes and a ``ToTensor`` + per-channel
+  ``Normalize`` transform (fixed, published CIFAR mean/std; ``normalize=False`` keeps [0, 1]
+  pixels) in both the train and eval transform groups. The files are the standard
+  ``cifar-10-batches-py`` / ``cifar-100-python`` pickles under ``data_root()/cifar10`` or
+  ``/cifar100`` (the torchvision root layout), but they are read by :mod:`cl_bench.data` rather
+  than by ``torchvision.datasets.CIFAR10``: torchvision's constructor insists on the MD5 of the
+  full official files (``_check_integrity``, and again for the meta file in ``_load_meta``), so
+  it cannot read the small files the tests write in the same format without overriding its
+  private methods; reading the pickles ourselves also lets us refuse any pickle that is not
+  plain arrays. The format is checked on every load; ``cl-bench data prepare`` validates copies
+  and checks the downloaded archive's MD5.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Callable, ClassVar, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from cl_bench.config import ComponentConfig, param
+from cl_bench.data import CIFAR_LAYOUTS, ImageArrays, cifar_root, fmnist_dir, load_cifar, load_fmnist
+from cl_bench.errors import UserError
+from cl_bench.registry import SCENARIOS
+from cl_bench.scenario import ScenarioData, add_classes_timeline, tensor_scenario
+
+# published per-channel statistics of the CIFAR training sets (fixed, so nothing is computed from data)
+CIFAR_MEAN_STD = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+}
+
+
+@dataclass
+class SplitImageConfig(ComponentConfig):
+    """Class split shared by every split-image scenario (NUM_CLASSES set per dataset)."""
+
+    NUM_CLASSES: ClassVar[int] = 10
+
+    n_experiences: int = param(5, "number of experiences; must divide the number of classes", low=1)
+    class_order: Optional[list[int]] = param(None, "explicit class order (a permutation of all class ids); "
+                                                   "default: 0, 1, 2, ... in order")
+    shuffle_classes: bool = param(False, "order the classes by a permutation drawn from the run seed")
+    task_labels: bool = param(False, "multi-head task-incremental (task id = experience index); default: "
+                                     "class-incremental, one head, no task id")
+
+    def validate(self) -> None:
+        n_classes = self.NUM_CLASSES
+        if n_classes % self.n_experiences:
+            raise UserError(f"scenario.n_experiences must divide the {n_classes} classes, got {self.n_experiences}")
+        if self.class_order is not None:
+            if sorted(self.class_order) != list(range(n_classes)):
+                raise UserError(f"scenario.class_order must be a permutation of 0..{n_classes - 1} "
+                                f"(each class once), got {self.class_order}")
+            if self.shuffle_classes:
+                raise UserError("scenario.class_order and scenario.shuffle_classes exclude each other; "
+                                "set only one")
+
+
+def class_order_for(config: SplitImageConfig, seed: int) -> list[int]:
+    """The explicit order, a seeded permutation (shuffle_classes), or 0..C-1."""
+    if config.class_order is not None:
+        return list(config.class_order)
+    if config.shuffle_classes:
+        return np.random.default_rng(seed).permutation(config.NUM_CLASSES).tolist()
+    return list(range(config.NUM_CLASSES))
+
+
+def experience_classes(config: SplitImageConfig, order: list[int]) -> list[list[int]]:
+    """Consecutive chunks of the class order, one per experience."""
+    k = config.NUM_CLASSES // config.n_experiences
+    return [order[i * k:(i + 1) * k] for i in range(config.n_experiences)]
+
+
+def _rows_per_experience(labels: np.ndarray, chunks: list[list[int]], what: str) -> list[np.ndarray]:
+    rows = [np.flatnonzero(np.isin(labels, classes)) for classes in chunks]
+    for classes, indices in zip(chunks, rows):
+        if len(indices) == 0:
+            raise UserError(f"{what} has no samples of classes {classes}; the data files are incomplete")
+    return rows
+
+
+def _tensor_split(arrays: ImageArrays, config: SplitImageConfig, seed: int,
+                  to_inputs: Callable[[np.ndarray], torch.Tensor], title: str, where: str) -> ScenarioData:
+    """A tensor-resident split scenario from decoded arrays; ``to_inputs`` maps raw images to float32."""
+    order = class_order_for(config, seed)
+    chunks = experience_classes(config, order)
+    parts = {}
+    for split, images, labels in (("train", arrays.train_images, arrays.train_labels),
+                                  ("test", arrays.test_images, arrays.test_labels)):
+        rows = _rows_per_experience(labels, chunks, f"the {title} {split} set in {where}")
+        parts[split] = [(to_inputs(images[r]), torch.from_numpy(labels[r].astype(np.int64))) for r in rows]
+    k = config.NUM_CLASSES // config.n_experiences
+    description = (f"Split {title}: {config.n_experiences} experiences x {k} classes, class order {order}, "
+                   f"{'task-incremental (multi-head)' if config.task_labels else 'class-incremental (single head)'}")
+    return (tensor_scenario(
+        parts["train"], parts["test"], setting="task-incremental" if config.task_labels else "class-incremental",
+        task_labels=config.task_labels, num_classes=config.NUM_CLASSES, class_order=order, description=description))
+
+
+# ---------------------------------------------------------------------------------------------
+# Fashion-MNIST
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SplitFMNISTConfig(SplitImageConfig):
+    """Split Fashion-MNIST: official train/test split, pixels in [0, 1]."""
+
+
+def _uint8_to_unit(images: np.ndarray) -> torch.Tensor:
+    """uint8 (N, H, W) -> float32 (N, 1, H, W) in [0, 1]."""
+    return torch.from_numpy(images).float().div_(255.0).unsqueeze(1)
+
+
+@SCENARIOS.register("split_fmnist", config=SplitFMNISTConfig, default_model="mlp", requires_data="fmnist",
+                    train_defaults={"epochs": 2, "batch_size": 128, "lr": 0.01, "momentum": 0.9})
+def build_split_fmnist(config: SplitFMNISTConfig, seed: int) -> ScenarioData:
+    """Split Fashion-MNIST: 5 experiences x 2 classes, 28x28 pixels in [0,1] (needs `cl-bench data prepare fmnist`)."""
+    directory = fmnist_dir()
+    scenario = _tensor_split(load_fmnist(directory), config, seed, _uint8_to_unit, "Fashion-MNIST", str(directory))
+    scenario.description += ", pixels in [0,1], official 60k/10k split"
+    return scenario
+
+
+# ---------------------------------------------------------------------------------------------
+# scikit-learn digits
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SplitDigitsConfig(SplitImageConfig):
+    """Split digits: sklearn's 8x8 digits with a fixed stratified train/test split."""
+
+    test_fraction: float = param(0.3, "fraction of each class held out for testing", low=0.0, high=1.0,
+                                 low_open=True, high_open=True)
+    split_seed: int = param(0, "seed of the stratified train/test split (fixed, independent of the run seed)",
+                            low=0)
+
+
+@lru_cache(maxsize=1)
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    """sklearn's digits as (float32 images (1797, 8, 8) in [0, 1], int64 labels), read once."""
+    raw = _bundled_digits_csv()
+    if raw is not None:
+        images, labels = raw[:, :-1].reshape(-1, 8, 8), raw[:, -1]
+    else:
+        from sklearn.datasets import load_digits
+
+        bunch = load_digits()
+        images, labels = bunch.images, bunch.target
+    images = (images / 16.0).astype(np.float32)  # pixel values are 0..16
+    labels = labels.astype(np.int64)
+    images.flags.writeable = False
+    labels.flags.writeable = False
+    return images, labels
+
+
+def _bundled_digits_csv() -> Optional[np.ndarray]:
+    """The (1797, 65) table ``load_digits`` reads (64 pixels + label), read without importing sklearn.
+
+    Why: importing ``sklearn.datasets`` costs ~0.4 s, most of the build time of this tiny scenario.
+    The file is located through the package spec (no import); None if it is not where
+    scikit-learn keeps it, and the caller falls back to ``load_digits``. A test checks both agree.
+    """
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "digits.csv.gz"
+    if not path.is_file():
+        return None
+    table = np.loadtxt(path, delimiter=",")
+    return table if table.shape == (1797, 65) else None
+
+
+def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train rows, test rows), each class split in the same proportion; rows sorted."""
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for label in np.unique(labels):
+        rows = rng.permutation(np.flatnonzero(labels == label))
+        n_test = min(max(int(round(len(rows) * test_fraction)), 1), len(rows) - 1)
+        test.append(rows[:n_test])
+        train.append(rows[n_test:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+@SCENARIOS.register("split_digits", config=SplitDigitsConfig, default_model="mlp",
+                    model_defaults={"widths": [64, 64]},
+                    train_defaults={"epochs": 3, "batch_size": 32, "lr": 0.05, "momentum": 0.0})
+def build_split_digits(config: SplitDigitsConfig, seed: int) -> ScenarioData:
+    """Split digits (sklearn 8x8, bundled): 5 experiences x 2 classes, tiny and fast, for tests and smoke runs."""
+    images, labels = _digits()
+    train_rows, test_rows = stratified_split(labels, config.test_fraction, config.split_seed)
+    arrays = ImageArrays(images[train_rows], labels[train_rows], images[test_rows], labels[test_rows])
+    scenario = _tensor_split(arrays, config, seed, lambda x: torch.from_numpy(x).unsqueeze(1), "digits",
+                             "sklearn.datasets.load_digits")
+    scenario.description += (f", 8x8 pixels in [0,1], stratified {1 - config.test_fraction:.0%}/"
+                             f"{config.test_fraction:.0%} split (split_seed {config.split_seed})")
+    return scenario
+
+
+# ---------------------------------------------------------------------------------------------
+# CIFAR-10 / CIFAR-100
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SplitCIFAR10Config(SplitImageConfig):
+    """Split CIFAR-10."""
+
+    normalize: bool = param(True, "normalise each channel with the published CIFAR mean/std; false: pixels in [0,1]")
+
+
+@dataclass
+class SplitCIFAR100Config(SplitCIFAR10Config):
+    """Split CIFAR-100 (fine labels)."""
+
+    NUM_CLASSES: ClassVar[int] = 100
+
+    n_experiences: int = param(10, "number of experiences; must divide the number of classes", low=1)
+
+
+class _HWCImages(Dataset):
+    """uint8 (N, H, W, C) images and their labels, one sample at a time (for torchvision transforms)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray):
+        self.images = images
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+        # a copy: the cached arrays are read-only and torch warns on non-writable numpy arrays
+        return np.array(self.images[index]), int(self.labels[index])
+
+
+def _avalanche_dataset(images: np.ndarray, labels: np.ndarray, task_of_class: np.ndarray, transform):
+    """One Avalanche classification dataset over all samples, with targets and task-label attributes."""
+    from avalanche.benchmarks.utils import DataAttribute
+    from avalanche.benchmarks.utils.classification_dataset import TaskAwareSupervisedClassificationDataset
+    from avalanche.benchmarks.utils.transform_groups import TransformGroups
+
+    attributes = [DataAttribute(labels.tolist(), "targets"),
+                  DataAttribute(task_of_class[labels].tolist(), "targets_task_labels", use_in_getitem=True)]
+    return TaskAwareSupervisedClassificationDataset(
+        [_HWCImages(images, labels)], data_attributes=attributes,
+        transform_groups=TransformGroups({"train": transform, "eval": transform}))
+
+
+def _build_split_cifar(name: str, config: SplitCIFAR10Config, seed: int) -> ScenarioData:
+    from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
+    from avalanche.benchmarks.scenarios.task_aware import with_task_labels
+    from torchvision import transforms
+
+    layout = CIFAR_LAYOUTS[name]
+    root = cifar_root(name)
+    arrays = load_cifar(name, root)
+    order = class_order_for(config, seed)
+    chunks = experience_classes(config, order)
+    task_of_class = np.zeros(layout.num_classes, dtype=np.int64)
+    if config.task_labels:
+        for task, classes in enumerate(chunks):
+            task_of_class[classes] = task
+    steps = [transforms.ToTensor()]
+    if config.normalize:
+        steps.append(transforms.Normalize(*CIFAR_MEAN_STD[name]))
+    transform = transforms.Compose(steps)
+
+    streams = {}
+    for split, images, labels in (("train", arrays.train_images, arrays.train_labels),
+                                  ("test", arrays.test_images, arrays.test_labels)):
+        full = _avalanche_dataset(images, labels, task_of_class, transform)
+        rows = _rows_per_experience(labels, chunks, f"the {layout.title} {split} set in {root}")
+        streams[split] = [full.subset(r.tolist()) for r in rows]
+    benchmark = with_task_labels(benchmark_from_datasets(train=streams["train"], test=streams["test"]))
+    k = layout.num_classes // config.n_experiences
+    description = (f"Split {layout.title}: {config.n_experiences} experiences x {k} classes, class order "
+                   f"{order}, {'task-incremental (multi-head)' if config.task_labels else 'class-incremental'}, "
+                   f"{'normalised per channel' if config.normalize else 'pixels in [0,1]'}, per-item loading")
+    return add_classes_timeline(ScenarioData(
+        benchmark=benchmark, input_shape=(3, 32, 32), num_classes=layout.num_classes,
+        setting="task-incremental" if config.task_labels else "class-incremental", task_labels=config.task_labels,
+        classes_per_experience=[sorted(c) for c in chunks], class_order=order, description=description))
+
+
+CIFAR_TRAIN_DEFAULTS = {"epochs": 5, "batch_size": 64, "lr": 0.01, "momentum": 0.9}
+
+
+@SCENARIOS.register("split_cifar10", config=SplitCIFAR10Config, default_model="cnn", requires_data="cifar10",
+                    train_defaults=dict(CIFAR_TRAIN_DEFAULTS))
+def build_split_cifar10(config: SplitCIFAR10Config, seed: int) -> ScenarioData:
+    """Split CIFAR-10: 5 experiences x 2 classes, 32x32 RGB (needs `cl-bench data prepare cifar10`)."""
+    return _build_split_cifar("cifar10", config, seed)
+
+
+@SCENARIOS.register("split_cifar100", config=SplitCIFAR100Config, default_model="cnn", requires_data="cifar100",
+                    train_defaults=dict(CIFAR_TRAIN_DEFAULTS))
+def build_split_cifar100(config: SplitCIFAR100Config, seed: int) -> ScenarioData:
+    """Split CIFAR-100: 10 experiences x 10 classes, 32x32 RGB (needs `cl-bench data prepare cifar100`)."""
+    return _build_split_cifar("cifar100", config, seed)
