@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                                             "(mean and std over seeds).")
     board.add_argument("--runs", type=Path, default=Path("runs"), help="directory of run directories (default runs)")
     board.add_argument("--out", type=Path, default=Path("leaderboards"), help="output directory (default leaderboards)")
+    board.add_argument("--markdown", action="store_true", help="also print each board's headline columns as Markdown")
 
     plot = commands.add_parser("plot", help="draw forgetting curves of one run or overlay several",
                                description="One run directory: its forgetting curve. Several runs (or --runs with "
@@ -153,7 +154,7 @@ def command_leaderboard(args: argparse.Namespace) -> None:
 
     if not args.runs.is_dir():
         raise UserError(f"runs directory {args.runs} does not exist; run `cl-bench run` or `cl-bench sweep` first")
-    for path in leaderboard.build_leaderboards(args.runs, args.out):
+    for path in leaderboard.build_leaderboards(args.runs, args.out, markdown=print if args.markdown else None):
         print(path)
 
 
@@ -212,7 +213,7 @@ def command_list(args: argparse.Namespace) -> None:
     kinds = [args.kind] if args.kind else list(REGISTRIES)
     for kind in kinds:
         entries = REGISTRIES[kind].entries()
-        print(f"{kind}s:")
+        print({"strategy": "strategies"}.get(kind, kind + "s") + ":")
         if not entries:
             print("  (none registered yet)")
         width = max((len(e.name) for e in entries), default=0)

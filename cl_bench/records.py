@@ -14,27 +14,30 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
 SCHEMA_VERSION = 1
 RECORD_FILE = "record.json"
-REQUIRED_FIELDS = ("schema_version", "run_id", "config", "status", "scenario", "strategy", "seed",
+# the fields every table and plot relies on; a record lacking one is treated as incomplete
+REQUIRED_FIELDS = ("schema_version", "run_id", "status", "config", "scenario", "strategy", "seed",
                    "accuracy_matrix", "metrics", "timing")
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Write ``text`` through a uniquely named temporary file in the same directory + rename."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(payload)
-    os.replace(tmp, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", newline="") as tmp:
+            tmp.write(text)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def write_record(run_dir: Path, record: dict) -> Path:
@@ -53,30 +56,51 @@ def accuracy_matrix_csv(accuracy_matrix: list[list[float]]) -> str:
     return buffer.getvalue()
 
 
+def record_problem(record: Any) -> Optional[str]:
+    """Why ``record`` (parsed JSON) is not a complete run record, or None when it is."""
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    missing = [name for name in REQUIRED_FIELDS if name not in record]
+    if missing:
+        return f"missing field {missing[0]!r}"
+    if record["status"] != "complete":
+        return f"status is {record['status']!r}, not 'complete'"
+    if not isinstance(record["metrics"], dict) or not isinstance(record["timing"], dict):
+        return "metrics and timing must be objects"
+    if not isinstance(record["config"], dict):
+        return "config must be an object"
+    matrix = record["accuracy_matrix"]
+    if (not isinstance(matrix, list) or not matrix
+            or not all(isinstance(row, list) and len(row) == len(matrix[0]) for row in matrix)):
+        return "accuracy_matrix must be a non-empty list of equal-length rows"
+    return None
+
+
 def read_record(path: Path) -> tuple[Optional[dict], Optional[str]]:
-    """(record, None) for a complete, well-formed record; (None, reason) otherwise."""
+    """(record, None) for a complete, well-formed record; (None, reason) otherwise.
+
+    ``path`` is a record.json file or a run directory.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / RECORD_FILE
-    if not path.is_file():
-        return None, "no record.json (incomplete run)"
     try:
         record = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        return None, f"not valid JSON ({error.__class__.__name__})"
-    if not isinstance(record, dict):
-        return None, "not a JSON object"
-    missing = [name for name in REQUIRED_FIELDS if name not in record]
-    if missing:
-        return None, f"missing fields: {', '.join(missing)}"
-    if record.get("status") != "complete":
-        return None, f"status is {record.get('status')!r}, not 'complete'"
+    except FileNotFoundError:
+        return None, f"{path} does not exist (incomplete run)"
+    except (OSError, UnicodeDecodeError) as error:
+        return None, f"{path} is unreadable: {error}"
+    except json.JSONDecodeError as error:
+        return None, f"{path} is not valid JSON ({error.msg} at line {error.lineno})"
+    problem = record_problem(record)
+    if problem:
+        return None, f"{path} is not a complete run record: {problem}"
     return record, None
 
 
-def is_complete(run_dir: Path) -> bool:
-    record, _ = read_record(Path(run_dir) / RECORD_FILE)
-    return record is not None
+def is_complete(path: Path) -> bool:
+    """True when ``path`` (a record.json or a run directory) holds a complete run record."""
+    return read_record(path)[0] is not None
 
 
 def git_sha() -> Optional[str]:

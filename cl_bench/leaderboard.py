@@ -1,0 +1,297 @@
+"""Leaderboards: many run records -> one CSV per board, mean and std over seeds.
+
+A board kind is a function ``records -> list[Board]`` registered in :data:`BOARD_KINDS`; the
+engine runs every kind over the complete records and writes each board it returns. Only the
+clean continual-learning kind (``cl_<scenario>.csv``) exists so far; attack and evaluator boards
+are added the same way, as one more function.
+
+Conventions (so that a rerun over the same records gives byte-identical files):
+
+- A record is complete when ``record.json`` parses, holds the required fields and has
+  ``status == "complete"``. Anything else is skipped with a one-line warning, never a crash.
+- Rows group runs that differ only by seed (and device): key (scenario, setting, strategy,
+  model, config_id). Two records of the same group with the same seed (e.g. one on cpu, one on
+  cuda) count once: the most recently created one is kept, with a warning.
+- ``<metric>_std`` is the sample standard deviation (ddof=1) over seeds. With one seed it is
+  undefined and written as an empty cell (as are metrics a run does not report, e.g. ``fwt``
+  without a reference). Means and stds ignore seeds that lack the metric.
+- Floats are written with 4 decimals; rows are ordered by setting, then ``acc_mean``
+  descending, then strategy, then config_id.
+- Files are written atomically (temporary file + rename).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional, Sequence, Union
+
+from cl_bench.errors import UserError
+from cl_bench.records import RECORD_FILE, atomic_write_text, read_record
+
+FLOAT_FORMAT = "{:.4f}"
+# (column stem, how to read it from a record) for the per-seed numbers of the clean CL board
+CL_METRICS: tuple[tuple[str, Callable[[dict], Any]], ...] = (
+    ("acc", lambda r: r["metrics"].get("acc")),
+    ("bwt", lambda r: r["metrics"].get("bwt")),
+    ("forgetting", lambda r: r["metrics"].get("forgetting")),
+    ("learning_acc", lambda r: r["metrics"].get("learning_acc")),
+    ("fwt", lambda r: r["metrics"].get("fwt")),
+    ("wall_time_s", lambda r: r["timing"].get("total_s")),
+)
+GROUP_COLUMNS = ("scenario", "setting", "strategy", "model", "config_id")
+CONFIG_COLUMNS = ("strategy_config", "model_config", "scenario_config", "train_config")
+CL_COLUMNS = (GROUP_COLUMNS + ("n_seeds", "seeds")
+              + tuple(f"{stem}_{stat}" for stem, _ in CL_METRICS for stat in ("mean", "std"))
+              + CONFIG_COLUMNS)
+
+MARKDOWN_COLUMNS = ("setting", "strategy", "n_seeds", "acc_mean", "acc_std", "bwt_mean", "bwt_std",
+                    "forgetting_mean", "learning_acc_mean", "wall_time_s_mean")
+
+Warn = Callable[[str], None]
+
+
+def _warn_stderr(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------- reading records
+
+def _record_files(paths_or_dirs: Union[Path, str, Iterable[Union[Path, str]]], warn: Warn) -> list[Path]:
+    """Expand record files, run directories and runs directories into record.json paths."""
+    if isinstance(paths_or_dirs, (str, os.PathLike)):
+        paths_or_dirs = [paths_or_dirs]
+    files: list[Path] = []
+    for item in paths_or_dirs:
+        path = Path(item)
+        if path.is_file():
+            files.append(path)
+        elif (path / RECORD_FILE).is_file():
+            files.append(path / RECORD_FILE)
+        elif path.is_dir():
+            # hidden entries are temporary directories of runs being written, not runs
+            children = sorted(child for child in path.iterdir()
+                              if child.is_dir() and not child.name.startswith("."))
+            if not children:
+                warn(f"{path} holds no run directories")
+            for child in children:
+                if (child / RECORD_FILE).is_file():
+                    files.append(child / RECORD_FILE)
+                else:
+                    warn(f"skipping {child}: no {RECORD_FILE} (incomplete run)")
+        else:
+            warn(f"skipping {path}: no such file or directory")
+    return files
+
+
+def load_records(paths_or_dirs: Union[Path, str, Iterable[Union[Path, str]]],
+                 warn: Optional[Warn] = None) -> list[dict]:
+    """Complete run records from record files, run directories or directories of runs.
+
+    Incomplete, corrupt or partial records are skipped with a one-line warning through ``warn``
+    (default: stderr). Records come back in path order.
+    """
+    warn = warn or _warn_stderr
+    records = []
+    for path in _record_files(paths_or_dirs, warn):
+        record, problem = read_record(path)
+        if record is None:
+            warn(f"skipping {problem}")
+        else:
+            records.append(record)
+    return records
+
+
+# ----------------------------------------------------------------------------- statistics
+
+def _number(value: Any) -> Optional[float]:
+    """A finite float, or None for a missing / non-numeric / NaN value."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def mean_std(values: Sequence[Any]) -> tuple[Optional[float], Optional[float]]:
+    """Mean and sample std (ddof=1) of the numeric values; None where undefined."""
+    numbers = [v for v in map(_number, values) if v is not None]
+    if not numbers:
+        return None, None
+    mean = math.fsum(numbers) / len(numbers)
+    if len(numbers) < 2:
+        return mean, None
+    variance = math.fsum((v - mean) ** 2 for v in numbers) / (len(numbers) - 1)
+    return mean, math.sqrt(variance)
+
+
+def _format_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return ""
+        text = FLOAT_FORMAT.format(value)
+        # -0.0000 and 0.0000 are the same number; write one spelling so reruns never differ
+        return text[1:] if text.startswith("-") and float(text) == 0.0 else text
+    return str(value)
+
+
+def _compact_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _component_fields(record: dict, kind: str, drop: Sequence[str] = ("name",)) -> str:
+    """The non-name config fields of one component as compact JSON ('' when the kind is absent)."""
+    entry = record["config"].get(kind)
+    if not isinstance(entry, dict):
+        return ""
+    return _compact_json({k: v for k, v in entry.items() if k not in drop})
+
+
+def record_config_id(record: dict) -> str:
+    """The record's config_id; recomputed from its config (minus seed and device) when absent."""
+    if record.get("config_id"):
+        return str(record["config_id"])
+    import hashlib
+
+    config = json.loads(json.dumps(record["config"]))
+    config.pop("seed", None)
+    if isinstance(config.get("train"), dict):
+        config["train"].pop("device", None)
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def record_model(record: dict) -> str:
+    if record.get("model"):
+        return str(record["model"])
+    model = record["config"].get("model")
+    return str(model.get("name", "")) if isinstance(model, dict) else str(model or "")
+
+
+def record_setting(record: dict) -> str:
+    info = record.get("scenario_info")
+    return str(info.get("setting", "unknown")) if isinstance(info, dict) else "unknown"
+
+
+# ----------------------------------------------------------------------------- boards
+
+@dataclass
+class Board:
+    """One CSV: its file stem (``cl_split_fmnist``), its columns in order and its rows."""
+
+    name: str
+    columns: tuple[str, ...]
+    rows: list[dict]
+
+    def to_csv(self) -> str:
+        """The CSV text: header, then rows with every float in the fixed format."""
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(self.columns)
+        for row in self.rows:
+            writer.writerow([_format_cell(row.get(column)) for column in self.columns])
+        return buffer.getvalue()
+
+    def to_markdown(self, columns: Sequence[str] = MARKDOWN_COLUMNS) -> str:
+        """A Markdown table of the headline columns (for the README), values as in the CSV."""
+        shown = [column for column in columns if column in self.columns]
+        lines = [f"| {' | '.join(shown)} |", "|" + "---|" * len(shown)]
+        for row in self.rows:
+            lines.append("| " + " | ".join(_format_cell(row.get(column)) for column in shown) + " |")
+        return "\n".join(lines)
+
+
+def _dedupe_seeds(group: list[dict], warn: Warn) -> list[dict]:
+    """One record per seed (the most recently created wins), ordered by seed."""
+    by_seed: dict[Any, dict] = {}
+    for record in sorted(group, key=lambda r: (str(r.get("created", "")), str(r["run_id"]))):
+        seed = record["seed"]
+        if seed in by_seed:
+            warn(f"runs {by_seed[seed]['run_id']} and {record['run_id']} share config and seed {seed}; "
+                 f"keeping {record['run_id']} (newer)")
+        by_seed[seed] = record
+    return [by_seed[seed] for seed in sorted(by_seed, key=lambda s: (str(type(s)), s))]
+
+
+def _seed_row(group: list[dict]) -> dict:
+    """The summary row of one group of same-config records (one per seed)."""
+    first = group[0]
+    row: dict[str, Any] = {
+        "scenario": first["scenario"], "setting": record_setting(first), "strategy": first["strategy"],
+        "model": record_model(first), "config_id": record_config_id(first),
+        "n_seeds": len(group), "seeds": ";".join(str(r["seed"]) for r in group),
+        "strategy_config": _component_fields(first, "strategy"),
+        "model_config": _component_fields(first, "model"),
+        "scenario_config": _component_fields(first, "scenario"),
+        "train_config": _component_fields(first, "train", drop=("device",)),
+    }
+    for stem, read in CL_METRICS:
+        row[f"{stem}_mean"], row[f"{stem}_std"] = mean_std([read(r) for r in group])
+    return row
+
+
+def _row_order(row: dict) -> tuple:
+    acc = row.get("acc_mean")
+    # NaN / missing accuracies sort last within their setting
+    return (row["setting"], acc is None, -(acc or 0.0), row["strategy"], row["config_id"])
+
+
+def clean_cl_boards(records: list[dict], warn: Warn = _warn_stderr) -> list[Board]:
+    """``cl_<scenario>``: runs without an attack, one row per config, mean/std over seeds."""
+    groups: dict[tuple, list[dict]] = {}
+    for record in records:
+        if record.get("attack") is not None:
+            continue
+        key = (record["scenario"], record_setting(record), record["strategy"], record_model(record),
+               record_config_id(record))
+        groups.setdefault(key, []).append(record)
+    rows_by_scenario: dict[str, list[dict]] = {}
+    for key in sorted(groups):
+        row = _seed_row(_dedupe_seeds(groups[key], warn))
+        rows_by_scenario.setdefault(row["scenario"], []).append(row)
+    return [Board(f"cl_{scenario}", CL_COLUMNS, sorted(rows, key=_row_order))
+            for scenario, rows in sorted(rows_by_scenario.items())]
+
+
+BoardKind = Callable[[list[dict], Warn], list[Board]]
+# every board kind; attack_<attack> and evaluator boards are added here as one function each
+BOARD_KINDS: dict[str, BoardKind] = {"cl": clean_cl_boards}
+
+
+def summarize(records: list[dict], kinds: Optional[Sequence[str]] = None,
+              warn: Optional[Warn] = None) -> list[Board]:
+    """Every board (of the given kinds, default all) built from complete ``records``."""
+    warn = warn or _warn_stderr
+    unknown = [kind for kind in (kinds or ()) if kind not in BOARD_KINDS]
+    if unknown:
+        raise UserError(f"unknown board kind {unknown[0]!r}; valid: {', '.join(BOARD_KINDS)}")
+    boards: list[Board] = []
+    for kind in kinds or BOARD_KINDS:
+        boards.extend(BOARD_KINDS[kind](records, warn))
+    return boards
+
+
+def build_leaderboards(runs_dir: Path, out_dir: Path, warn: Optional[Warn] = None,
+                       kinds: Optional[Sequence[str]] = None, markdown: Optional[Callable[[str], None]] = None
+                       ) -> list[Path]:
+    """Scan ``runs_dir/*/record.json`` and write one CSV per board into ``out_dir``.
+
+    Incomplete or corrupt records are skipped with a warning. Returns the written paths, sorted.
+    """
+    warn = warn or _warn_stderr
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        raise UserError(f"runs directory {runs_dir} does not exist")
+    records = load_records([runs_dir], warn)
+    boards = summarize(records, kinds, warn)
+    written = [atomic_write_text(Path(out_dir) / f"{board.name}.csv", board.to_csv()) for board in boards]
+    if markdown is not None:
+        for board in boards:
+            markdown(f"### {board.name}\n\n{board.to_markdown()}\n")
+    return sorted(written)

@@ -1,0 +1,178 @@
+"""Plots of run records: the forgetting curve of one run, and an overlay comparing runs.
+
+Figures are built on :class:`matplotlib.figure.Figure` directly (the Agg canvas, no pyplot and
+no display), so plotting never touches global backend state and works in worker processes.
+Every PNG is written atomically (temporary file + rename).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from cl_bench.errors import UserError
+
+DPI = 120
+
+
+def _matrix(record: dict) -> np.ndarray:
+    matrix = np.asarray(record["accuracy_matrix"], dtype=float)
+    if matrix.ndim != 2 or matrix.shape[0] == 0:
+        raise UserError(f"run {record.get('run_id', '?')} has no accuracy matrix to plot")
+    return matrix
+
+
+def seen_accuracy(matrix: np.ndarray) -> np.ndarray:
+    """Mean accuracy over the experiences seen so far: entry i = mean_{j<=i} R[i][j]."""
+    return np.array([matrix[i, : i + 1].mean() for i in range(matrix.shape[0])])
+
+
+def _task_colors(n_tasks: int) -> list:
+    """Distinct colours: tab10 up to 10 tasks, tab20 up to 20, a continuous map beyond."""
+    from matplotlib import colormaps
+
+    if n_tasks <= 10:
+        return [colormaps["tab10"](j) for j in range(n_tasks)]
+    if n_tasks <= 20:
+        return [colormaps["tab20"](j) for j in range(n_tasks)]
+    return [colormaps["viridis"](j / max(1, n_tasks - 1)) for j in range(n_tasks)]
+
+
+def save_figure_atomic(figure: Figure, out_path: Path) -> Path:
+    """Save ``figure`` as PNG through a temporary file in the same directory + rename."""
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        figure.savefig(tmp_name, format="png", dpi=DPI, bbox_inches="tight")
+        os.replace(tmp_name, out_path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return out_path
+
+
+def _run_title(record: dict) -> str:
+    parts = [str(record.get("scenario", "?")), str(record.get("strategy", "?"))]
+    if record.get("attack"):
+        parts.append(f"attack {record['attack']}")
+    metrics = record.get("metrics") or {}
+    numbers = []
+    if isinstance(metrics.get("acc"), (int, float)):
+        numbers.append(f"ACC {metrics['acc']:.3f}")
+    if isinstance(metrics.get("bwt"), (int, float)):
+        numbers.append(f"BWT {metrics['bwt']:+.3f}")
+    return f"{' / '.join(parts)}  (seed {record.get('seed', '?')})\n{'   '.join(numbers)}"
+
+
+def plot_run(record: dict, out_path: Path) -> Path:
+    """The forgetting curve of one run, written as a PNG to ``out_path``.
+
+    x = number of experiences trained (1..T). One coloured line per test experience j with
+    R[i][j]: solid from the experience where it is trained (i = j) on, dotted and faint before
+    (forward transfer). A thick black line is the mean accuracy over the experiences seen so far.
+    """
+    matrix = _matrix(record)
+    n_trained, n_tasks = matrix.shape
+    x = np.arange(1, n_trained + 1)
+    colors = _task_colors(n_tasks)
+
+    figure = Figure(figsize=(7.5 if n_tasks <= 10 else 8.5, 4.5))
+    axes = figure.add_subplot()
+    for j in range(n_tasks):
+        if j > 0:  # before experience j is trained: from x=1 up to and including x=j+1
+            upto = min(j + 1, n_trained)
+            axes.plot(x[:upto], matrix[:upto, j], linestyle=":", linewidth=1, color=colors[j], alpha=0.45)
+        if j < n_trained:
+            axes.plot(x[j:], matrix[j:, j], linestyle="-", linewidth=1.6, marker="o", markersize=3,
+                      color=colors[j], label=f"exp {j + 1}")
+    axes.plot(x, seen_accuracy(matrix), color="black", linewidth=3, marker="o", markersize=4,
+              label="mean (seen)", zorder=5)
+
+    axes.set_xlim(0.8, n_trained + 0.2)
+    axes.set_ylim(0.0, 1.02)
+    axes.set_xticks(x if n_trained <= 20 else np.linspace(1, n_trained, 11).round().astype(int))
+    axes.set_xlabel("experiences trained")
+    axes.set_ylabel("test accuracy")
+    axes.grid(True, alpha=0.3)
+    axes.set_title(_run_title(record), fontsize=10)
+    # outside the axes so the curves stay visible; two columns once there are many tasks
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False,
+                ncol=1 if n_tasks <= 12 else 2, title="test experience", title_fontsize=8)
+    return save_figure_atomic(figure, out_path)
+
+
+def default_label(record: dict) -> str:
+    """The overlay label of a record: its strategy, plus its attack when it has one."""
+    label = str(record.get("strategy", "?"))
+    return f"{label} + {record['attack']}" if record.get("attack") else label
+
+
+def _curve_groups(records: Sequence[dict], labels: Sequence[str]) -> dict[str, list[dict]]:
+    """Records grouped by label, in the order labels first appear."""
+    groups: dict[str, list[dict]] = {}
+    for record, label in zip(records, labels):
+        groups.setdefault(label, []).append(record)
+    for label, group in groups.items():
+        shapes = {_matrix(record).shape for record in group}
+        if len(shapes) > 1:
+            raise UserError(f"runs labelled {label!r} have different numbers of experiences {sorted(shapes)}; "
+                            f"give them distinct labels")
+    return groups
+
+
+def _draw_band(axes, x: np.ndarray, curves: np.ndarray, color, label: str) -> None:
+    """Mean line, with a shaded min-max band when there is more than one seed."""
+    axes.plot(x, curves.mean(axis=0), color=color, linewidth=2, marker="o", markersize=3, label=label)
+    if curves.shape[0] > 1:
+        axes.fill_between(x, curves.min(axis=0), curves.max(axis=0), color=color, alpha=0.2, linewidth=0)
+
+
+def plot_overlay(records: list[dict], out_path: Path, labels: Optional[Sequence[str]] = None) -> Path:
+    """Compare runs: left, mean accuracy on seen experiences; right, accuracy on experience 1.
+
+    Both against the number of experiences trained. Records sharing a label (by default the
+    strategy name: the same strategy over several seeds) are drawn as their mean with a shaded
+    min-max band over seeds.
+    """
+    if not records:
+        raise UserError("no runs to plot")
+    labels = list(labels) if labels is not None else [default_label(r) for r in records]
+    if len(labels) != len(records):
+        raise ValueError(f"{len(labels)} labels for {len(records)} records")
+    groups = _curve_groups(records, labels)
+    colors = _task_colors(len(groups))
+
+    figure = Figure(figsize=(11, 4.3))
+    seen_axes, first_axes = figure.subplots(1, 2, sharey=True)
+    max_trained = 1
+    for color, (label, group) in zip(colors, groups.items()):
+        matrices = [_matrix(record) for record in group]
+        n_trained = matrices[0].shape[0]
+        max_trained = max(max_trained, n_trained)
+        x = np.arange(1, n_trained + 1)
+        shown = f"{label} (n={len(group)})" if len(group) > 1 else label
+        _draw_band(seen_axes, x, np.stack([seen_accuracy(m) for m in matrices]), color, shown)
+        _draw_band(first_axes, x, np.stack([m[:, 0] for m in matrices]), color, shown)
+
+    ticks = np.arange(1, max_trained + 1) if max_trained <= 20 else np.linspace(1, max_trained, 11).round()
+    for axes, title in ((seen_axes, "mean accuracy on experiences seen so far"),
+                        (first_axes, "accuracy on experience 1 (forgetting)")):
+        axes.set_xlim(0.8, max_trained + 0.2)
+        axes.set_ylim(0.0, 1.02)
+        axes.set_xticks(ticks)
+        axes.set_xlabel("experiences trained")
+        axes.grid(True, alpha=0.3)
+        axes.set_title(title, fontsize=10)
+    seen_axes.set_ylabel("test accuracy")
+    first_axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    scenarios = sorted({str(record.get("scenario", "?")) for record in records})
+    band_note = "; band: min-max over seeds" if any(len(g) > 1 for g in groups.values()) else ""
+    figure.suptitle(f"{', '.join(scenarios)}{band_note}", fontsize=11)
+    return save_figure_atomic(figure, out_path)
