@@ -101,19 +101,36 @@ def bank_rows(dataset) -> Optional[list[tuple["TensorBank", torch.Tensor]]]:
     attributes = getattr(dataset, "_data_attributes", {})
     if "bank_id" not in attributes or "bank_index" not in attributes:
         return None
-    cache = getattr(dataset, "_cl_bench_bank_rows", None)
-    if cache is not None:
-        return cache
-    bank_ids = torch.as_tensor(list(attributes["bank_id"].data), dtype=torch.long)
-    bank_indices = torch.as_tensor(list(attributes["bank_index"].data), dtype=torch.long)
-    groups = []
-    for bank_id in torch.unique(bank_ids).tolist():
-        groups.append((_BANKS[bank_id], bank_indices[bank_ids == bank_id]))
-    try:
-        dataset._cl_bench_bank_rows = groups
-    except AttributeError:
-        pass
+    # cache on the attribute objects: Avalanche shares them between a dataset and its
+    # .train()/.eval() copies, which are new objects on every experience
+    index_attribute, id_attribute = attributes["bank_index"], attributes["bank_id"]
+    cached = getattr(index_attribute, "_cl_bench_rows", None)
+    if cached is not None and cached[0] is id_attribute:
+        return cached[1]
+    bank_ids, bank_indices = _attribute_values(id_attribute), _attribute_values(index_attribute)
+    groups = [(_BANKS[bank_id], bank_indices[bank_ids == bank_id]) for bank_id in torch.unique(bank_ids).tolist()]
+    index_attribute._cl_bench_rows = (id_attribute, groups)
     return groups
+
+
+def _attribute_values(attribute) -> torch.Tensor:
+    """All values of an integer data attribute as one tensor.
+
+    Fast path through Avalanche 0.6's FlatData layout (a list of leaf sequences plus an index
+    list): one concatenation and one gather instead of a Python call per sample. Falls back to
+    element-wise iteration for any other layout.
+    """
+    flat = attribute.data
+    try:
+        leaves = [torch.as_tensor(leaf, dtype=torch.long) for leaf in flat._datasets]
+        values = torch.cat(leaves) if leaves else torch.empty(0, dtype=torch.long)
+        if flat._indices is not None:
+            values = values[torch.as_tensor(list(flat._indices), dtype=torch.long)]
+        if len(values) == len(attribute):
+            return values
+    except (AttributeError, TypeError, ValueError, RuntimeError):
+        pass
+    return torch.as_tensor(list(flat), dtype=torch.long)
 
 
 def gather(dataset) -> Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
