@@ -9,8 +9,8 @@ import pytest
 from cl_bench.cli import main
 from cl_bench.registry import REGISTRIES
 
-TINY = ["--scenario", "split_digits", "--device", "cpu", "--no-progress", "--set", "train.epochs=1",
-        "--set", "model.widths=[32]"]
+BASE = ["--scenario", "split_digits", "--device", "cpu", "--no-progress"]
+TINY = BASE + ["--set", "train.epochs=1", "--set", "model.widths=[32]"]
 
 
 def run_cli(args, capsys):
@@ -56,7 +56,7 @@ def test_console_script_runs_the_default_scenario(tmp_path):
     (["--config", "missing.yaml"], "config file missing.yaml does not exist"),
 ])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(extra, fragment, tmp_path, capsys):
-    code, out, err = run_cli(["run", *TINY, "--out", str(tmp_path / "runs"), *extra], capsys)
+    code, out, err = run_cli(["run", *BASE, "--out", str(tmp_path / "runs"), *extra], capsys)
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("error: ") and fragment in err
     assert not (tmp_path / "runs").exists()
