@@ -135,11 +135,9 @@ def command_sweep(args: argparse.Namespace) -> None:
     runs = sweep.expand(spec)
     out_dir = args.out or Path(getattr(spec, "out", None) or "runs")
     if args.dry_run:
-        from cl_bench.config import resolve
-
+        # expand() already resolved every run: reuse its run ids and labels
         for run_spec in runs:
-            config = resolve(run_spec.spec, None, run_spec.sets)
-            print(f"{config.run_id()}  {config.scenario}  {config.strategy}  seed={config.seed}")
+            print(f"{run_spec.run_id}  {run_spec.label}")
         print(f"{len(runs)} runs")
         return
     result = sweep.execute(runs, out_dir, workers=args.workers, executor=args.executor, address=args.address,
