@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--lr", type=float, help="learning rate")
     run.add_argument("--device", help="auto (CUDA when present), cpu or cuda")
     run.add_argument("--out", type=Path, default=Path("runs"), help="output directory (default runs)")
+    run.add_argument("--preset", help="a paper's hyperparameters for a benchmark, e.g. pmnist, cifar100_10split, "
+                                      "swiss_roll (see `cl-bench list preset`); --config, flags and --set override it")
     run.add_argument("--config", type=Path, help="YAML file with scenario/model/strategy/attack/train/seed")
     run.add_argument("--set", action="append", default=[], metavar="KIND.FIELD=VALUE",
                      help="override one field, e.g. strategy.ewc_lambda=100 or scenario.task_labels=true "
@@ -78,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--out", type=Path, help="PNG path (default: forgetting_curve.png in the run dir, or overlay.png)")
 
     listing = commands.add_parser("list", help="list registered scenarios, models, strategies, attacks, evaluators")
-    listing.add_argument("kind", nargs="?", choices=("scenario", "model", "strategy", "attack", "evaluator"))
+    listing.add_argument("kind", nargs="?", choices=("scenario", "model", "strategy", "attack", "evaluator", "preset"))
     listing.add_argument("--verbose", "-v", action="store_true", help="also list every config field and default")
 
     data = commands.add_parser("data", help="dataset preparation")
@@ -117,7 +119,7 @@ def command_run(args: argparse.Namespace, argv: Sequence[str]) -> None:
     spec = load_yaml(args.config) if args.config else {}
     flags = {"scenario": args.scenario, "model": args.model, "strategy": args.strategy, "attack": args.attack,
              "seed": args.seed, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-             "device": args.device}
+             "device": args.device, "preset": args.preset}
     config = resolve(spec, flags, args.set)
     command = "cl-bench " + " ".join(shlex.quote(part) for part in argv)
     run_dir = runner.execute(config, args.out, command=command, resume=args.resume, force=args.force,
@@ -208,8 +210,11 @@ def command_list(args: argparse.Namespace) -> None:
     from cl_bench.config import describe_fields
     from cl_bench.registry import REGISTRIES
 
-    kinds = [args.kind] if args.kind else list(REGISTRIES)
+    kinds = [args.kind] if args.kind else list(REGISTRIES) + ["preset"]
     for kind in kinds:
+        if kind == "preset":
+            _list_presets(args.verbose)
+            continue
         entries = REGISTRIES[kind].entries()
         print({"strategy": "strategies"}.get(kind, kind + "s") + ":")
         if not entries:
@@ -221,6 +226,22 @@ def command_list(args: argparse.Namespace) -> None:
                 for name, type_name, default, doc in describe_fields(entry.config_class):
                     print(f"      {name} ({type_name}, default {default!r}): {doc}")
         print()
+
+
+def _list_presets(verbose: bool) -> None:
+    import yaml
+
+    from cl_bench.presets import load_preset, preset_names
+
+    print("presets (cl-bench run --preset NAME):")
+    width = max((len(name) for name in preset_names()), default=0)
+    for name in preset_names():
+        description, spec = load_preset(name)
+        print(f"  {name.ljust(width)}  {description}")
+        if verbose:
+            for line in yaml.safe_dump(spec, sort_keys=False, default_flow_style=None).splitlines():
+                print(f"      {line}")
+    print()
 
 
 def command_data(args: argparse.Namespace) -> None:

@@ -7,7 +7,8 @@ A run's configuration is resolved in this order, later layers winning:
 1. the component defaults (and, for ``train``, the scenario's and strategy's recommended
    ``train_defaults`` registered with them; for the scenario's default model, its
    ``model_defaults``);
-2. a YAML file (``--config FILE``, read with ``yaml.safe_load``);
+2. a named preset (``--preset NAME`` or ``preset:`` in a config or sweep file), then a YAML
+   file (``--config FILE``, read with ``yaml.safe_load``);
 3. the CLI flags (``--epochs``, ``--batch-size``, ``--lr``, ``--device``, ``--seed`` ...);
 4. ``--set kind.field=value`` overrides (kind: scenario, model, strategy, attack, train).
 
@@ -251,28 +252,35 @@ def _split_component(value: Any, kind: str) -> tuple[Optional[str], dict]:
 def resolve(spec: Optional[dict] = None, flags: Optional[dict] = None, sets: Sequence[str] = ()) -> RunConfig:
     """Resolve a run config from a YAML-like ``spec``, CLI ``flags`` and ``--set`` assignments.
 
-    ``flags`` keys: scenario, model, strategy, attack, seed, epochs, batch_size, lr, device
-    (None means "not given").
+    ``flags`` keys: scenario, model, strategy, attack, seed, epochs, batch_size, lr, device,
+    preset (None means "not given"). A preset (flag or ``preset:`` key of ``spec``) is the layer
+    just above the registered defaults; see :mod:`cl_bench.presets`.
     """
     from cl_bench.registry import REGISTRIES
 
+    from cl_bench.presets import load_preset
+
     spec = dict(spec or {})
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
-    unknown_top = sorted(set(spec) - set(COMPONENT_KINDS) - {"train", "seed"})
+    preset_name = flags.pop("preset", None) or spec.pop("preset", None)
+    preset = load_preset(preset_name)[1] if preset_name else {}
+    valid_top = COMPONENT_KINDS + ("train", "seed")
+    unknown_top = sorted(set(spec) - set(valid_top))
     if unknown_top:
-        raise UserError(f"unknown config key {unknown_top[0]!r}; valid keys: "
-                        f"{', '.join(COMPONENT_KINDS + ('train', 'seed'))}")
+        raise UserError(f"unknown config key {unknown_top[0]!r}; valid keys: {', '.join(valid_top + ('preset',))}")
 
     names: dict[str, Optional[str]] = {}
     values: dict[str, dict] = {}
+    preset_components: dict[str, tuple[Optional[str], dict]] = {}
     for kind in COMPONENT_KINDS:
         name, fields_ = _split_component(spec.get(kind), kind)
-        names[kind] = flags.get(kind, name)
+        preset_components[kind] = _split_component(preset.get(kind), kind)
+        names[kind] = flags.get(kind, name or preset_components[kind][0])
         values[kind] = fields_
     train_values = spec.get("train") or {}
     if not isinstance(train_values, dict):
         raise UserError(f"train must be a mapping of training settings, got {train_values!r}")
-    values["train"] = dict(train_values)
+    values["train"] = {**(preset.get("train") or {}), **train_values}
 
     for flag in ("epochs", "batch_size", "lr", "device"):
         if flag in flags:
@@ -290,6 +298,15 @@ def resolve(spec: Optional[dict] = None, flags: Optional[dict] = None, sets: Seq
     if names["attack"] is None and values["attack"]:
         raise UserError("attack settings were given but no attack; add --attack NAME")
 
+    for kind, (preset_name_of_kind, preset_values) in preset_components.items():
+        if names[kind] is None or not preset_values:
+            continue
+        if names[kind] != preset_name_of_kind:
+            # another component than the preset's: keep the preset settings it understands
+            known = config_fields(REGISTRIES[kind].get(names[kind]).config_class)
+            preset_values = {k: v for k, v in preset_values.items() if k in known}
+        values[kind] = {**preset_values, **values[kind]}
+
     if names["model"] == scenario_entry.meta.get("default_model", "mlp"):
         # the scenario's recommended model settings (e.g. the Swiss roll's bias-free 100-100 MLP)
         values["model"] = {**scenario_entry.meta.get("model_defaults", {}), **values["model"]}
@@ -306,7 +323,7 @@ def resolve(spec: Optional[dict] = None, flags: Optional[dict] = None, sets: Seq
                     **strategy_entry.meta.get("train_defaults", {}), **values["train"]}
     train = build_config(TrainConfig, train_layers, "train")
 
-    seed = flags.get("seed", spec.get("seed", 0))
+    seed = flags.get("seed", spec.get("seed", preset.get("seed", 0)))
     seed = _coerce(seed, int, "seed")
     if seed < 0:
         raise UserError(f"seed must be >= 0, got {seed}")

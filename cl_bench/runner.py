@@ -175,9 +175,20 @@ def build_record(prepared: Prepared, state: dict, command: str) -> dict:
                    "eval_s": sum(p["eval_s"] for p in per_experience),
                    "per_experience": per_experience},
         "peak_memory_mb": peak_memory_mb,
+        "strategy_info": strategy_info(prepared.strategy),
         "environment": records.environment(prepared.device),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def strategy_info(strategy) -> dict:
+    """What the strategy's plugins report about themselves (e.g. GPM's memory occupancy per task)."""
+    info: dict = {}
+    for plugin in getattr(strategy, "plugins", []):
+        report = getattr(plugin, "record_info", None)
+        if callable(report):
+            info.update(report())
+    return info
 
 
 def _peak_rss_mb() -> float:

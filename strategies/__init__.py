@@ -1,3 +1,5 @@
 """Strategy catalog: one module per strategy family, imported here so it registers."""
 
 from strategies import baselines  # noqa: F401
+from strategies import gpm  # noqa: F401
+from strategies import gpm_sparse  # noqa: F401

@@ -12,6 +12,8 @@ from typing import Callable
 import numpy as np
 import pytest
 
+from cl_bench.cli import main
+
 
 def write_idx(path: Path, array: np.ndarray) -> Path:
     """Write ``array`` (uint8) as an IDX file, gzipped when ``path`` ends in .gz."""
@@ -127,3 +129,14 @@ def fake_cifar() -> Callable[..., dict[str, np.ndarray]]:
         return {key: np.concatenate(value) for key, value in written.items()}
 
     return make
+
+
+def run_cli(args, capsys):
+    """(exit code, stdout, stderr) of `cl-bench ARGS` run in this process."""
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

@@ -6,22 +6,12 @@ import sys
 
 import pytest
 
-from cl_bench.cli import main
+from conftest import run_cli
+
 from cl_bench.registry import REGISTRIES
 
 BASE = ["--scenario", "split_digits", "--device", "cpu", "--no-progress"]
 TINY = BASE + ["--set", "train.epochs=1", "--set", "model.widths=[32]"]
-
-
-def run_cli(args, capsys):
-    """(exit code, stdout, stderr) of `cl-bench ARGS` run in this process."""
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_run_writes_record_matrix_and_plot_and_prints_the_run_dir(tmp_path, capsys):
