@@ -77,7 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--strategy", nargs="+", help="keep runs of these strategies (with --runs)")
     plot.add_argument("--set", action="append", default=[], metavar="KIND.FIELD=VALUE",
                       help="keep runs whose resolved config has this value, e.g. scenario.task_labels=true")
-    plot.add_argument("--out", type=Path, help="PNG path (default: forgetting_curve.png in the run dir, or overlay.png)")
+    plot.add_argument("--memory", action="store_true",
+                      help="plot the GPM memory occupancy per layer after each task instead of forgetting curves")
+    plot.add_argument("--out", type=Path, help="PNG path (default: forgetting_curve.png in the run dir, or overlay.png; "
+                                               "with --memory, gpm_memory.png)")
 
     listing = commands.add_parser("list", help="list registered scenarios, models, strategies, attacks, evaluators")
     listing.add_argument("kind", nargs="?", choices=("scenario", "model", "strategy", "attack", "evaluator", "preset"))
@@ -196,7 +199,9 @@ def command_plot(args: argparse.Namespace) -> None:
             selected.sort(key=lambda r: (order[r["strategy"]], r["seed"]))
     if not selected:
         raise UserError("no runs to plot; pass run directories or --runs DIR (check the filters)")
-    if len(selected) == 1 and args.runs is None:
+    if args.memory:
+        print(plots.plot_memory(selected, args.out or Path("gpm_memory.png")))
+    elif len(selected) == 1 and args.runs is None:
         out = args.out or Path(args.paths[0] if args.paths[0].is_dir() else args.paths[0].parent) / "forgetting_curve.png"
         print(plots.plot_run(selected[0], out))
     else:

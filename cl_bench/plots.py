@@ -176,3 +176,44 @@ def plot_overlay(records: list[dict], out_path: Path, labels: Optional[Sequence[
     band_note = "; band: min-max over seeds" if any(len(g) > 1 for g in groups.values()) else ""
     figure.suptitle(f"{', '.join(scenarios)}{band_note}", fontsize=11)
     return save_figure_atomic(figure, out_path)
+
+
+def memory_occupancy(record: dict) -> tuple[list[str], np.ndarray]:
+    """(layer names, fractions (tasks, layers)) of a GPM run's memory: r_l / d_l after each task."""
+    memory = (record.get("strategy_info") or {}).get("gpm_memory")
+    if not memory or not memory.get("occupancy"):
+        raise UserError(f"run {record.get('run_id', '?')} ({record.get('strategy', '?')}) has no GPM memory "
+                        f"to plot; --memory needs runs of gpm, gpm_sparse, gpm_kwta or gpm_hd")
+    layers = list(memory["layer_dims"])
+    fractions = np.array([[after_task.get(layer, 0.0) for layer in layers] for after_task in memory["occupancy"]])
+    return layers, fractions
+
+
+def plot_memory(records: list[dict], out_path: Path) -> Path:
+    """How much of each layer's input space the GPM memory occupies after each task (r_l / d_l).
+
+    One panel per strategy (seeds averaged, min-max band), one line per projected layer,
+    labelled with its input dimension d_l: the paper's analysis of how fast the memory fills.
+    """
+    if not records:
+        raise UserError("no runs to plot")
+    groups = _curve_groups(records, [default_label(r) for r in records])
+    figure = Figure(figsize=(4.2 * len(groups) + 1.5, 3.8))
+    panels = figure.subplots(1, len(groups), sharey=True, squeeze=False)[0]
+    for axes, (label, group) in zip(panels, groups.items()):
+        layers, _ = memory_occupancy(group[0])
+        stacked = np.stack([memory_occupancy(record)[1] for record in group])  # (seeds, tasks, layers)
+        dims = group[0]["strategy_info"]["gpm_memory"]["layer_dims"]
+        x = np.arange(1, stacked.shape[1] + 1)
+        for color, (index, layer) in zip(_task_colors(len(layers)), enumerate(layers)):
+            _draw_band(axes, x, stacked[:, :, index], color, f"{layer} (d={dims[layer]})")
+        axes.set_title(f"{label} (n={len(group)})" if len(group) > 1 else label, fontsize=10)
+        axes.set_xlabel("tasks learned")
+        axes.set_xticks(x if len(x) <= 20 else np.linspace(1, len(x), 11).round())
+        axes.set_ylim(0.0, 1.02)
+        axes.grid(True, alpha=0.3)
+    panels[0].set_ylabel("memory occupancy r_l / d_l")
+    panels[-1].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False, title="layer")
+    scenarios = sorted({str(record.get("scenario", "?")) for record in records})
+    figure.suptitle(f"GPM memory per layer, {', '.join(scenarios)}", fontsize=11)
+    return save_figure_atomic(figure, out_path)

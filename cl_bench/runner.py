@@ -198,11 +198,14 @@ def _peak_rss_mb() -> float:
 
 
 def write_outputs(run_dir: Path, record: dict) -> None:
-    """accuracy_matrix.csv and the forgetting-curve PNG first, record.json last (it marks completion)."""
+    """accuracy_matrix.csv and the plots first (forgetting curve; GPM memory occupancy for GPM runs),
+    record.json last (it marks completion)."""
     from cl_bench import plots
 
     records.atomic_write_text(run_dir / "accuracy_matrix.csv", records.accuracy_matrix_csv(record["accuracy_matrix"]))
     plots.plot_run(record, run_dir / "forgetting_curve.png")
+    if "gpm_memory" in record.get("strategy_info", {}):
+        plots.plot_memory([record], run_dir / "gpm_memory.png")
     records.write_record(run_dir, record)
     for name in (checkpoint.CHECKPOINT_TENSORS, checkpoint.CHECKPOINT_STRUCTURE):
         (run_dir / name).unlink(missing_ok=True)

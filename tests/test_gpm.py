@@ -305,3 +305,20 @@ def test_every_preset_resolves_and_an_unknown_one_is_a_one_line_error(tmp_path, 
     assert not any(tmp_path.iterdir())
     code, out, _ = run_cli(["list", "preset"], capsys)
     assert code == 0 and "cifar100_10split" in out
+
+
+def test_the_cifar100_preset_runs_end_to_end_on_tiny_cifar_files(tmp_path, monkeypatch, capsys, fake_cifar):
+    """The paper's CIFAR-100 command, shortened: per-item data path, alexnet_gpm, conv representations."""
+    from conftest import run_cli
+
+    monkeypatch.setenv("CL_BENCH_DATA", str(tmp_path / "data"))
+    fake_cifar("cifar100", tmp_path / "data" / "cifar100", train_per_class=3, test_per_class=2)
+    code, out, err = run_cli(["run", "--preset", "cifar100_10split", "--device", "cpu", "--no-progress",
+                              "--epochs", "1", "--set", "scenario.n_experiences=2", "--set", "model.hidden=64",
+                              "--set", "model.channels=[8,8,8]", "--out", str(tmp_path / "runs")], capsys)
+    assert code == 0, err
+    record = json.loads((Path(out.strip().splitlines()[-1]) / "record.json").read_text())
+    assert record["model"] == "alexnet_gpm" and record["scenario_info"]["setting"] == "task-incremental"
+    assert record["config"]["strategy"]["threshold_increment"] == 0.003
+    dims = record["strategy_info"]["gpm_memory"]["layer_dims"]
+    assert list(dims.values()) == [3 * 4 * 4, 8 * 3 * 3, 8 * 2 * 2, 8 * 2 * 2, 64]  # conv fan-ins, then fc

@@ -306,3 +306,16 @@ def test_full_ratio_and_rho_zero_reproduce_relu_training_bitwise():
 
     for kwta_param, relu_param in zip(train(True), train(False), strict=True):
         assert torch.equal(kwta_param, relu_param)
+
+
+def test_full_ratio_with_hd_is_heterogeneous_dropout_on_relu_units():
+    """The HD-only ablation (k = width): no winner selection, so the guard is off and dropped units output 0."""
+    layer = KWTA(1.0, (50,)).train()
+    layer.hd_enabled = True
+    layer.keep_probability[:10] = 0.0  # the ten most used units are always dropped
+    z = make_input(64, 50).abs() + 0.1
+    out = layer(z)
+    assert torch.count_nonzero(out[:, :10]) == 0
+    assert torch.equal(out[:, 10:], z[:, 10:])
+    layer.eval()
+    assert torch.equal(layer(z), z)  # no dropout in evaluation

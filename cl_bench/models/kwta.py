@@ -22,9 +22,10 @@ Suite choices (not known from the paper; each behind a flag):
   redrawn every training forward pass; `"subset"`: once per mini-batch, m = min(n, ceil(1.1 * k)) units
   drawn without replacement with probabilities proportional to p (per location in channel mode),
   shared by the whole batch (the variant seen in third-party code).
-* [suite choice] guard (spec section 7): a sample (or, in channel mode, a sample's location) with fewer
-  than k retained units keeps all its units. Consequence: with k equal to the group size (ratio 1.0) HD
-  can never act, so it is skipped and no random numbers are drawn.
+* [suite choice] guard (spec section 7): when k-WTA acts (k < group size), a sample (or, in channel
+  mode, a sample's location) with fewer than k retained units keeps all its units. With k equal to
+  the group size (ratio 1.0, plain ReLU: the HD-only ablation) there is no winner selection to
+  protect and HD is plain heterogeneous dropout: dropped units output 0.
 * [suite choice] counting: A_j is incremented on the outputs (!= 0) of every training forward pass, with
   the HD mask applied; never in eval mode. Keep-probabilities are recomputed from the cumulative counts
   only when `update_keep_probability` is called (by the strategy, at the end of each task).
@@ -106,8 +107,8 @@ class KWTA(nn.Module):
 
     def hd_active(self) -> bool:
         """HD masks are drawn only in training, when enabled, when some unit may be dropped and k-WTA can act."""
-        if not (self.hd_enabled and self.training) or self.k == self.group_size:
-            return False  # with k == group size the guard would keep every unit anyway
+        if not (self.hd_enabled and self.training):
+            return False
         return not bool(torch.all(self.keep_probability == 1))
 
     def sample_keep_mask(self, batch_size: int, device: torch.device | str | None = None) -> torch.Tensor:
@@ -125,9 +126,10 @@ class KWTA(nn.Module):
             if num_drawn > 0:
                 shared.scatter_(-1, torch.multinomial(probability, num_drawn), True)
             keep = shared.unsqueeze(0).expand(batch_size, *shared.shape)
-        # guard (spec section 7): a group with fewer than k retained units keeps all of them
-        too_few = keep.sum(-1, keepdim=True) < self.k
-        return self._from_groups(keep | too_few)
+        if self.k < self.group_size:
+            # guard (spec section 7): a group with fewer than k retained units keeps all of them
+            keep = keep | (keep.sum(-1, keepdim=True) < self.k)
+        return self._from_groups(keep)
 
     @torch.no_grad()
     def winners(self, z: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
@@ -147,7 +149,9 @@ class KWTA(nn.Module):
             raise ValueError(f"KWTA expects inputs of shape (N, {self.feature_shape}), got {tuple(z.shape)}")
         scores = torch.relu(z) if self.relu else z
         if self.k == self.group_size:
-            output = scores  # every unit wins: returning the scores untouched keeps ReLU bitwise
+            # every unit wins: untouched scores keep ReLU bitwise; HD alone is plain (heterogeneous) dropout
+            output = scores * self.sample_keep_mask(z.shape[0], z.device).to(scores.dtype) if self.hd_active() \
+                else scores
         else:
             keep = self.sample_keep_mask(z.shape[0], z.device) if self.hd_active() else None
             # the mask is a detached constant, so gradients flow through the winners only
