@@ -322,3 +322,30 @@ def test_the_cifar100_preset_runs_end_to_end_on_tiny_cifar_files(tmp_path, monke
     assert record["config"]["strategy"]["threshold_increment"] == 0.003
     dims = record["strategy_info"]["gpm_memory"]["layer_dims"]
     assert list(dims.values()) == [3 * 4 * 4, 8 * 3 * 3, 8 * 2 * 2, 8 * 2 * 2, 64]  # conv fan-ins, then fc
+
+
+def _most_used_overlap(rho: float) -> float:
+    """Jaccard overlap of the 10 most-used hidden units of task 1 and task 2 (spec gpm_sparse oracle 9)."""
+    from cl_bench.models.kwta import insert_kwta
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 100), nn.ReLU(), nn.Linear(100, 2))
+    (unit,) = insert_kwta(model, (20,), [0.1])
+    unit.hd_enabled = True
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    most_used = []
+    for task in range(2):
+        inputs = torch.randn(512, 20)  # the same input distribution, another labelling rule
+        targets = (inputs[:, task] > 0).long()
+        before = unit.activation_count.clone()
+        for start in range(0, 512, 32):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(inputs[start:start + 32]), targets[start:start + 32]).backward()
+            optimizer.step()
+        most_used.append(set(torch.topk(unit.activation_count - before, 10).indices.tolist()))
+        unit.update_keep_probability(rho)
+    return len(most_used[0] & most_used[1]) / len(most_used[0] | most_used[1])
+
+
+def test_heterogeneous_dropout_moves_the_next_task_to_other_units():
+    assert _most_used_overlap(rho=5.0) < _most_used_overlap(rho=0.0)

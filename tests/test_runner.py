@@ -46,8 +46,9 @@ def test_same_seed_is_bit_identical_and_other_seed_differs(tmp_path):
     assert _matrix(runner.execute(other, tmp_path / "c", progress=False, log=lambda line: None)) != a
 
 
-def test_task_incremental_multi_head(tmp_path):
-    config = resolve({}, {"scenario": "split_digits", "strategy": "naive", "device": "cpu"},
+@pytest.mark.parametrize("strategy", ["naive", "lwf"])  # LwF asks a multi-task model for every head's output
+def test_task_incremental_multi_head(strategy, tmp_path):
+    config = resolve({}, {"scenario": "split_digits", "strategy": strategy, "device": "cpu"},
                      TINY + ["scenario.task_labels=true", "train.epochs=3"])
     record = json.loads((runner.execute(config, tmp_path, progress=False, log=lambda line: None)
                          / "record.json").read_text())

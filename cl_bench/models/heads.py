@@ -47,7 +47,10 @@ class MultiHeadNet(MultiTaskModule):
         logits = self.heads[task_label](self.backbone(x))
         return logits.masked_fill(self.masked_classes[task_label], MASKED_LOGIT)
 
-    def forward(self, x: torch.Tensor, task_labels) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, task_labels):
+        if task_labels is None:
+            # Avalanche's multi-task contract (used e.g. by LwF): every head's output, keyed by task
+            return {task: self.forward_single_task(x, task) for task in range(len(self.heads))}
         if isinstance(task_labels, int):
             return self.forward_single_task(x, task_labels)
         task_labels = task_labels.to(x.device)
