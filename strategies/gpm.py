@@ -29,7 +29,10 @@ At the end of task t (``after_training_exp``):
 While training task t >= 2 (``before_update``, i.e. after ``backward`` and before the optimizer
 step, so momentum only ever sees projected gradients): ``G_l <- G_l - G_l M_l M_l^T`` for every
 projected weight, computed as ``(G M) M^T`` when ``2 r < d`` and with the cached dense projector
-``M M^T`` otherwise (same result, cheaper form). One-dimensional parameters of the shared
+``M M^T`` otherwise (same result, cheaper form). For a Linear layer used once per step,
+``G = g^T X`` (``g`` the output gradient, ``X`` the batch's input rows), so the projected gradient
+is also ``g^T (X - X M M^T)``; when the batch is small this input-side form is much cheaper and
+is used instead (mathematically the same; the tests check both forms against the oracle). One-dimensional parameters of the shared
 network (biases, BatchNorm affine) get zero gradient from task 2 on.
 
 Official behaviour vs paper, and the flags (official is the default everywhere):
@@ -194,41 +197,83 @@ class GPMPlugin(SupervisedPlugin):
         self.bases: dict[str, torch.Tensor] = {}  # layer name -> (d, r) float64 on the CPU
         self.tasks_done = 0
         self.memory_history: list[dict] = []  # per finished task: layer -> fraction of d_l occupied
-        self._projectors: dict[str, tuple[str, torch.Tensor]] = {}
+        self._projectors: dict[str, tuple[nn.Module, str, torch.Tensor]] = {}
+        self._frozen: list[nn.Parameter] = []
+        self._captured: dict[str, list] = {}
+        self._hooks: list = []
 
     # -- training
     def before_training_exp(self, strategy, **kwargs):
         if self.config.reset_optimizer:
             strategy.optimizer.state.clear()
-        self._projectors = {}
+        self._release()
+        if self.tasks_done == 0:
+            return
         for name, module in projected_layers(strategy.model).items():
             basis = self.bases.get(name)
             if basis is None or basis.shape[1] == 0:
                 continue
             basis = basis.to(strategy.device, module.weight.dtype)
             if 2 * basis.shape[1] < basis.shape[0]:
-                self._projectors[name] = ("basis", basis)
+                self._projectors[name] = (module, "basis", basis)
             else:
-                self._projectors[name] = ("dense", basis @ basis.T)
+                self._projectors[name] = (module, "dense", basis @ basis.T)
+            if isinstance(module, nn.Linear):
+                self._hooks.append(module.register_forward_hook(self._capture_hook(name)))
+        if self.config.freeze_1d:
+            self._frozen = shared_1d_parameters(strategy.model)
+
+    def _capture_hook(self, name: str):
+        """Keeps a Linear layer's input rows and output gradient of the current step (see before_update)."""
+        def hook(module, args, output):
+            if not (module.training and torch.is_grad_enabled() and output.requires_grad):
+                return
+            calls = self._captured.setdefault(name, [])
+            calls.append([args[0].detach().reshape(-1, module.in_features), None])
+            output.register_hook(lambda grad, entry=calls[-1]: entry.__setitem__(1, grad.reshape(-1, grad.shape[-1])))
+        return hook
 
     def before_update(self, strategy, **kwargs):
-        if self.tasks_done == 0:
-            return
-        for name, module in projected_layers(strategy.model).items():
-            projector = self._projectors.get(name)
+        for name, (module, form, matrix) in self._projectors.items():
             gradient = module.weight.grad
-            if projector is None or gradient is None:
+            calls = self._captured.get(name, ())
+            if gradient is None:
                 continue
             flat = gradient.view(gradient.shape[0], -1)
-            form, matrix = projector
-            flat.sub_((flat @ matrix) @ matrix.T if form == "basis" else flat @ matrix)
-        if self.config.freeze_1d:
-            for parameter in shared_1d_parameters(strategy.model):
-                if parameter.grad is not None:
-                    parameter.grad.zero_()
+            if len(calls) == 1 and calls[0][1] is not None and self._input_side_is_cheaper(flat, form, matrix,
+                                                                                          len(calls[0][0])):
+                # G = g^T X, so G - G M M^T = g^T (X - X M M^T): with a small batch, projecting the batch's
+                # input rows is much cheaper than projecting the (out x d) gradient (same result)
+                inputs, output_gradient = calls[0]
+                if form == "basis":
+                    projected_inputs = torch.addmm(inputs, inputs @ matrix, matrix.T, alpha=-1)
+                else:
+                    projected_inputs = torch.addmm(inputs, inputs, matrix, alpha=-1)
+                torch.mm(output_gradient.T, projected_inputs, out=flat)
+            elif form == "basis":
+                flat.addmm_(flat @ matrix, matrix.T, alpha=-1)
+            else:
+                flat.sub_(flat @ matrix)
+        self._captured = {}
+        for parameter in self._frozen:
+            if parameter.grad is not None:
+                parameter.grad.zero_()
+
+    @staticmethod
+    def _input_side_is_cheaper(flat: torch.Tensor, form: str, matrix: torch.Tensor, rows: int) -> bool:
+        out_features, dim = flat.shape
+        per_row = 2 * matrix.shape[1] if form == "basis" else dim  # multiply-adds per input element
+        return rows * dim * per_row + out_features * rows * dim < out_features * dim * per_row
+
+    def _release(self) -> None:
+        """Drops the per-task caches and hooks (rebuilt from the bases at the next task; never checkpointed)."""
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks, self._projectors, self._frozen, self._captured = [], {}, [], {}
 
     # -- memory update
     def after_training_exp(self, strategy, **kwargs):
+        self._release()
         layers = projected_layers(strategy.model)
         samples = per_layer(self.config.representation_samples, len(layers))
         thresholds = [value + self.tasks_done * self.config.threshold_increment
@@ -242,7 +287,7 @@ class GPMPlugin(SupervisedPlugin):
             occupancy[name] = self.bases[name].shape[1] / self.bases[name].shape[0]
         self.memory_history.append(occupancy)
         self.tasks_done += 1
-        self._projectors = {}  # rebuilt from the bases at the next task; nothing to checkpoint
+        self._release()
 
     @torch.no_grad()
     def layer_inputs(self, strategy, layers: dict[str, nn.Module], n_samples: int) -> dict[str, torch.Tensor]:

@@ -155,6 +155,26 @@ def test_plugin_projects_every_shared_weight_and_freezes_biases():
         assert torch.count_nonzero(module.bias.grad) == 0
 
 
+@pytest.mark.parametrize("batch", [2, 200])  # input-side projection for small batches, gradient-side for large
+def test_plugin_projection_equals_the_oracle_whichever_side_it_projects(batch):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 32, bias=False), nn.ReLU(), nn.Linear(32, 4, bias=False))
+    plugin = GPMPlugin(GPMConfig())
+    plugin.bases = {"0": update_basis(None, _low_rank(64, 100, 10), 0.999),
+                    "2": update_basis(None, _low_rank(32, 100, 20), 0.999)}
+    plugin.tasks_done = 1
+    strategy = _fake_strategy(model)
+    plugin.before_training_exp(strategy)
+    model(torch.randn(batch, 64)).pow(2).sum().backward()
+    raw = {name: model[int(name)].weight.grad.clone() for name in plugin.bases}
+    plugin.before_update(strategy)
+    for name, basis in plugin.bases.items():
+        expected = project_out(raw[name], basis.float())
+        assert torch.allclose(model[int(name)].weight.grad, expected, atol=TOL)
+    plugin._release()  # what after_training_exp does first
+    assert not model[0]._forward_hooks
+
+
 def test_two_tasks_old_outputs_kept_while_the_new_task_learns():
     """Spec oracle 5: task-1 inputs in a q-dim subspace, paper rule, eps = 1 - 1e-9."""
     torch.manual_seed(0)
