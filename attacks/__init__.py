@@ -1,1 +1,3 @@
 """Attack catalog (training-time poisoning and test-time attacks). Each module registers itself."""
+
+from attacks import uniform_noise  # noqa: F401

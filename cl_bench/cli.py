@@ -112,7 +112,25 @@ def summary_table(record: dict) -> str:
     matrix = record["accuracy_matrix"]
     matrix_rows = [[f"after {i + 1}"] + [f"{value:.3f}" for value in line] for i, line in enumerate(matrix)]
     matrix_text = _format_table(["accuracy"] + [f"exp {j + 1}" for j in range(len(matrix))], matrix_rows)
+    if "attack_effect" in record:
+        return _attack_table(record) + "\n\n" + matrix_text
     return _format_table(header, [row]) + "\n\n" + matrix_text
+
+
+def _attack_table(record: dict) -> str:
+    """Clean and attacked branches side by side, with the paired difference."""
+    info, effect = record["attack_info"], record["attack_effect"]
+    columns = [name for name in ("acc", "bwt", "forgetting", "previous_acc", "poisoned_acc") if name in effect]
+    header = ["branch"] + [{"previous_acc": "ACC before target", "poisoned_acc": "ACC on target"}.get(c, c.upper()
+                                                                                                      if c != "forgetting" else c)
+                           for c in columns]
+    rows = [[branch] + [f"{effect[c][branch]:.4f}" for c in columns] for branch in ("clean", "attacked")]
+    rows.append(["difference"] + [f"{effect[c]['difference']:+.4f}" for c in columns])
+    budget = ", ".join(f"{k} {v}" for k, v in info["budget"].items() if v is not None)
+    title = (f"{record['scenario']} / {record['strategy']} / attack {info['name']} on experience "
+             f"{info['target_experience'] + 1} ({budget}; attack {info['wall_time_s']:.1f} s, "
+             f"run {record['timing']['total_s']:.1f} s), seed {record['seed']}")
+    return title + "\n" + _format_table(header, rows) + "\n\naccuracy matrix of the attacked branch:"
 
 
 def command_run(args: argparse.Namespace, argv: Sequence[str]) -> None:

@@ -1,9 +1,10 @@
 """Leaderboards: many run records -> one CSV per board, mean and std over seeds.
 
 A board kind is a function ``records -> list[Board]`` registered in :data:`BOARD_KINDS`; the
-engine runs every kind over the complete records and writes each board it returns. Only the
-clean continual-learning kind (``cl_<scenario>.csv``) exists so far; attack and evaluator boards
-are added the same way, as one more function.
+engine runs every kind over the complete records and writes each board it returns. Two kinds exist:
+clean continual learning (``cl_<scenario>.csv``) and attacks (``attack_<attack>.csv``: the paired
+clean and attacked numbers per victim and their difference); evaluator boards are added the same
+way, as one more function.
 
 Conventions (so that a rerun over the same records gives byte-identical files):
 
@@ -188,6 +189,7 @@ class Board:
     name: str
     columns: tuple[str, ...]
     rows: list[dict]
+    markdown_columns: Sequence[str] = MARKDOWN_COLUMNS
 
     def to_csv(self) -> str:
         """The CSV text: header, then rows with every float in the fixed format."""
@@ -198,9 +200,9 @@ class Board:
             writer.writerow([_format_cell(row.get(column)) for column in self.columns])
         return buffer.getvalue()
 
-    def to_markdown(self, columns: Sequence[str] = MARKDOWN_COLUMNS) -> str:
+    def to_markdown(self, columns: Optional[Sequence[str]] = None) -> str:
         """A Markdown table of the headline columns (for the README), values as in the CSV."""
-        shown = [column for column in columns if column in self.columns]
+        shown = [column for column in (columns or self.markdown_columns) if column in self.columns]
         lines = [f"| {' | '.join(shown)} |", "|" + "---|" * len(shown)]
         for row in self.rows:
             lines.append("| " + " | ".join(_format_cell(row.get(column)) for column in shown) + " |")
@@ -259,9 +261,48 @@ def clean_cl_boards(records: list[dict], warn: Warn = _warn_stderr) -> list[Boar
             for scenario, rows in sorted(rows_by_scenario.items())]
 
 
+ATTACK_EFFECTS = ("acc", "bwt", "forgetting", "previous_acc", "poisoned_acc")
+ATTACK_COLUMNS = (("attack",) + GROUP_COLUMNS + ("attack_config", "n_seeds", "seeds")
+                  + tuple(f"{name}_{branch}_{stat}" for name in ATTACK_EFFECTS
+                          for branch in ("clean", "attacked", "difference") for stat in ("mean", "std"))
+                  + ("attack_wall_time_s_mean", "attack_wall_time_s_std", "wall_time_s_mean", "wall_time_s_std")
+                  + CONFIG_COLUMNS)
+ATTACK_MARKDOWN_COLUMNS = ("scenario", "strategy", "attack_config", "n_seeds", "acc_clean_mean", "acc_attacked_mean",
+                           "bwt_clean_mean", "bwt_attacked_mean", "bwt_difference_mean", "bwt_difference_std",
+                           "poisoned_acc_attacked_mean", "attack_wall_time_s_mean")
+
+
+def attack_boards(records: list[dict], warn: Warn = _warn_stderr) -> list[Board]:
+    """``attack_<attack>``: paired clean vs attacked numbers per victim config, mean/std over seeds."""
+    groups: dict[tuple, list[dict]] = {}
+    for record in records:
+        if record.get("attack") is None or "attack_effect" not in record:
+            continue
+        key = (record["attack"], record["scenario"], record_setting(record), record["strategy"],
+               record_model(record), record_config_id(record))
+        groups.setdefault(key, []).append(record)
+    rows_by_attack: dict[str, list[dict]] = {}
+    for key in sorted(groups):
+        group = _dedupe_seeds(groups[key], warn)
+        row = {column: value for column, value in _seed_row(group).items() if column in ATTACK_COLUMNS}
+        row["attack"] = key[0]
+        row["attack_config"] = _component_fields(group[0], "attack")
+        for name in ATTACK_EFFECTS:
+            for branch in ("clean", "attacked", "difference"):
+                values = [r["attack_effect"].get(name, {}).get(branch) for r in group]
+                row[f"{name}_{branch}_mean"], row[f"{name}_{branch}_std"] = mean_std(values)
+        row["attack_wall_time_s_mean"], row["attack_wall_time_s_std"] = mean_std(
+            [r["attack_info"].get("wall_time_s") for r in group])
+        rows_by_attack.setdefault(key[0], []).append(row)
+    return [Board(f"attack_{attack}", ATTACK_COLUMNS,
+                  sorted(rows, key=lambda r: (r["scenario"], r["setting"], r["strategy"], r["attack_config"],
+                                              r["config_id"])), ATTACK_MARKDOWN_COLUMNS)
+            for attack, rows in sorted(rows_by_attack.items())]
+
+
 BoardKind = Callable[[list[dict], Warn], list[Board]]
-# every board kind; attack_<attack> and evaluator boards are added here as one function each
-BOARD_KINDS: dict[str, BoardKind] = {"cl": clean_cl_boards}
+# every board kind; evaluator boards are added here as one function each
+BOARD_KINDS: dict[str, BoardKind] = {"cl": clean_cl_boards, "attack": attack_boards}
 
 
 def summarize(records: list[dict], kinds: Optional[Sequence[str]] = None,

@@ -73,3 +73,22 @@ def all_metrics(accuracy_matrix: Sequence[Sequence[float]],
         "fwt": forward_transfer(accuracy_matrix, initial_accuracies),
         "learning_acc": learning_accuracy(accuracy_matrix),
     }
+
+
+def attack_effect(clean_matrix: Sequence[Sequence[float]], attacked_matrix: Sequence[Sequence[float]],
+                  target: int) -> dict[str, dict[str, float]]:
+    """Clean vs attacked numbers of a paired run, and their difference (attacked - clean).
+
+    ``previous_acc``: final accuracy on the experiences before the poisoned one (mean of the last
+    row over j < target; absent when the first experience is poisoned). ``poisoned_acc``: final
+    accuracy on the poisoned experience itself.
+    """
+    effect: dict[str, dict[str, float]] = {}
+    readers = {"acc": average_accuracy, "bwt": backward_transfer, "forgetting": forgetting,
+               "poisoned_acc": lambda m: float(_matrix(m)[-1, target])}
+    if target > 0:
+        readers["previous_acc"] = lambda m: float(_matrix(m)[-1, :target].mean())
+    for name, read in readers.items():
+        clean, attacked = read(clean_matrix), read(attacked_matrix)
+        effect[name] = {"clean": clean, "attacked": attacked, "difference": attacked - clean}
+    return effect

@@ -11,6 +11,7 @@ the results. Bad input is rejected before the run directory is created.
 
 from __future__ import annotations
 
+import copy
 import random
 import shutil
 import sys
@@ -27,7 +28,7 @@ import torch
 from cl_bench import checkpoint, metrics, records
 from cl_bench.config import RunConfig, resolve
 from cl_bench.errors import UserError
-from cl_bench.registry import MODELS, SCENARIOS, STRATEGIES
+from cl_bench.registry import ATTACKS, MODELS, SCENARIOS, STRATEGIES
 from cl_bench.tensor_data import make_loader
 from cl_bench.templates import ProgressPlugin, StrategyContext, predict_logits
 
@@ -75,6 +76,7 @@ class Prepared:
     scenario: object
     strategy: object
     device: torch.device
+    attack: object = None  # cl_bench.attack.Attack, or None
 
 
 def prepare(config: RunConfig, out_dir: Path, progress: bool) -> Prepared:
@@ -89,9 +91,14 @@ def prepare(config: RunConfig, out_dir: Path, progress: bool) -> Prepared:
     context = StrategyContext(model=model, train=config.train, scenario=scenario, device=device,
                               plugins=[ProgressPlugin(scenario.n_experiences, enabled=progress)])
     strategy = STRATEGIES.get(config.strategy).builder(config.components["strategy"], context)
+    attack = None
     if config.attack is not None:
-        raise UserError(f"attack {config.attack!r} is registered but attacks are not wired into the runner yet")
-    return Prepared(config, Path(out_dir) / config.run_id(), scenario, strategy, device)
+        attack = ATTACKS.get(config.attack).builder(config.components["attack"], scenario, config.seed)
+        attack.target_index(scenario.n_experiences)  # validates the target before any work
+        if getattr(strategy, "train_whole_stream", False):
+            raise UserError(f"strategy {config.strategy} trains once on the whole stream; "
+                            f"an attack on one experience needs a continual strategy")
+    return Prepared(config, Path(out_dir) / config.run_id(), scenario, strategy, device, attack)
 
 
 def execute(config: RunConfig, out_dir: Path, command: str = "", resume: bool = False, force: bool = False,
@@ -125,7 +132,9 @@ def execute(config: RunConfig, out_dir: Path, command: str = "", resume: bool = 
     elapsed_before = state["elapsed_s"]
 
     whole_stream = getattr(strategy, "train_whole_stream", False)
-    for index in range(len(state["accuracy_matrix"]), scenario.n_experiences):
+    attack = prepared.attack
+    target = attack.target_index(scenario.n_experiences) if attack is not None and attack.poisons_training else None
+    for index in range(len(state["accuracy_matrix"]), scenario.n_experiences if target is None else target):
         train_start = time.perf_counter()
         if whole_stream and index == 0:
             strategy.train(train_stream, eval_streams=[])
@@ -141,9 +150,41 @@ def execute(config: RunConfig, out_dir: Path, command: str = "", resume: bool = 
         if stop_after is not None and index + 1 >= stop_after:
             return run_dir
 
+    if target is not None:
+        # the paired measurement: from the same saved state, the rest of the stream clean, then poisoned
+        checkpoint.save(run_dir, strategy, state)  # also the resume point of an interrupted attacked run
+        optimizer_state = copy.deepcopy(strategy.optimizer.state_dict())
+        clean_rows = train_rest(prepared, target, None, state)
+        checkpoint.load(run_dir, strategy)
+        strategy.optimizer.load_state_dict(optimizer_state)
+        attack_start = time.perf_counter()
+        poisoned = attack.poison(train_stream[target], strategy)
+        state["attack_s"] = time.perf_counter() - attack_start
+        attacked_rows = train_rest(prepared, target, poisoned, state)
+        state["accuracy_matrix_clean"] = state["accuracy_matrix"] + clean_rows
+        state["accuracy_matrix"] = state["accuracy_matrix"] + attacked_rows
+        state["attack_target"] = target
+        state["elapsed_s"] = elapsed_before + time.perf_counter() - started
+
     record = build_record(prepared, state, command)
     write_outputs(run_dir, record)
     return run_dir
+
+
+def train_rest(prepared: Prepared, target: int, poisoned, state: dict) -> list[list[float]]:
+    """Train experiences ``target..T-1`` (the first replaced by ``poisoned`` when given); one row each."""
+    strategy, benchmark = prepared.strategy, prepared.scenario.benchmark
+    branch = "attacked" if poisoned is not None else "clean"
+    rows = []
+    for index in range(target, prepared.scenario.n_experiences):
+        train_start = time.perf_counter()
+        experience = poisoned if index == target and poisoned is not None else benchmark.train_stream[index]
+        strategy.train(experience, eval_streams=[])
+        eval_start = time.perf_counter()
+        rows.append(evaluate_stream(strategy, benchmark.test_stream, prepared.config.train.eval_batch_size))
+        state["per_experience"].append({"branch": branch, "train_s": eval_start - train_start,
+                                        "eval_s": time.perf_counter() - eval_start})
+    return rows
 
 
 def build_record(prepared: Prepared, state: dict, command: str) -> dict:
@@ -175,9 +216,25 @@ def build_record(prepared: Prepared, state: dict, command: str) -> dict:
                    "eval_s": sum(p["eval_s"] for p in per_experience),
                    "per_experience": per_experience},
         "peak_memory_mb": peak_memory_mb,
+        **attack_fields(prepared, state),
         "strategy_info": strategy_info(prepared.strategy),
         "environment": records.environment(prepared.device),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def attack_fields(prepared: Prepared, state: dict) -> dict:
+    """The attack's part of the record: the clean branch, the budget, and the paired differences."""
+    attack = prepared.attack
+    if attack is None or "accuracy_matrix_clean" not in state:
+        return {}
+    clean = state["accuracy_matrix_clean"]
+    return {
+        "accuracy_matrix_clean": clean,
+        "metrics_clean": metrics.all_metrics(clean, state["accuracy_initial"]),
+        "attack_info": {"name": prepared.config.attack, "target_experience": state["attack_target"],
+                        "budget": attack.budget(), "metrics": attack.metrics(), "wall_time_s": state["attack_s"]},
+        "attack_effect": metrics.attack_effect(clean, state["accuracy_matrix"], state["attack_target"]),
     }
 
 

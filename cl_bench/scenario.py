@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
@@ -33,6 +33,7 @@ class ScenarioData:
     classes_per_experience: list[list[int]]
     class_order: list[int] = field(default_factory=list)
     description: str = ""
+    input_range: Optional[tuple[float, float]] = None  # valid input values (attack budgets clip to it)
 
     @property
     def n_experiences(self) -> int:
@@ -44,13 +45,14 @@ class ScenarioData:
                 "setting": self.setting, "task_labels": self.task_labels,
                 "n_experiences": self.n_experiences,
                 "classes_per_experience": self.classes_per_experience,
-                "class_order": self.class_order, "description": self.description}
+                "class_order": self.class_order, "description": self.description,
+                "input_range": list(self.input_range) if self.input_range is not None else None}
 
 
 def tensor_scenario(train_parts: Sequence[tuple[torch.Tensor, torch.Tensor]],
                     test_parts: Sequence[tuple[torch.Tensor, torch.Tensor]], *, setting: str,
                     task_labels: bool, num_classes: int, class_order: Sequence[int] = (),
-                    description: str = "") -> ScenarioData:
+                    description: str = "", input_range: Optional[tuple[float, float]] = None) -> ScenarioData:
     """A tensor-resident scenario: experience i trains on ``train_parts[i]`` and tests on ``test_parts[i]``.
 
     Each part is (inputs float32, targets int64). With ``task_labels`` experience i carries task
@@ -78,7 +80,7 @@ def tensor_scenario(train_parts: Sequence[tuple[torch.Tensor, torch.Tensor]],
     return add_classes_timeline(ScenarioData(
         benchmark=benchmark, input_shape=tuple(train_parts[0][0].shape[1:]), num_classes=num_classes,
         setting=setting, task_labels=task_labels, classes_per_experience=classes, class_order=list(class_order),
-        description=description))
+        description=description, input_range=input_range))
 
 
 def add_classes_timeline(scenario: ScenarioData) -> ScenarioData:

@@ -122,4 +122,4 @@ def build_permuted_fmnist(config: PermutedFMNISTConfig, seed: int) -> ScenarioDa
                    f"permutation drawn from the run seed ({first}), domain-incremental (one 10-way head, no task "
                    f"labels), {n_train} train / {n_test} test images per experience, 28x28 pixels in [0,1]")
     return tensor_scenario(train_parts, test_parts, setting="domain-incremental", task_labels=False,
-                           num_classes=FMNIST_CLASSES, description=description)
+                           num_classes=FMNIST_CLASSES, description=description, input_range=(0.0, 1.0))

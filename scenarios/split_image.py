@@ -131,7 +131,8 @@ def _tensor_split(arrays: ImageArrays, config: SplitImageConfig, seed: int,
                    f"{'task-incremental (multi-head)' if config.task_labels else 'class-incremental (single head)'}")
     return (tensor_scenario(
         parts["train"], parts["test"], setting="task-incremental" if config.task_labels else "class-incremental",
-        task_labels=config.task_labels, num_classes=config.NUM_CLASSES, class_order=order, description=description))
+        task_labels=config.task_labels, num_classes=config.NUM_CLASSES, class_order=order, description=description,
+        input_range=(0.0, 1.0)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,7 +322,8 @@ def _build_split_cifar(name: str, config: SplitCIFAR10Config, seed: int) -> Scen
     return add_classes_timeline(ScenarioData(
         benchmark=benchmark, input_shape=(3, 32, 32), num_classes=layout.num_classes,
         setting="task-incremental" if config.task_labels else "class-incremental", task_labels=config.task_labels,
-        classes_per_experience=[sorted(c) for c in chunks], class_order=order, description=description))
+        classes_per_experience=[sorted(c) for c in chunks], class_order=order, description=description,
+        input_range=None if config.normalize else (0.0, 1.0)))
 
 
 CIFAR_TRAIN_DEFAULTS = {"epochs": 5, "batch_size": 64, "lr": 0.01, "momentum": 0.9}

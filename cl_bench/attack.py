@@ -1,0 +1,96 @@
+"""The attack contract: what an attack module registers, and how a poisoned experience is built.
+
+An attack module registers ``build(config, scenario) -> Attack`` with
+``ATTACKS.register(name, config=...)``. The runner asks the attack which training experience it
+poisons (``target_index``), trains the stream up to that experience once, and then trains the
+rest twice from the same saved state: once on clean data and once with ``poison`` applied to the
+target experience (the paired measurement of the record). ``transform_test`` is the hook for
+test-time attacks (identity here; no registered attack uses it yet).
+
+Rules every attack follows:
+
+* ``poison`` sees the current model (``strategy.model``) and only the incoming experience; it
+  returns a new experience with the same samples in the same order, labels untouched.
+* It draws its randomness from its own generator (``attack_generator``), so that the victim's
+  training RNG stream is the same in the clean and the attacked branch: with a zero budget the
+  two branches are bit-identical.
+* ``budget()`` returns the validated budget as plain numbers (recorded); ``metrics()`` any
+  attack-specific numbers measured while poisoning.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Optional
+
+import torch
+
+from cl_bench.errors import UserError
+from cl_bench.tensor_data import TensorBank, gather
+
+
+class Attack:
+    """Base class: poisons nothing, transforms nothing. Subclasses override ``poison``."""
+
+    poisons_training = False
+
+    def __init__(self, config, scenario, seed: int):
+        self.config = config
+        self.scenario = scenario
+        self.seed = seed
+
+    def target_index(self, n_experiences: int) -> int:
+        """Which training experience is poisoned (negative values count from the end)."""
+        target = getattr(self.config, "target_experience", -1)
+        index = target if target >= 0 else n_experiences + target
+        if not 0 <= index < n_experiences:
+            raise UserError(f"attack.target_experience={target} is outside the {n_experiences} experiences "
+                            f"of this scenario (use 0..{n_experiences - 1}, or -1 for the last)")
+        return index
+
+    def poison(self, experience, strategy):
+        return experience
+
+    def transform_test(self, stream, model):
+        return stream
+
+    def budget(self) -> dict:
+        return {}
+
+    def metrics(self) -> dict:
+        return {}
+
+
+def attack_generator(seed: int, experience_index: int, device: Optional[torch.device] = None) -> torch.Generator:
+    """The attack's own random stream, fixed by the run seed and the poisoned experience."""
+    generator = torch.Generator(device=device or "cpu")
+    generator.manual_seed(1_000_003 * (seed + 1) + experience_index)
+    return generator
+
+
+def experience_tensors(experience) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(inputs, targets, task labels) of a tensor-resident experience, in dataset order."""
+    tensors = gather(experience.dataset)
+    if tensors is None:
+        raise UserError("this attack needs a tensor-resident scenario (continual_swiss_roll, split_fmnist, "
+                        "permuted_fmnist, split_digits); CIFAR's per-item data path is not supported yet")
+    return tensors
+
+
+def with_inputs(experience, inputs: torch.Tensor, label: str):
+    """A copy of ``experience`` whose samples have ``inputs`` (same targets, task labels and order)."""
+    original_inputs, targets, task_labels = experience_tensors(experience)
+    if inputs.shape != original_inputs.shape:
+        raise ValueError(f"poisoned inputs have shape {tuple(inputs.shape)}, expected {tuple(original_inputs.shape)}")
+    bank = TensorBank(inputs.detach().cpu().contiguous(), targets.clone(), task_labels.clone(),
+                      name=f"{label}:experience{experience.current_experience}")
+    poisoned = copy.copy(experience)
+    poisoned._dataset = bank.dataset()
+    return poisoned
+
+
+def clip_to_range(inputs: torch.Tensor, input_range: Optional[tuple[float, float]]) -> torch.Tensor:
+    """Inputs clipped to the scenario's valid range (unchanged when the scenario has none)."""
+    if input_range is None:
+        return inputs
+    return inputs.clamp(input_range[0], input_range[1])
