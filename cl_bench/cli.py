@@ -104,26 +104,26 @@ def _format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def summary_table(record: dict) -> str:
-    metric_values = record["metrics"]
-    header = ["scenario", "strategy", "seed", "ACC", "BWT", "forgetting", "learning ACC", "wall time"]
-    row = [record["scenario"], record["strategy"], str(record["seed"]), f"{metric_values['acc']:.4f}",
-           f"{metric_values['bwt']:+.4f}", f"{metric_values['forgetting']:.4f}",
-           f"{metric_values['learning_acc']:.4f}", f"{record['timing']['total_s']:.1f} s"]
     matrix = record["accuracy_matrix"]
     matrix_rows = [[f"after {i + 1}"] + [f"{value:.3f}" for value in line] for i, line in enumerate(matrix)]
     matrix_text = _format_table(["accuracy"] + [f"exp {j + 1}" for j in range(len(matrix))], matrix_rows)
     if "attack_effect" in record:
         return _attack_table(record) + "\n\n" + matrix_text
+    metric_values = record["metrics"]
+    header = ["scenario", "strategy", "seed", "ACC", "BWT", "forgetting", "learning ACC", "wall time"]
+    row = [record["scenario"], record["strategy"], str(record["seed"]), f"{metric_values['acc']:.4f}",
+           f"{metric_values['bwt']:+.4f}", f"{metric_values['forgetting']:.4f}",
+           f"{metric_values['learning_acc']:.4f}", f"{record['timing']['total_s']:.1f} s"]
     return _format_table(header, [row]) + "\n\n" + matrix_text
 
 
 def _attack_table(record: dict) -> str:
     """Clean and attacked branches side by side, with the paired difference."""
     info, effect = record["attack_info"], record["attack_effect"]
-    columns = [name for name in ("acc", "bwt", "forgetting", "previous_acc", "poisoned_acc") if name in effect]
-    header = ["branch"] + [{"previous_acc": "ACC before target", "poisoned_acc": "ACC on target"}.get(c, c.upper()
-                                                                                                      if c != "forgetting" else c)
-                           for c in columns]
+    labels = {"acc": "ACC", "bwt": "BWT", "forgetting": "forgetting", "previous_acc": "ACC before target",
+              "poisoned_acc": "ACC on target"}
+    columns = [name for name in labels if name in effect]
+    header = ["branch"] + [labels[name] for name in columns]
     rows = [[branch] + [f"{effect[c][branch]:.4f}" for c in columns] for branch in ("clean", "attacked")]
     rows.append(["difference"] + [f"{effect[c]['difference']:+.4f}" for c in columns])
     budget = ", ".join(f"{k} {v}" for k, v in info["budget"].items() if v is not None)

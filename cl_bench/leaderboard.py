@@ -221,10 +221,10 @@ def _dedupe_seeds(group: list[dict], warn: Warn) -> list[dict]:
     return [by_seed[seed] for seed in sorted(by_seed, key=lambda s: (str(type(s)), s))]
 
 
-def _seed_row(group: list[dict]) -> dict:
-    """The summary row of one group of same-config records (one per seed)."""
+def _group_columns(group: list[dict]) -> dict[str, Any]:
+    """What identifies one group of same-config records (one per seed): names, seeds, config columns."""
     first = group[0]
-    row: dict[str, Any] = {
+    return {
         "scenario": first["scenario"], "setting": record_setting(first), "strategy": first["strategy"],
         "model": record_model(first), "config_id": record_config_id(first),
         "n_seeds": len(group), "seeds": ";".join(str(r["seed"]) for r in group),
@@ -233,6 +233,11 @@ def _seed_row(group: list[dict]) -> dict:
         "scenario_config": _component_fields(first, "scenario"),
         "train_config": _component_fields(first, "train", drop=("device",)),
     }
+
+
+def _seed_row(group: list[dict]) -> dict:
+    """The summary row of one group of same-config records (one per seed)."""
+    row = _group_columns(group)
     for stem, read in CL_METRICS:
         row[f"{stem}_mean"], row[f"{stem}_std"] = mean_std([read(r) for r in group])
     return row
@@ -284,7 +289,8 @@ def attack_boards(records: list[dict], warn: Warn = _warn_stderr) -> list[Board]
     rows_by_attack: dict[str, list[dict]] = {}
     for key in sorted(groups):
         group = _dedupe_seeds(groups[key], warn)
-        row = {column: value for column, value in _seed_row(group).items() if column in ATTACK_COLUMNS}
+        row = _group_columns(group)
+        row["wall_time_s_mean"], row["wall_time_s_std"] = mean_std([r["timing"].get("total_s") for r in group])
         row["attack"] = key[0]
         row["attack_config"] = _component_fields(group[0], "attack")
         for name in ATTACK_EFFECTS:

@@ -30,7 +30,7 @@ from cl_bench.config import RunConfig, resolve
 from cl_bench.errors import UserError
 from cl_bench.registry import ATTACKS, MODELS, SCENARIOS, STRATEGIES
 from cl_bench.tensor_data import make_loader
-from cl_bench.templates import ProgressPlugin, StrategyContext, predict_logits
+from cl_bench.templates import ProgressPlugin, StrategyContext, eval_mode, predict_logits
 
 
 def seed_everything(seed: int) -> None:
@@ -51,19 +51,16 @@ def select_device(requested: str) -> torch.device:
 @torch.no_grad()
 def evaluate_stream(strategy, test_stream, batch_size: int) -> list[float]:
     """Accuracy of the strategy's current model on every experience of ``test_stream``."""
-    model = strategy.model
-    was_training = model.training
-    model.eval()
     accuracies = []
-    for experience in test_stream:
-        correct, total = 0, 0
-        for inputs, targets, task_labels in make_loader(experience.dataset.eval(), batch_size, shuffle=False):
-            inputs, targets = inputs.to(strategy.device), targets.to(strategy.device)
-            logits = predict_logits(strategy, inputs, task_labels.to(strategy.device))
-            correct += int((logits.argmax(dim=1) == targets).sum())
-            total += len(targets)
-        accuracies.append(correct / max(total, 1))
-    model.train(was_training)
+    with eval_mode(strategy.model):
+        for experience in test_stream:
+            correct, total = 0, 0
+            for inputs, targets, task_labels in make_loader(experience.dataset.eval(), batch_size, shuffle=False):
+                inputs, targets = inputs.to(strategy.device), targets.to(strategy.device)
+                logits = predict_logits(strategy, inputs, task_labels.to(strategy.device))
+                correct += int((logits.argmax(dim=1) == targets).sum())
+                total += len(targets)
+            accuracies.append(correct / max(total, 1))
     return accuracies
 
 
@@ -135,32 +132,32 @@ def execute(config: RunConfig, out_dir: Path, command: str = "", resume: bool = 
     attack = prepared.attack
     target = attack.target_index(scenario.n_experiences) if attack is not None and attack.poisons_training else None
     for index in range(len(state["accuracy_matrix"]), scenario.n_experiences if target is None else target):
-        train_start = time.perf_counter()
-        if whole_stream and index == 0:
-            strategy.train(train_stream, eval_streams=[])
-        elif not whole_stream:
-            strategy.train(train_stream[index], eval_streams=[])
-        eval_start = time.perf_counter()
-        row = evaluate_stream(strategy, test_stream, config.train.eval_batch_size)
-        done = time.perf_counter()
+        if whole_stream:  # trained once on the whole stream; every later row re-evaluates that model
+            row = train_and_evaluate(prepared, train_stream if index == 0 else None, state)
+        else:
+            row = train_and_evaluate(prepared, train_stream[index], state)
         state["accuracy_matrix"].append(row)
-        state["per_experience"].append({"train_s": eval_start - train_start, "eval_s": done - eval_start})
-        state["elapsed_s"] = elapsed_before + done - started
+        state["elapsed_s"] = elapsed_before + time.perf_counter() - started
         checkpoint.save(run_dir, strategy, state)
         if stop_after is not None and index + 1 >= stop_after:
             return run_dir
 
     if target is not None:
         # the paired measurement: from the same saved state, the rest of the stream clean, then poisoned
-        checkpoint.save(run_dir, strategy, state)  # also the resume point of an interrupted attacked run
+        if not state["accuracy_matrix"]:
+            # poisoning the first experience: no prefix checkpoint holds this state yet (it is also the
+            # resume point of an interrupted attacked run)
+            checkpoint.save(run_dir, strategy, state)
         optimizer_state = copy.deepcopy(strategy.optimizer.state_dict())
-        clean_rows = train_rest(prepared, target, None, state)
+        clean_rows = [train_and_evaluate(prepared, train_stream[index], state, "clean")
+                      for index in range(target, scenario.n_experiences)]
         checkpoint.load(run_dir, strategy)
         strategy.optimizer.load_state_dict(optimizer_state)
         attack_start = time.perf_counter()
         poisoned = attack.poison(train_stream[target], strategy)
         state["attack_s"] = time.perf_counter() - attack_start
-        attacked_rows = train_rest(prepared, target, poisoned, state)
+        attacked_rows = [train_and_evaluate(prepared, poisoned if index == target else train_stream[index], state,
+                                            "attacked") for index in range(target, scenario.n_experiences)]
         state["accuracy_matrix_clean"] = state["accuracy_matrix"] + clean_rows
         state["accuracy_matrix"] = state["accuracy_matrix"] + attacked_rows
         state["attack_target"] = target
@@ -171,20 +168,18 @@ def execute(config: RunConfig, out_dir: Path, command: str = "", resume: bool = 
     return run_dir
 
 
-def train_rest(prepared: Prepared, target: int, poisoned, state: dict) -> list[list[float]]:
-    """Train experiences ``target..T-1`` (the first replaced by ``poisoned`` when given); one row each."""
-    strategy, benchmark = prepared.strategy, prepared.scenario.benchmark
-    branch = "attacked" if poisoned is not None else "clean"
-    rows = []
-    for index in range(target, prepared.scenario.n_experiences):
-        train_start = time.perf_counter()
-        experience = poisoned if index == target and poisoned is not None else benchmark.train_stream[index]
-        strategy.train(experience, eval_streams=[])
-        eval_start = time.perf_counter()
-        rows.append(evaluate_stream(strategy, benchmark.test_stream, prepared.config.train.eval_batch_size))
-        state["per_experience"].append({"branch": branch, "train_s": eval_start - train_start,
-                                        "eval_s": time.perf_counter() - eval_start})
-    return rows
+def train_and_evaluate(prepared: Prepared, train_data, state: dict, branch: Optional[str] = None) -> list[float]:
+    """Train on ``train_data`` (an experience or a stream; None: no training), then evaluate every test
+    experience; the phase timings go to ``state["per_experience"]``, tagged with ``branch`` when given."""
+    train_start = time.perf_counter()
+    if train_data is not None:
+        prepared.strategy.train(train_data, eval_streams=[])
+    eval_start = time.perf_counter()
+    row = evaluate_stream(prepared.strategy, prepared.scenario.benchmark.test_stream,
+                          prepared.config.train.eval_batch_size)
+    timing = {"train_s": eval_start - train_start, "eval_s": time.perf_counter() - eval_start}
+    state["per_experience"].append({"branch": branch, **timing} if branch else timing)
+    return row
 
 
 def build_record(prepared: Prepared, state: dict, command: str) -> dict:

@@ -8,8 +8,9 @@ the algorithm itself (loss terms, gradient hooks, buffers) is untouched.
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 from avalanche.core import SupervisedPlugin
@@ -131,3 +132,14 @@ def predict_logits(strategy, inputs: torch.Tensor, task_labels: torch.Tensor) ->
     if custom is not None:
         return custom(inputs, task_labels)
     return avalanche_forward(strategy.model, inputs, task_labels)
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode for the block, then back in the mode it was in (also on errors)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)

@@ -70,7 +70,7 @@ from cl_bench.errors import UserError
 from cl_bench.models.heads import MultiHeadNet
 from cl_bench.registry import STRATEGIES
 from cl_bench.tensor_data import gather
-from cl_bench.templates import StrategyContext, fast
+from cl_bench.templates import StrategyContext, eval_mode, fast
 
 GPM_TRAIN_DEFAULTS = {"momentum": 0.0, "weight_decay": 0.0}  # the official plain SGD
 
@@ -297,13 +297,10 @@ class GPMPlugin(SupervisedPlugin):
         hooks = [module.register_forward_pre_hook(
             lambda _module, args, name=name: captured.__setitem__(name, args[0].detach()))
             for name, module in layers.items()]
-        model = strategy.model
-        was_training = model.training
-        model.eval()
         try:
-            avalanche_forward(model, inputs.to(strategy.device), task_labels.to(strategy.device))
+            with eval_mode(strategy.model) as model:
+                avalanche_forward(model, inputs.to(strategy.device), task_labels.to(strategy.device))
         finally:
-            model.train(was_training)
             for hook in hooks:
                 hook.remove()
         return captured

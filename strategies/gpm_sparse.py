@@ -46,7 +46,7 @@ from cl_bench.errors import UserError
 from cl_bench.models.kwta import KWTA, insert_kwta
 from cl_bench.registry import STRATEGIES
 from cl_bench.tensor_data import make_loader
-from cl_bench.templates import StrategyContext
+from cl_bench.templates import StrategyContext, eval_mode
 from strategies.gpm import GPM_TRAIN_DEFAULTS, GPMConfig, GPMPlugin, build_gpm_template
 
 
@@ -99,19 +99,16 @@ class HeterogeneousDropoutPlugin(SupervisedPlugin):
     @torch.no_grad()
     def count_clean(self, strategy, units: list[KWTA]) -> None:
         """Winner counts of one eval-mode pass over the task's training set (no HD mask)."""
-        model = strategy.model
-        was_training = model.training
-        model.eval()
         counters = [unit.register_forward_hook(
             lambda module, _args, output: module.activation_count.add_(
                 (output != 0).reshape(output.shape[0], -1).sum(0).to(module.activation_count.dtype)))
             for unit in units]
         try:
-            for inputs, _, task_labels in make_loader(strategy.experience.dataset.eval(), strategy.eval_mb_size,
-                                                      shuffle=False):
-                avalanche_forward(model, inputs.to(strategy.device), task_labels.to(strategy.device))
+            with eval_mode(strategy.model) as model:
+                for inputs, _, task_labels in make_loader(strategy.experience.dataset.eval(), strategy.eval_mb_size,
+                                                          shuffle=False):
+                    avalanche_forward(model, inputs.to(strategy.device), task_labels.to(strategy.device))
         finally:
-            model.train(was_training)
             for counter in counters:
                 counter.remove()
 
