@@ -1,3 +1,4 @@
 """Attack catalog (training-time poisoning and test-time attacks). Each module registers itself."""
 
 from attacks import uniform_noise  # noqa: F401
+from attacks import brainwash  # noqa: F401

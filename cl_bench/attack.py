@@ -33,6 +33,7 @@ class Attack:
     """Base class: poisons nothing, transforms nothing. Subclasses override ``poison``."""
 
     poisons_training = False
+    progress = False  # the runner sets it: show a progress bar on long work
 
     def __init__(self, config, scenario, seed: int):
         self.config = config

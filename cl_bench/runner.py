@@ -91,6 +91,7 @@ def prepare(config: RunConfig, out_dir: Path, progress: bool) -> Prepared:
     attack = None
     if config.attack is not None:
         attack = ATTACKS.get(config.attack).builder(config.components["attack"], scenario, config.seed)
+        attack.progress = progress
         attack.target_index(scenario.n_experiences)  # validates the target before any work
         if getattr(strategy, "train_whole_stream", False):
             raise UserError(f"strategy {config.strategy} trains once on the whole stream; "
@@ -154,7 +155,10 @@ def execute(config: RunConfig, out_dir: Path, command: str = "", resume: bool = 
         checkpoint.load(run_dir, strategy)
         strategy.optimizer.load_state_dict(optimizer_state)
         attack_start = time.perf_counter()
-        poisoned = attack.poison(train_stream[target], strategy)
+        # whatever global randomness the attack uses (dropout in its lookahead), the victim's stream stays
+        # the one of the clean branch
+        with torch.random.fork_rng(devices=[prepared.device] if prepared.device.type == "cuda" else []):
+            poisoned = attack.poison(train_stream[target], strategy)
         state["attack_s"] = time.perf_counter() - attack_start
         attacked_rows = [train_and_evaluate(prepared, poisoned if index == target else train_stream[index], state,
                                             "attacked") for index in range(target, scenario.n_experiences)]

@@ -85,7 +85,7 @@ class ProgressPlugin(SupervisedPlugin):
         if self.bar is not None:
             self.bar.update(1)
             if self.bar.n % 50 == 0:
-                self.bar.set_postfix(loss=f"{float(strategy.loss):.3f}", refresh=False)
+                self.bar.set_postfix(loss=f"{float(strategy.loss.detach()):.3f}", refresh=False)
 
     def after_training_exp(self, strategy, **kwargs):
         if self.bar is not None:
