@@ -145,6 +145,9 @@ def attacker_copy(model: nn.Module, mode: str) -> nn.Module:
         module._forward_hooks.clear()
         module._forward_pre_hooks.clear()
         module._backward_hooks.clear()
+    for module in clone.modules():
+        if isinstance(module, KWTA):
+            module.counting = False  # the victim's winner statistics are not the attacker's to update
     for parameter in clone.parameters():
         parameter.requires_grad_(False)
     return clone.train(mode == "train")
@@ -212,7 +215,7 @@ def invert(model: nn.Module, labels: torch.Tensor, group_tasks: list[int], init:
                     loss = loss + config.inversion_tv_weight * total_variation(flat).reshape(groups, per_group).mean(1)
                 bn_total = torch.stack(bn_terms).sum(0) if bn_terms else torch.zeros_like(ce)
                 loss = (loss + config.inversion_bn_weight * bn_total).sum()
-                history.append((float(loss), float(bn_total.sum())))
+                history.append((float(loss.detach()), float(bn_total.sum().detach())))
                 if step == config.inversion_steps:
                     accuracy = float((logits.argmax(1) == flat_labels).float().mean())
                     break

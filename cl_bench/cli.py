@@ -6,6 +6,7 @@ Bad input of any kind ends with one line on stderr (``error: ...``) and exit cod
 from __future__ import annotations
 
 import argparse
+import csv
 import shlex
 import sys
 from pathlib import Path
@@ -77,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--strategy", nargs="+", help="keep runs of these strategies (with --runs)")
     plot.add_argument("--set", action="append", default=[], metavar="KIND.FIELD=VALUE",
                       help="keep runs whose resolved config has this value, e.g. scenario.task_labels=true")
+    plot.add_argument("--attack-board", nargs="+", type=Path, metavar="CSV",
+                      help="bar plot of the paired BWT change per victim from attack_<attack>.csv boards "
+                           "(e.g. leaderboards/attack_brainwash.csv leaderboards/attack_uniform_noise.csv)")
     plot.add_argument("--memory", action="store_true",
                       help="plot the GPM memory occupancy per layer after each task instead of forgetting curves")
     plot.add_argument("--out", type=Path, help="PNG path (default: forgetting_curve.png in the run dir, or overlay.png; "
@@ -193,6 +197,18 @@ def _matches(record: dict, assignments: Sequence[str]) -> bool:
 def command_plot(args: argparse.Namespace) -> None:
     from cl_bench import plots, records
 
+    if args.attack_board:
+        rows = []
+        for path in args.attack_board:
+            if not path.is_file():
+                raise UserError(f"attack board {path} does not exist; write it with `cl-bench leaderboard`")
+            with path.open(newline="") as handle:
+                board = list(csv.DictReader(handle))
+            if board and "bwt_difference_mean" not in board[0]:
+                raise UserError(f"{path} is not an attack board (no bwt_difference_mean column)")
+            rows += board
+        print(plots.plot_attack_boards(rows, args.out or Path("attack_bwt.png")))
+        return
     selected: list[dict] = []
     for path in args.paths:
         record, reason = records.read_record(path)

@@ -267,14 +267,27 @@ def clean_cl_boards(records: list[dict], warn: Warn = _warn_stderr) -> list[Boar
 
 
 ATTACK_EFFECTS = ("acc", "bwt", "forgetting", "previous_acc", "poisoned_acc")
-ATTACK_COLUMNS = (("attack",) + GROUP_COLUMNS + ("attack_config", "n_seeds", "seeds")
+ATTACK_COLUMNS = (("attack",) + GROUP_COLUMNS + ("attack_setting", "attack_config", "n_seeds", "seeds")
                   + tuple(f"{name}_{branch}_{stat}" for name in ATTACK_EFFECTS
                           for branch in ("clean", "attacked", "difference") for stat in ("mean", "std"))
                   + ("attack_wall_time_s_mean", "attack_wall_time_s_std", "wall_time_s_mean", "wall_time_s_std")
                   + CONFIG_COLUMNS)
-ATTACK_MARKDOWN_COLUMNS = ("scenario", "strategy", "attack_config", "n_seeds", "acc_clean_mean", "acc_attacked_mean",
+ATTACK_MARKDOWN_COLUMNS = ("scenario", "strategy", "attack_setting", "n_seeds", "acc_clean_mean", "acc_attacked_mean",
                            "bwt_clean_mean", "bwt_attacked_mean", "bwt_difference_mean", "bwt_difference_std",
                            "poisoned_acc_attacked_mean", "attack_wall_time_s_mean")
+
+
+def attack_setting(attack: str, attack_config: dict) -> str:
+    """The attack's budget and objective, and its other fields that differ from the registered defaults,
+    e.g. ``epsilon=0.3 objective=cautious steps=50`` (fields in config order)."""
+    from cl_bench.registry import ATTACKS, load_catalogs
+
+    load_catalogs()
+    defaults = ATTACKS.get(attack).config_class() if attack in ATTACKS else None  # unregistered: every field
+    always = ("objective", "epsilon")
+    changed = [f"{name}={value}" for name, value in sorted(attack_config.items(), key=lambda item: item[0] not in always)
+               if name != "name" and (name in always or defaults is None or getattr(defaults, name, object()) != value)]
+    return " ".join(changed) or "defaults"
 
 
 def attack_boards(records: list[dict], warn: Warn = _warn_stderr) -> list[Board]:
@@ -293,6 +306,7 @@ def attack_boards(records: list[dict], warn: Warn = _warn_stderr) -> list[Board]
         row["wall_time_s_mean"], row["wall_time_s_std"] = mean_std([r["timing"].get("total_s") for r in group])
         row["attack"] = key[0]
         row["attack_config"] = _component_fields(group[0], "attack")
+        row["attack_setting"] = attack_setting(key[0], group[0]["config"].get("attack") or {})
         for name in ATTACK_EFFECTS:
             for branch in ("clean", "attacked", "difference"):
                 values = [r["attack_effect"].get(name, {}).get(branch) for r in group]

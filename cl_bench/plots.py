@@ -217,3 +217,53 @@ def plot_memory(records: list[dict], out_path: Path) -> Path:
     scenarios = sorted({str(record.get("scenario", "?")) for record in records})
     figure.suptitle(f"GPM memory per layer, {', '.join(scenarios)}", fontsize=11)
     return save_figure_atomic(figure, out_path)
+
+
+def attack_label(attack: str, attack_config: dict) -> str:
+    """Short bar label of one attack config, e.g. ``brainwash reckless eps=0.3``."""
+    parts = [attack]
+    if "objective" in attack_config:
+        parts.append(str(attack_config["objective"]))
+    if "epsilon" in attack_config:
+        parts.append(f"eps={attack_config['epsilon']:g}")
+    return " ".join(parts)
+
+
+def plot_attack_boards(rows: list[dict], out_path: Path, effect: str = "bwt") -> Path:
+    """Grouped bars of the paired attack effect (attacked - clean) per victim, one panel per scenario/setting.
+
+    ``rows``: rows of ``attack_<attack>.csv`` boards (``attack``, ``attack_config`` as JSON, ``<effect>_difference_
+    mean/std``); error bars are the std over seeds of the paired difference.
+    """
+    import json
+
+    if not rows:
+        raise UserError("no attack board rows to plot; pass leaderboards/attack_<attack>.csv files")
+    panels_keys = sorted({(row["scenario"], row["setting"]) for row in rows})
+    labels = sorted({attack_label(row["attack"], json.loads(row["attack_config"] or "{}")) for row in rows},
+                    key=lambda label: (label.split("eps=")[-1], label))
+    figure = Figure(figsize=(11, 3.4 * len(panels_keys) + 0.8))
+    panels = figure.subplots(len(panels_keys), 1, squeeze=False)[:, 0]
+    colors = _task_colors(len(labels))
+    for axes, (scenario, setting) in zip(panels, panels_keys):
+        panel_rows = [row for row in rows if (row["scenario"], row["setting"]) == (scenario, setting)]
+        strategies = list(dict.fromkeys(row["strategy"] for row in panel_rows))
+        width = 0.8 / len(labels)
+        for index, label in enumerate(labels):
+            cells = {row["strategy"]: row for row in panel_rows
+                     if attack_label(row["attack"], json.loads(row["attack_config"] or "{}")) == label}
+            x = [position + (index - (len(labels) - 1) / 2) * width for position in range(len(strategies))]
+            means = [float(cells[s][f"{effect}_difference_mean"]) if s in cells else np.nan for s in strategies]
+            stds = [float(cells[s][f"{effect}_difference_std"] or 0) if s in cells else 0.0 for s in strategies]
+            axes.bar(x, means, width, yerr=stds, color=colors[index], label=label, capsize=2)
+        axes.axhline(0.0, color="black", linewidth=0.8)
+        axes.set_xticks(range(len(strategies)))
+        axes.set_xticklabels(strategies)
+        axes.set_ylabel(f"{effect.upper()} attacked - clean")
+        axes.set_title(f"{scenario} ({setting})", fontsize=10)
+        axes.grid(True, axis="y", alpha=0.3)
+    panels[0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    figure.suptitle(f"Paired {effect.upper()} change under attack (negative: more forgetting); mean and std over seeds",
+                    fontsize=11)
+    figure.tight_layout()
+    return save_figure_atomic(figure, out_path)

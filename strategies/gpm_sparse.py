@@ -99,10 +99,11 @@ class HeterogeneousDropoutPlugin(SupervisedPlugin):
     @torch.no_grad()
     def count_clean(self, strategy, units: list[KWTA]) -> None:
         """Winner counts of one eval-mode pass over the task's training set (no HD mask)."""
-        counters = [unit.register_forward_hook(
-            lambda module, _args, output: module.activation_count.add_(
-                (output != 0).reshape(output.shape[0], -1).sum(0).to(module.activation_count.dtype)))
-            for unit in units]
+        def count(module, _args, output) -> None:  # returns None: a forward hook's return value replaces the output
+            module.activation_count.add_((output != 0).reshape(output.shape[0], -1).sum(0).to(
+                module.activation_count.dtype))
+
+        counters = [unit.register_forward_hook(count) for unit in units]
         try:
             with eval_mode(strategy.model) as model:
                 for inputs, _, task_labels in make_loader(strategy.experience.dataset.eval(), strategy.eval_mb_size,

@@ -369,3 +369,15 @@ def _most_used_overlap(rho: float) -> float:
 
 def test_heterogeneous_dropout_moves_the_next_task_to_other_units():
     assert _most_used_overlap(rho=5.0) < _most_used_overlap(rho=0.0)
+
+
+def test_gpm_sparse_counting_on_a_clean_pass_runs_and_counts(tmp_path, capsys):
+    # regression: the counting hook returned the counter, which replaced the k-WTA output (float64 downstream)
+    from conftest import run_cli
+
+    code, out, err = run_cli(["run", "--scenario", "split_digits", "--strategy", "gpm_sparse", "--device", "cpu",
+                              "--no-progress", "--epochs", "1", "--set", "strategy.count_on=clean",
+                              "--out", str(tmp_path)], capsys)
+    assert code == 0, err
+    record = json.loads((Path(out.strip().splitlines()[-1]) / "record.json").read_text())
+    assert len(record["accuracy_matrix"]) == 5 and record["config"]["strategy"]["count_on"] == "clean"

@@ -201,3 +201,12 @@ def test_missing_runs_dir_is_a_user_error(tmp_path: Path) -> None:
 
     with pytest.raises(UserError, match="does not exist"):
         build_leaderboards(tmp_path / "absent", tmp_path / "boards")
+
+
+def test_attack_setting_shows_objective_budget_and_changed_fields() -> None:
+    from cl_bench.leaderboard import attack_setting
+
+    config = {"name": "brainwash", "epsilon": 0.3, "objective": "reckless", "steps": 50, "batch_size": 512}
+    assert attack_setting("brainwash", config) == "epsilon=0.3 objective=reckless steps=50"
+    assert attack_setting("uniform_noise", {"name": "uniform_noise", "epsilon": 0.1,
+                                            "target_experience": -1}) == "epsilon=0.1"

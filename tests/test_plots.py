@@ -52,3 +52,39 @@ def test_plot_overlay_rejects_mismatched_groups(tmp_path: Path) -> None:
         plot_overlay([make_record("ewc", 0, 3), make_record("ewc", 1, 5)], tmp_path / "bad.png")
     with pytest.raises(UserError, match="no runs"):
         plot_overlay([], tmp_path / "empty.png")
+
+
+def attack_row(strategy: str, attack: str, config: str, difference: float, scenario: str = "split_fmnist") -> dict:
+    return {"scenario": scenario, "setting": "task-incremental", "strategy": strategy, "attack": attack,
+            "attack_config": config, "bwt_difference_mean": str(difference), "bwt_difference_std": "0.01"}
+
+
+def test_attack_label_names_objective_and_budget() -> None:
+    from cl_bench.plots import attack_label
+
+    assert attack_label("brainwash", {"objective": "cautious", "epsilon": 0.3}) == "brainwash cautious eps=0.3"
+    assert attack_label("uniform_noise", {"epsilon": 0.1}) == "uniform_noise eps=0.1"
+
+
+def test_plot_attack_boards_writes_a_png_and_cli_draws_it(tmp_path: Path) -> None:
+    import csv
+
+    from cl_bench.cli import main
+    from cl_bench.plots import plot_attack_boards
+
+    rows = [attack_row(s, "brainwash", '{"objective":"reckless","epsilon":0.1}', -0.02) for s in ("naive", "ewc")]
+    rows += [attack_row("naive", "uniform_noise", '{"epsilon":0.1}', 0.0, scenario="continual_swiss_roll")]
+    assert_png(plot_attack_boards(rows, tmp_path / "bars.png"))
+    with pytest.raises(UserError, match="no attack board rows"):
+        plot_attack_boards([], tmp_path / "empty.png")
+
+    board = tmp_path / "attack_brainwash.csv"
+    with board.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    main(["plot", "--attack-board", str(board), "--out", str(tmp_path / "cli.png")])
+    assert_png(tmp_path / "cli.png")
+    with pytest.raises(SystemExit) as stop:
+        main(["plot", "--attack-board", str(tmp_path / "missing.csv")])
+    assert stop.value.code == 2
