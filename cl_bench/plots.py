@@ -240,14 +240,15 @@ def plot_attack_boards(rows: list[dict], out_path: Path, effect: str = "bwt") ->
     if not rows:
         raise UserError("no attack board rows to plot; pass leaderboards/attack_<attack>.csv files")
     panels_keys = sorted({(row["scenario"], row["setting"]) for row in rows})
-    labels = sorted({attack_label(row["attack"], json.loads(row["attack_config"] or "{}")) for row in rows},
-                    key=lambda label: (label.split("eps=")[-1], label))
     figure = Figure(figsize=(11, 3.4 * len(panels_keys) + 0.8))
     panels = figure.subplots(len(panels_keys), 1, squeeze=False)[:, 0]
-    colors = _task_colors(len(labels))
     for axes, (scenario, setting) in zip(panels, panels_keys):
         panel_rows = [row for row in rows if (row["scenario"], row["setting"]) == (scenario, setting)]
         strategies = list(dict.fromkeys(row["strategy"] for row in panel_rows))
+        # each panel has its own budgets (input units differ between scenarios): smaller budget first
+        labels = sorted({attack_label(row["attack"], json.loads(row["attack_config"] or "{}")) for row in panel_rows},
+                        key=lambda label: (float(label.split("eps=")[-1]) if "eps=" in label else 0.0, label))
+        colors = _task_colors(len(labels))
         width = 0.8 / len(labels)
         for index, label in enumerate(labels):
             cells = {row["strategy"]: row for row in panel_rows
@@ -262,7 +263,7 @@ def plot_attack_boards(rows: list[dict], out_path: Path, effect: str = "bwt") ->
         axes.set_ylabel(f"{effect.upper()} attacked - clean")
         axes.set_title(f"{scenario} ({setting})", fontsize=10)
         axes.grid(True, axis="y", alpha=0.3)
-    panels[0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+        axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     figure.suptitle(f"Paired {effect.upper()} change under attack (negative: more forgetting); mean and std over seeds",
                     fontsize=11)
     figure.tight_layout()
