@@ -217,6 +217,8 @@ def build_record(prepared: Prepared, state: dict, command: str) -> dict:
         "peak_memory_mb": peak_memory_mb,
         **attack_fields(prepared, state),
         "strategy_info": strategy_info(prepared.strategy),
+        # the card of a pre-trained backbone (data, method, epochs, seed, hash, command), or None
+        "backbone_card": getattr(prepared.strategy.model, "backbone_card", None),
         "environment": records.environment(prepared.device),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
