@@ -3,7 +3,8 @@
 A checkpoint is two files: ``checkpoint.safetensors`` (every tensor) and ``checkpoint.json``
 (the structure that says where each tensor goes, plus plain numbers). Nothing is pickled.
 
-What is saved: the model's state dict, the state of every plugin of the strategy (EWC
+What is saved: the model's state dict, the optimizer's state (Avalanche 0.6 keeps it across
+experiences: momentum buffers, Adam moments), the state of every plugin of the strategy (EWC
 importances, SI path integrals, replay buffers, LwF's previous model, A-GEM/GEM memories,
 Avalanche's clock ...) walked generically through their attributes, the RNG states, and the
 runner's own progress (accuracy rows, timings). Supported attribute values: tensors, Avalanche
@@ -177,6 +178,7 @@ def save(directory: Path, strategy, progress: dict) -> None:
     encoder = _Encoder()
     structure = {
         "model": encoder.encode(strategy.model),
+        "optimizer": encoder.encode(strategy.optimizer.state_dict()),
         "plugins": [_plugin_state(encoder, plugin) for plugin in strategy.plugins],
         # state a template keeps on itself rather than in a plugin (e.g. Cumulative's union dataset)
         "template": {name: encoder.encode(getattr(strategy, name))
@@ -212,9 +214,26 @@ def load(directory: Path, strategy) -> dict:
         if hasattr(plugin, "buffer_dliter") and getattr(plugin, "buffers", None):
             _rebuild_agem_loader(plugin)
     decoder.restore_attributes(strategy, structure["template"])
+    if structure.get("optimizer") is not None:
+        restore_optimizer(strategy, decoder.decode(structure["optimizer"]))
     progress = decoder.decode(structure["progress"])
     set_rng_state(decoder.decode(structure["rng"]))
     return progress
+
+
+def restore_optimizer(strategy, state: dict) -> None:
+    """Load a saved optimizer state and tell Avalanche the optimizer is already set up.
+
+    Avalanche resets the optimizer state on the first ``train`` call of a strategy
+    (``optimized_param_id is None``) and keeps it on later calls; a resumed run continues mid-stream,
+    so it must keep the restored state. A strategy that builds a differently shaped optimizer of its
+    own at every experience (a state that does not fit) starts that experience fresh anyway.
+    """
+    try:
+        strategy.optimizer.load_state_dict(state)
+    except (ValueError, KeyError):
+        return
+    strategy.optimized_param_id = dict(strategy.model.named_parameters())
 
 
 def _rebuild_agem_loader(plugin) -> None:

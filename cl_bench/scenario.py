@@ -34,6 +34,7 @@ class ScenarioData:
     class_order: list[int] = field(default_factory=list)
     description: str = ""
     input_range: Optional[tuple[float, float]] = None  # valid input values (attack budgets clip to it)
+    excluded_pools: list[str] = field(default_factory=list)  # pre-training pools left out of the stream
 
     @property
     def n_experiences(self) -> int:
@@ -46,7 +47,8 @@ class ScenarioData:
                 "n_experiences": self.n_experiences,
                 "classes_per_experience": self.classes_per_experience,
                 "class_order": self.class_order, "description": self.description,
-                "input_range": list(self.input_range) if self.input_range is not None else None}
+                "input_range": list(self.input_range) if self.input_range is not None else None,
+                "excluded_pools": list(self.excluded_pools)}
 
 
 def tensor_scenario(train_parts: Sequence[tuple[torch.Tensor, torch.Tensor]],

@@ -54,6 +54,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from cl_bench import pretrain_pool
 from cl_bench.config import ComponentConfig, param
 from cl_bench.data import CIFAR_LAYOUTS, ImageArrays, cifar_root, fmnist_dir, load_cifar, load_fmnist
 from cl_bench.errors import UserError
@@ -144,6 +145,10 @@ def _tensor_split(arrays: ImageArrays, config: SplitImageConfig, seed: int,
 class SplitFMNISTConfig(SplitImageConfig):
     """Split Fashion-MNIST: official train/test split, pixels in [0, 1]."""
 
+    holdout_pretrain_pool: bool = param(False, "leave the pre-training pool (a fixed sixth of the training images, "
+                                               "see cl_bench/pretrain_pool.py) out of the stream; needed with a "
+                                               "backbone from `cl-bench pretrain`")
+
 
 def _uint8_to_unit(images: np.ndarray) -> torch.Tensor:
     """uint8 (N, H, W) -> float32 (N, 1, H, W) in [0, 1]."""
@@ -155,9 +160,21 @@ def _uint8_to_unit(images: np.ndarray) -> torch.Tensor:
 def build_split_fmnist(config: SplitFMNISTConfig, seed: int) -> ScenarioData:
     """Split Fashion-MNIST: 5 experiences x 2 classes, 28x28 pixels in [0,1] (needs `cl-bench data prepare fmnist`)."""
     directory = fmnist_dir()
-    scenario = _tensor_split(load_fmnist(directory), config, seed, _uint8_to_unit, "Fashion-MNIST", str(directory))
+    arrays = load_fmnist(directory)
+    if config.holdout_pretrain_pool:
+        arrays = without_pretrain_pool(arrays)
+    scenario = _tensor_split(arrays, config, seed, _uint8_to_unit, "Fashion-MNIST", str(directory))
     scenario.description += ", pixels in [0,1], official 60k/10k split"
+    if config.holdout_pretrain_pool:
+        scenario.description += f", pre-training pool held out ({len(arrays.train_labels)} training images left)"
+        scenario.excluded_pools = [pretrain_pool.POOL_NAME]
     return scenario
+
+
+def without_pretrain_pool(arrays: ImageArrays) -> ImageArrays:
+    """The Fashion-MNIST arrays with the pre-training pool removed from the training set."""
+    rows = pretrain_pool.stream_indices(arrays.train_labels)
+    return ImageArrays(arrays.train_images[rows], arrays.train_labels[rows], arrays.test_images, arrays.test_labels)
 
 
 # ---------------------------------------------------------------------------------------------

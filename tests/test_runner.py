@@ -37,6 +37,16 @@ def test_every_strategy_runs_and_resumes_to_the_same_matrix(strategy, tmp_path):
     assert _matrix(resumed_dir) == record["accuracy_matrix"]
 
 
+def test_resume_keeps_the_momentum_buffers(tmp_path):
+    """Avalanche keeps the optimizer state across experiences; a resumed run must have it too."""
+    config = resolve({}, {"scenario": "split_digits", "strategy": "naive", "device": "cpu"},
+                     TINY + ["train.momentum=0.9"])
+    reference = _matrix(runner.execute(config, tmp_path / "full", progress=False, log=lambda line: None))
+    runner.execute(config, tmp_path / "split", progress=False, stop_after=2, log=lambda line: None)
+    resumed = runner.execute(config, tmp_path / "split", resume=True, progress=False, log=lambda line: None)
+    assert _matrix(resumed) == reference
+
+
 def test_same_seed_is_bit_identical_and_other_seed_differs(tmp_path):
     first = resolve({}, {"scenario": "split_digits", "strategy": "ewc", "device": "cpu"}, TINY)
     a = _matrix(runner.execute(first, tmp_path / "a", progress=False, log=lambda line: None))
