@@ -83,8 +83,40 @@ def build_parser() -> argparse.ArgumentParser:
                            "(e.g. leaderboards/attack_brainwash.csv leaderboards/attack_uniform_noise.csv)")
     plot.add_argument("--memory", action="store_true",
                       help="plot the GPM memory occupancy per layer after each task instead of forgetting curves")
+    plot.add_argument("--anytime", action="store_true",
+                      help="task-free runs: anytime accuracy against stream samples seen, one panel per stream mode, "
+                           "loss plateaus (Online-LoRA) marked")
     plot.add_argument("--out", type=Path, help="PNG path (default: forgetting_curve.png in the run dir, or overlay.png; "
-                                               "with --memory, gpm_memory.png)")
+                                               "with --memory, gpm_memory.png; with --anytime, anytime_accuracy.png)")
+
+    pretrain = commands.add_parser("pretrain", help="pre-train a ViT backbone on the held-out pre-training pool",
+                                   description="Pre-train a ViT backbone on the pre-training pool (10,000 Fashion-MNIST "
+                                               "training images that streams with scenario.holdout_pretrain_pool=true "
+                                               "leave out) and store it with a card in $CL_BENCH_CACHE (default "
+                                               "~/.cache/cl_bench)/backbones/NAME. Use it with --set "
+                                               "model.weights=NAME. The last line printed is the weights path.")
+    pretrain.add_argument("--model", default="vit_micro", help="a ViT model: vit_micro (default) or timm:NAME")
+    pretrain.add_argument("--method", help="supervised (default: linear head, cross-entropy) or mae (masked autoencoder)")
+    pretrain.add_argument("--data", help="dataset whose pre-training pool is used (fmnist, the default and only one)")
+    pretrain.add_argument("--epochs", type=int, help="passes over the pool (default: supervised 15, mae 40)")
+    pretrain.add_argument("--batch-size", type=int, dest="batch_size", help="mini-batch size (default 128)")
+    pretrain.add_argument("--lr", type=float, help="peak AdamW learning rate (default: supervised 1e-3, mae 1.5e-3)")
+    pretrain.add_argument("--weight-decay", type=float, dest="weight_decay", help="AdamW weight decay (default 0.05)")
+    pretrain.add_argument("--warmup-epochs", type=int, dest="warmup_epochs", help="linear warm-up epochs (default 1)")
+    pretrain.add_argument("--augment", action="store_true", default=None, help="random 2-px shifts and flips")
+    pretrain.add_argument("--mask-ratio", type=float, dest="mask_ratio", help="mae: fraction of patches masked (0.75)")
+    pretrain.add_argument("--decoder-dim", type=int, dest="decoder_embed_dim", help="mae: decoder width (64)")
+    pretrain.add_argument("--decoder-depth", type=int, dest="decoder_depth", help="mae: decoder blocks (2)")
+    pretrain.add_argument("--decoder-heads", type=int, dest="decoder_num_heads", help="mae: decoder heads (4)")
+    pretrain.add_argument("--norm-pix-loss", action="store_true", default=None, dest="norm_pix_loss",
+                          help="mae: regress per-patch normalised pixels")
+    pretrain.add_argument("--seed", type=int, help="random seed (default 0)")
+    pretrain.add_argument("--device", help="auto (CUDA when present), cpu or cuda")
+    pretrain.add_argument("--set", action="append", default=[], metavar="model.FIELD=VALUE",
+                          help="a model field, e.g. model.embed_dim=128 (repeatable)")
+    pretrain.add_argument("--name", help="cache entry name (default MODEL-DATA-METHOD-sSEED)")
+    pretrain.add_argument("--force", action="store_true", help="re-train even if the entry exists")
+    pretrain.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     listing = commands.add_parser("list", help="list registered scenarios, models, strategies, attacks, evaluators")
     listing.add_argument("kind", nargs="?", choices=("scenario", "model", "strategy", "attack", "evaluator", "preset"))
@@ -118,6 +150,9 @@ def summary_table(record: dict) -> str:
     row = [record["scenario"], record["strategy"], str(record["seed"]), f"{metric_values['acc']:.4f}",
            f"{metric_values['bwt']:+.4f}", f"{metric_values['forgetting']:.4f}",
            f"{metric_values['learning_acc']:.4f}", f"{record['timing']['total_s']:.1f} s"]
+    if metric_values.get("a_auc") is not None:  # a task-free stream: the anytime numbers too
+        header[-1:-1] = ["A_auc", "A_last"]
+        row[-1:-1] = [f"{metric_values['a_auc']:.4f}", f"{metric_values['a_last']:.4f}"]
     return _format_table(header, [row]) + "\n\n" + matrix_text
 
 
@@ -153,6 +188,24 @@ def command_run(args: argparse.Namespace, argv: Sequence[str]) -> None:
     if record is not None:
         print(summary_table(record))
     print(run_dir)
+
+
+PRETRAIN_OPTIONS = ("method", "data", "epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", "augment",
+                    "mask_ratio", "decoder_embed_dim", "decoder_depth", "decoder_num_heads", "norm_pix_loss", "seed",
+                    "device")
+
+
+def command_pretrain(args: argparse.Namespace, argv: Sequence[str]) -> None:
+    from cl_bench import pretrain
+
+    values = {key: getattr(args, key) for key in PRETRAIN_OPTIONS if getattr(args, key) is not None}
+    command = "cl-bench " + " ".join(shlex.quote(part) for part in argv)
+    weights = pretrain.pretrain(args.model, args.set, values, name=args.name, force=args.force,
+                                progress=not args.no_progress, command=command)
+    from cl_bench.models.vit import read_card
+
+    print(pretrain.card_summary(read_card(weights)))
+    print(weights)
 
 
 def command_sweep(args: argparse.Namespace) -> None:
@@ -235,6 +288,8 @@ def command_plot(args: argparse.Namespace) -> None:
         raise UserError("no runs to plot; pass run directories or --runs DIR (check the filters)")
     if args.memory:
         print(plots.plot_memory(selected, args.out or Path("gpm_memory.png")))
+    elif args.anytime:
+        print(plots.plot_anytime(selected, args.out or Path("anytime_accuracy.png")))
     elif len(selected) == 1 and args.runs is None:
         out = args.out or Path(args.paths[0] if args.paths[0].is_dir() else args.paths[0].parent) / "forgetting_curve.png"
         print(plots.plot_run(selected[0], out))
@@ -296,6 +351,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     try:
         if args.command == "run":
             command_run(args, argv)
+        elif args.command == "pretrain":
+            command_pretrain(args, argv)
         elif args.command == "sweep":
             command_sweep(args)
         elif args.command == "leaderboard":

@@ -1,9 +1,11 @@
 """Leaderboards: many run records -> one CSV per board, mean and std over seeds.
 
 A board kind is a function ``records -> list[Board]`` registered in :data:`BOARD_KINDS`; the
-engine runs every kind over the complete records and writes each board it returns. Two kinds exist:
-clean continual learning (``cl_<scenario>.csv``) and attacks (``attack_<attack>.csv``: the paired
-clean and attacked numbers per victim and their difference); evaluator boards are added the same
+engine runs every kind over the complete records and writes each board it returns. Three kinds exist:
+clean continual learning (``cl_<scenario>.csv``, and ``cl_<scenario>_pretrained.csv`` for runs whose
+backbone comes from a pre-training card), task-free streams (``online_<scenario>.csv``: final accuracy,
+forgetting and the anytime area ``a_auc`` per stream mode) and attacks (``attack_<attack>.csv``: the
+paired clean and attacked numbers per victim and their difference); evaluator boards are added the same
 way, as one more function.
 
 Conventions (so that a rerun over the same records gives byte-identical files):
@@ -34,7 +36,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 from cl_bench.errors import UserError
-from cl_bench.records import RECORD_FILE, atomic_write_text, read_record
+from cl_bench.records import RECORD_FILE, atomic_write_text, read_record, stream_mode
 
 FLOAT_FORMAT = "{:.4f}"
 # (column stem, how to read it from a record) for the per-seed numbers of the clean CL board
@@ -249,20 +251,71 @@ def _row_order(row: dict) -> tuple:
     return (row["setting"], acc is None, -(acc or 0.0), row["strategy"], row["config_id"])
 
 
+def is_task_free(record: dict) -> bool:
+    return record_setting(record) == "task-free"
+
+
+def board_scenario(record: dict) -> str:
+    """The scenario part of a board name: ``<scenario>``, or ``<scenario>_pretrained`` when the run's
+    backbone comes from a pre-training card (those runs are compared among themselves)."""
+    return f"{record['scenario']}_pretrained" if record.get("backbone_card") else str(record["scenario"])
+
+
 def clean_cl_boards(records: list[dict], warn: Warn = _warn_stderr) -> list[Board]:
-    """``cl_<scenario>``: runs without an attack, one row per config, mean/std over seeds."""
+    """``cl_<scenario>``: offline runs without an attack, one row per config, mean/std over seeds."""
     groups: dict[tuple, list[dict]] = {}
     for record in records:
-        if record.get("attack") is not None:
+        if record.get("attack") is not None or is_task_free(record):
             continue
-        key = (record["scenario"], record_setting(record), record["strategy"], record_model(record),
+        key = (board_scenario(record), record_setting(record), record["strategy"], record_model(record),
                record_config_id(record))
         groups.setdefault(key, []).append(record)
     rows_by_scenario: dict[str, list[dict]] = {}
     for key in sorted(groups):
-        row = _seed_row(_dedupe_seeds(groups[key], warn))
-        rows_by_scenario.setdefault(row["scenario"], []).append(row)
+        rows_by_scenario.setdefault(key[0], []).append(_seed_row(_dedupe_seeds(groups[key], warn)))
     return [Board(f"cl_{scenario}", CL_COLUMNS, sorted(rows, key=_row_order))
+            for scenario, rows in sorted(rows_by_scenario.items())]
+
+
+# (column stem, how to read it) for the per-seed numbers of a task-free stream
+ONLINE_METRICS: tuple[tuple[str, Callable[[dict], Any]], ...] = (
+    ("acc", lambda r: r["metrics"].get("acc")),
+    ("forgetting", lambda r: r["metrics"].get("forgetting")),
+    ("a_auc", lambda r: r["metrics"].get("a_auc")),
+    ("a_last", lambda r: r["metrics"].get("a_last")),
+    ("bwt", lambda r: r["metrics"].get("bwt")),
+    ("wall_time_s", lambda r: r["timing"].get("total_s")),
+)
+ONLINE_COLUMNS = (("scenario", "mode", "strategy", "model", "config_id", "n_seeds", "seeds")
+                  + tuple(f"{stem}_{stat}" for stem, _ in ONLINE_METRICS for stat in ("mean", "std"))
+                  + CONFIG_COLUMNS)
+ONLINE_MARKDOWN_COLUMNS = ("mode", "strategy", "n_seeds", "acc_mean", "acc_std", "forgetting_mean", "a_auc_mean",
+                           "a_auc_std", "a_last_mean", "wall_time_s_mean")
+
+
+def online_boards(records: list[dict], warn: Warn = _warn_stderr) -> list[Board]:
+    """``online_<scenario>``: task-free runs, one row per stream mode and config, mean/std over seeds.
+
+    ``acc`` is the final accuracy (mean over the hidden tasks' test sets), ``forgetting`` is computed at the
+    hidden boundaries, ``a_auc`` is the mean anytime accuracy and ``a_last`` the accuracy on every class
+    seen, at the end of the stream."""
+    groups: dict[tuple, list[dict]] = {}
+    for record in records:
+        if record.get("attack") is None and is_task_free(record):
+            key = (board_scenario(record), stream_mode(record), record["strategy"], record_model(record),
+                   record_config_id(record))
+            groups.setdefault(key, []).append(record)
+    rows_by_scenario: dict[str, list[dict]] = {}
+    for key in sorted(groups):
+        group = _dedupe_seeds(groups[key], warn)
+        row = {**_group_columns(group), "mode": key[1]}
+        for stem, read in ONLINE_METRICS:
+            row[f"{stem}_mean"], row[f"{stem}_std"] = mean_std([read(r) for r in group])
+        rows_by_scenario.setdefault(key[0], []).append(row)
+    def order(row: dict) -> tuple:
+        return row["mode"], row["a_auc_mean"] is None, -(row["a_auc_mean"] or 0.0), row["strategy"], row["config_id"]
+
+    return [Board(f"online_{scenario}", ONLINE_COLUMNS, sorted(rows, key=order), ONLINE_MARKDOWN_COLUMNS)
             for scenario, rows in sorted(rows_by_scenario.items())]
 
 
@@ -322,7 +375,7 @@ def attack_boards(records: list[dict], warn: Warn = _warn_stderr) -> list[Board]
 
 BoardKind = Callable[[list[dict], Warn], list[Board]]
 # every board kind; evaluator boards are added here as one function each
-BOARD_KINDS: dict[str, BoardKind] = {"cl": clean_cl_boards, "attack": attack_boards}
+BOARD_KINDS: dict[str, BoardKind] = {"cl": clean_cl_boards, "online": online_boards, "attack": attack_boards}
 
 
 def summarize(records: list[dict], kinds: Optional[Sequence[str]] = None,

@@ -7,6 +7,9 @@
 * ``forgetting = mean_{j<T-1} (max_{j<=i<T-1} R[i][j] - R[T-1][j])``  (Chaudhry et al. 2018)
 * ``learning_acc = mean_j R[j][j]``
 * ``fwt = mean_{j>0} (R[j-1][j] - b[j])`` with b the accuracies of the initial model.
+* ``a_auc = mean_k a_k`` over the anytime accuracies a_k of a task-free stream, measured at evenly spaced
+  points of the stream (the area under the anytime-accuracy curve divided by its length; Koh et al. 2022,
+  Si-Blurry's A_auc).
 
 With a single experience, bwt and forgetting are 0 and fwt is undefined (None).
 """
@@ -62,6 +65,13 @@ def seen_average_curve(accuracy_matrix: Sequence[Sequence[float]]) -> list[float
     """Mean accuracy over the experiences seen so far, after each experience."""
     matrix = _matrix(accuracy_matrix)
     return [float(matrix[i, : i + 1].mean()) for i in range(len(matrix))]
+
+
+def anytime_auc(anytime_accuracies: Sequence[float]) -> Optional[float]:
+    """Mean of the anytime accuracies (evenly spaced evaluation points); None without any."""
+    if len(anytime_accuracies) == 0:
+        return None
+    return float(np.mean(np.asarray(anytime_accuracies, dtype=float)))
 
 
 def all_metrics(accuracy_matrix: Sequence[Sequence[float]],

@@ -14,8 +14,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from cl_bench.errors import UserError
+from cl_bench.records import stream_mode
 
 DPI = 120
 
@@ -267,4 +269,70 @@ def plot_attack_boards(rows: list[dict], out_path: Path, effect: str = "bwt") ->
     figure.suptitle(f"Paired {effect.upper()} change under attack (negative: more forgetting); mean and std over seeds",
                     fontsize=11)
     figure.tight_layout()
+    return save_figure_atomic(figure, out_path)
+
+
+def plateau_samples(record: dict) -> list[int]:
+    """Stream positions (samples seen) where a strategy detected a loss plateau (Online-LoRA), else []."""
+    info = record.get("strategy_info") or {}
+    return [int(s) for entry in info.values() if isinstance(entry, dict)
+            for s in entry.get("plateau_samples", [])]
+
+
+def plot_anytime(records: list[dict], out_path: Path, labels: Optional[Sequence[str]] = None) -> Path:
+    """Anytime accuracy of task-free runs against stream samples seen, one panel per stream mode.
+
+    Records sharing a label (default: the strategy) are averaged over seeds (point k of every seed; the
+    positions differ by at most a mini-batch), with a min-max band. Dotted vertical lines: the hidden task
+    boundaries of the first run of the panel. Triangles: the loss plateaus a strategy detected (Online-LoRA
+    merges its LoRA there), drawn on the curve of the run that detected them.
+    """
+    records = [r for r in records if r.get("anytime_accuracy", {}).get("samples")]
+    if not records:
+        raise UserError("no task-free runs to plot; --anytime needs runs of a task-free scenario "
+                        "(e.g. --scenario task_free_fmnist)")
+    labels = list(labels) if labels is not None else [default_label(r) for r in records]
+    modes = list(dict.fromkeys(stream_mode(r) for r in records))
+    all_labels = list(dict.fromkeys(labels))
+    colors = dict(zip(all_labels, _task_colors(len(all_labels))))
+    figure = Figure(figsize=(7.5 * len(modes) + 1.5, 4.3))
+    panels = figure.subplots(1, len(modes), squeeze=False, sharey=True)[0]
+    for axes, mode in zip(panels, modes):
+        in_panel = [(r, label) for r, label in zip(records, labels) if stream_mode(r) == mode]
+        for boundary in (in_panel[0][0].get("stream") or {}).get("hidden_boundaries", [])[:-1]:
+            axes.axvline(boundary, color="grey", linestyle=":", linewidth=1)
+        groups: dict[str, list[dict]] = {}
+        for record, label in in_panel:
+            groups.setdefault(label, []).append(record)
+        for label, group in groups.items():
+            length = min(len(r["anytime_accuracy"]["samples"]) for r in group)
+            x = np.mean([r["anytime_accuracy"]["samples"][:length] for r in group], axis=0)
+            curves = np.array([r["anytime_accuracy"]["accuracy"][:length] for r in group])
+            a_auc = np.mean([r["metrics"].get("a_auc") or 0.0 for r in group])
+            shown = f"{label} (A_auc {a_auc:.3f}{f', n={len(group)}' if len(group) > 1 else ''})"
+            _draw_band(axes, x, curves, colors[label], shown)
+            for record in group:
+                plateaus = plateau_samples(record)
+                if plateaus:
+                    curve = record["anytime_accuracy"]
+                    axes.plot(plateaus, np.interp(plateaus, curve["samples"], curve["accuracy"]), linestyle="none",
+                              marker="v", markersize=6, color=colors[label], markeredgecolor="black",
+                              markeredgewidth=0.5, alpha=0.8)
+        axes.set_ylim(0.0, 1.02)
+        axes.set_xlabel("stream samples seen")
+        axes.grid(True, alpha=0.3)
+        axes.set_title(f"{in_panel[0][0].get('scenario', '?')} ({mode})", fontsize=10)
+    panels[0].set_ylabel("anytime accuracy (classes seen so far)")
+    handles, texts = [], []
+    for axes in panels:
+        for handle, text in zip(*axes.get_legend_handles_labels()):
+            if text not in texts:
+                handles.append(handle)
+                texts.append(text)
+    if any(plateau_samples(r) for r in records):
+        handles.append(Line2D([], [], linestyle="none", marker="v", color="grey", markeredgecolor="black"))
+        texts.append("loss plateau (LoRA merged)")
+    handles.append(Line2D([], [], color="grey", linestyle=":"))
+    texts.append("hidden task boundary")
+    panels[-1].legend(handles, texts, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     return save_figure_atomic(figure, out_path)

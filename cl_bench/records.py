@@ -120,3 +120,9 @@ def environment(device: Any) -> dict:
             "avalanche": getattr(avalanche, "__version__", "unknown"), "platform": platform.platform(),
             "device": str(device), "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "torch_threads": torch.get_num_threads(), "git_sha": git_sha()}
+
+
+def stream_mode(record: dict) -> str:
+    """The mode of a task-free stream (``disjoint``, ``blurry`` ...) from a record's config; '' otherwise."""
+    scenario = (record.get("config") or {}).get("scenario")
+    return str(scenario.get("mode", "")) if isinstance(scenario, dict) else ""

@@ -20,16 +20,19 @@ import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 import torch
+from avalanche.benchmarks.scenarios.dataset_scenario import DatasetExperience
+from avalanche.benchmarks.scenarios.online import split_online_stream
+from tqdm.auto import tqdm
 
 from cl_bench import checkpoint, metrics, records
 from cl_bench.config import RunConfig, resolve
 from cl_bench.errors import UserError
 from cl_bench.registry import ATTACKS, MODELS, SCENARIOS, STRATEGIES
-from cl_bench.tensor_data import make_loader
+from cl_bench.tensor_data import SliceLoader, make_loader
 from cl_bench.templates import ProgressPlugin, StrategyContext, eval_mode, predict_logits
 
 
@@ -49,19 +52,22 @@ def select_device(requested: str) -> torch.device:
 
 
 @torch.no_grad()
+def accuracy(strategy, batches: Iterable) -> float:
+    """Accuracy of the strategy's prediction rule over ``(inputs, targets, task_labels)`` batches."""
+    correct, total = 0, 0
+    with eval_mode(strategy.model):
+        for inputs, targets, task_labels in batches:
+            inputs, targets = inputs.to(strategy.device), targets.to(strategy.device)
+            logits = predict_logits(strategy, inputs, task_labels.to(strategy.device))
+            correct += int((logits.argmax(dim=1) == targets).sum())
+            total += len(targets)
+    return correct / max(total, 1)
+
+
 def evaluate_stream(strategy, test_stream, batch_size: int) -> list[float]:
     """Accuracy of the strategy's current model on every experience of ``test_stream``."""
-    accuracies = []
-    with eval_mode(strategy.model):
-        for experience in test_stream:
-            correct, total = 0, 0
-            for inputs, targets, task_labels in make_loader(experience.dataset.eval(), batch_size, shuffle=False):
-                inputs, targets = inputs.to(strategy.device), targets.to(strategy.device)
-                logits = predict_logits(strategy, inputs, task_labels.to(strategy.device))
-                correct += int((logits.argmax(dim=1) == targets).sum())
-                total += len(targets)
-            accuracies.append(correct / max(total, 1))
-    return accuracies
+    return [accuracy(strategy, make_loader(experience.dataset.eval(), batch_size, shuffle=False))
+            for experience in test_stream]
 
 
 @dataclass
@@ -74,6 +80,7 @@ class Prepared:
     strategy: object
     device: torch.device
     attack: object = None  # cl_bench.attack.Attack, or None
+    progress: bool = False
 
 
 def prepare(config: RunConfig, out_dir: Path, progress: bool) -> Prepared:
@@ -85,8 +92,10 @@ def prepare(config: RunConfig, out_dir: Path, progress: bool) -> Prepared:
     scenario_entry = SCENARIOS.get(config.scenario)
     scenario = scenario_entry.builder(config.components["scenario"], config.seed)
     model = MODELS.get(config.model).builder(config.components["model"], scenario).to(device)
+    # a task-free stream trains one mini-batch per experience: the runner draws one bar for the whole stream
     context = StrategyContext(model=model, train=config.train, scenario=scenario, device=device,
-                              plugins=[ProgressPlugin(scenario.n_experiences, enabled=progress)])
+                              plugins=[ProgressPlugin(scenario.n_experiences,
+                                                      enabled=progress and scenario.online is None)])
     strategy = STRATEGIES.get(config.strategy).builder(config.components["strategy"], context)
     attack = None
     if config.attack is not None:
@@ -96,7 +105,13 @@ def prepare(config: RunConfig, out_dir: Path, progress: bool) -> Prepared:
         if getattr(strategy, "train_whole_stream", False):
             raise UserError(f"strategy {config.strategy} trains once on the whole stream; "
                             f"an attack on one experience needs a continual strategy")
-    return Prepared(config, Path(out_dir) / config.run_id(), scenario, strategy, device, attack)
+        if scenario.online is not None:
+            raise UserError(f"attacks on task-free streams are not supported yet; use an offline scenario "
+                            f"(e.g. --scenario split_fmnist) with --attack {config.attack}")
+    if scenario.online is not None and getattr(strategy, "train_whole_stream", False):
+        raise UserError(f"strategy {config.strategy} trains offline on the whole stream at once; task-free "
+                        f"scenarios are one pass over mini-batches (use naive, online_er, online_lora, ncm ...)")
+    return Prepared(config, Path(out_dir) / config.run_id(), scenario, strategy, device, attack, progress)
 
 
 def execute(config: RunConfig, out_dir: Path, command: str = "", resume: bool = False, force: bool = False,
@@ -128,6 +143,14 @@ def execute(config: RunConfig, out_dir: Path, command: str = "", resume: bool = 
         state = {"accuracy_matrix": [], "per_experience": [], "elapsed_s": 0.0,
                  "accuracy_initial": evaluate_stream(strategy, test_stream, config.train.eval_batch_size)}
     elapsed_before = state["elapsed_s"]
+
+    if scenario.online is not None:
+        train_online(prepared, state, run_dir, started, elapsed_before, stop_after)
+        if len(state["accuracy_matrix"]) < scenario.n_experiences:  # stopped early (tests)
+            return run_dir
+        record = build_record(prepared, state, command)
+        write_outputs(run_dir, record)
+        return run_dir
 
     whole_stream = getattr(strategy, "train_whole_stream", False)
     attack = prepared.attack
@@ -186,6 +209,71 @@ def train_and_evaluate(prepared: Prepared, train_data, state: dict, branch: Opti
     return row
 
 
+def train_online(prepared: Prepared, state: dict, run_dir: Path, started: float, elapsed_before: float,
+                 stop_after: Optional[int] = None) -> None:
+    """One pass over a task-free stream, one ``strategy.train`` call per incoming mini-batch.
+
+    The strategy gets each mini-batch as a bare experience (no task id, no boundary, no origin): only
+    this loop knows the hidden tasks. It evaluates the anytime accuracy (test images of the classes seen so
+    far) every ``online.eval_every`` stream samples, one accuracy-matrix row at each hidden boundary, and
+    checkpoints there; ``stop_after`` counts hidden tasks.
+    """
+    strategy, scenario, online = prepared.strategy, prepared.scenario, prepared.scenario.online
+    hidden_tasks = scenario.benchmark.train_stream
+    progress = state.setdefault("online", {"batches": 0, "samples": 0, "seen_classes": [], "boundaries": [],
+                                           "anytime": {"eval_every": online.eval_every, "samples": [],
+                                                       "accuracy": [], "n_classes": []}})
+    batch_counts = [-(-len(task.dataset) // online.batch_size) for task in hidden_tasks]
+    bar = tqdm(total=sum(batch_counts), initial=progress["batches"], desc="stream", unit="batch", leave=False,
+               dynamic_ncols=True, disable=not prepared.progress)
+    for task_index in range(len(state["accuracy_matrix"]), len(hidden_tasks)):
+        train_start, anytime_s = time.perf_counter(), 0.0
+        batches = split_online_stream([hidden_tasks[task_index]], experience_size=online.batch_size, shuffle=False,
+                                      access_task_boundaries=False)
+        for batch in batches:
+            strategy.train(DatasetExperience(dataset=batch.dataset, current_experience=progress["batches"]),
+                           eval_streams=[])
+            progress["batches"] += 1
+            progress["samples"] += len(batch.dataset)
+            progress["seen_classes"] = sorted(set(progress["seen_classes"]) | set(batch.dataset.targets.uniques))
+            bar.update(1)
+            if progress["samples"] // online.eval_every > len(progress["anytime"]["samples"]):
+                anytime_start = time.perf_counter()
+                record_anytime(prepared, progress)
+                anytime_s += time.perf_counter() - anytime_start
+        progress["boundaries"].append(progress["samples"])
+        eval_start = time.perf_counter()
+        row = evaluate_stream(strategy, scenario.benchmark.test_stream, prepared.config.train.eval_batch_size)
+        if task_index == len(hidden_tasks) - 1:
+            progress["final_accuracy"] = anytime_accuracy(prepared, progress["seen_classes"])
+        state["per_experience"].append({"train_s": eval_start - train_start - anytime_s,
+                                        "eval_s": time.perf_counter() - eval_start + anytime_s})
+        state["accuracy_matrix"].append(row)
+        state["elapsed_s"] = elapsed_before + time.perf_counter() - started
+        checkpoint.save(run_dir, strategy, state)
+        if stop_after is not None and task_index + 1 >= stop_after:
+            break
+    bar.close()
+
+
+def anytime_accuracy(prepared: Prepared, seen_classes: Sequence[int]) -> float:
+    """Accuracy on the anytime evaluation images of the classes seen so far."""
+    online = prepared.scenario.online
+    keep = torch.isin(online.anytime_targets, torch.as_tensor(list(seen_classes), dtype=torch.long))
+    inputs, targets = online.anytime_inputs[keep], online.anytime_targets[keep]
+    loader = SliceLoader((inputs, targets, torch.zeros_like(targets)), prepared.config.train.eval_batch_size,
+                         shuffle=False)
+    return accuracy(prepared.strategy, loader)
+
+
+def record_anytime(prepared: Prepared, progress: dict) -> None:
+    """Append one point of the anytime-accuracy curve (at the current stream position)."""
+    curve = progress["anytime"]
+    curve["samples"].append(progress["samples"])
+    curve["accuracy"].append(anytime_accuracy(prepared, progress["seen_classes"]))
+    curve["n_classes"].append(len(progress["seen_classes"]))
+
+
 def build_record(prepared: Prepared, state: dict, command: str) -> dict:
     config, scenario = prepared.config, prepared.scenario
     matrix = state["accuracy_matrix"]
@@ -209,13 +297,15 @@ def build_record(prepared: Prepared, state: dict, command: str) -> dict:
         "scenario_info": scenario.metadata(),
         "accuracy_matrix": matrix,
         "accuracy_initial": state["accuracy_initial"],
-        "metrics": metrics.all_metrics(matrix, None if whole_stream else state["accuracy_initial"]),
+        "metrics": {**metrics.all_metrics(matrix, None if whole_stream else state["accuracy_initial"]),
+                    **online_metrics(state)},
         "timing": {"total_s": state["elapsed_s"],
                    "train_s": sum(p["train_s"] for p in per_experience),
                    "eval_s": sum(p["eval_s"] for p in per_experience),
                    "per_experience": per_experience},
         "peak_memory_mb": peak_memory_mb,
         **attack_fields(prepared, state),
+        **online_fields(state),
         "strategy_info": strategy_info(prepared.strategy),
         # the card of a pre-trained backbone (data, method, epochs, seed, hash, command), or None
         "backbone_card": getattr(prepared.strategy.model, "backbone_card", None),
@@ -237,6 +327,27 @@ def attack_fields(prepared: Prepared, state: dict) -> dict:
                         "budget": attack.budget(), "metrics": attack.metrics(), "wall_time_s": state["attack_s"]},
         "attack_effect": metrics.attack_effect(clean, state["accuracy_matrix"], state["attack_target"]),
     }
+
+
+def online_metrics(state: dict) -> dict:
+    """``a_auc`` (mean anytime accuracy) and ``a_last`` (accuracy on every seen class at the end) of a
+    task-free run."""
+    online = state.get("online")
+    if online is None:
+        return {}
+    return {"a_auc": metrics.anytime_auc(online["anytime"]["accuracy"]), "a_last": online.get("final_accuracy")}
+
+
+def online_fields(state: dict) -> dict:
+    """A task-free run's anytime-accuracy curve and its summary numbers (nothing for other runs)."""
+    online = state.get("online")
+    if online is None:
+        return {}
+    curve = online["anytime"]
+    return {"anytime_accuracy": curve,
+            "stream": {"batches": online["batches"], "samples": online["samples"],
+                       "hidden_boundaries": online["boundaries"],
+                       "final_accuracy_seen_classes": online.get("final_accuracy")}}
 
 
 def strategy_info(strategy) -> dict:
@@ -264,6 +375,8 @@ def write_outputs(run_dir: Path, record: dict) -> None:
     plots.plot_run(record, run_dir / "forgetting_curve.png")
     if "gpm_memory" in record.get("strategy_info", {}):
         plots.plot_memory([record], run_dir / "gpm_memory.png")
+    if "anytime_accuracy" in record:
+        plots.plot_anytime([record], run_dir / "anytime_accuracy.png")
     records.write_record(run_dir, record)
     for name in (checkpoint.CHECKPOINT_TENSORS, checkpoint.CHECKPOINT_STRUCTURE):
         (run_dir / name).unlink(missing_ok=True)

@@ -22,6 +22,24 @@ SETTINGS = ("task-incremental", "class-incremental", "domain-incremental", "task
 
 
 @dataclass
+class OnlineStream:
+    """How the runner streams a task-free scenario: mini-batch size and the anytime evaluation.
+
+    The hidden tasks are the experiences of ``benchmark.train_stream``; only the runner sees them.
+    """
+
+    mode: str  # e.g. "disjoint" or "blurry"
+    batch_size: int  # images per incoming mini-batch
+    eval_every: int  # stream samples between two anytime evaluations
+    anytime_inputs: torch.Tensor  # the anytime evaluation set (test images of every class)
+    anytime_targets: torch.Tensor
+
+    def metadata(self) -> dict:
+        return {"mode": self.mode, "batch_size": self.batch_size, "eval_every": self.eval_every,
+                "anytime_test_size": len(self.anytime_targets)}
+
+
+@dataclass
 class ScenarioData:
     """An Avalanche benchmark plus the metadata models, strategies and records need."""
 
@@ -35,6 +53,7 @@ class ScenarioData:
     description: str = ""
     input_range: Optional[tuple[float, float]] = None  # valid input values (attack budgets clip to it)
     excluded_pools: list[str] = field(default_factory=list)  # pre-training pools left out of the stream
+    online: Optional[OnlineStream] = None  # task-free scenarios: how the runner streams them
 
     @property
     def n_experiences(self) -> int:
@@ -48,7 +67,8 @@ class ScenarioData:
                 "classes_per_experience": self.classes_per_experience,
                 "class_order": self.class_order, "description": self.description,
                 "input_range": list(self.input_range) if self.input_range is not None else None,
-                "excluded_pools": list(self.excluded_pools)}
+                "excluded_pools": list(self.excluded_pools),
+                "online": self.online.metadata() if self.online is not None else None}
 
 
 def tensor_scenario(train_parts: Sequence[tuple[torch.Tensor, torch.Tensor]],

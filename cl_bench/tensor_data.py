@@ -122,6 +122,10 @@ def _attribute_values(attribute) -> torch.Tensor:
     """
     flat = attribute.data
     try:
+        if flat._indices is not None and len(flat._datasets) == 1 and len(flat._indices) * 8 < len(flat._datasets[0]):
+            # a small subset of one big leaf (an online mini-batch): read its rows, not the whole leaf
+            leaf = flat._datasets[0]
+            return torch.as_tensor([leaf[i] for i in flat._indices], dtype=torch.long)
         leaves = [torch.as_tensor(leaf, dtype=torch.long) for leaf in flat._datasets]
         values = torch.cat(leaves) if leaves else torch.empty(0, dtype=torch.long)
         if flat._indices is not None:
