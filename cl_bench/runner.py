@@ -32,7 +32,7 @@ from cl_bench import checkpoint, metrics, records
 from cl_bench.config import RunConfig, resolve
 from cl_bench.errors import UserError
 from cl_bench.registry import ATTACKS, MODELS, SCENARIOS, STRATEGIES
-from cl_bench.tensor_data import SliceLoader, make_loader
+from cl_bench.tensor_data import make_loader
 from cl_bench.templates import ProgressPlugin, StrategyContext, eval_mode, predict_logits
 
 
@@ -258,12 +258,11 @@ def train_online(prepared: Prepared, state: dict, run_dir: Path, started: float,
 
 def anytime_accuracy(prepared: Prepared, seen_classes: Sequence[int]) -> float:
     """Accuracy on the anytime evaluation images of the classes seen so far."""
-    online = prepared.scenario.online
-    keep = torch.isin(online.anytime_targets, torch.as_tensor(list(seen_classes), dtype=torch.long))
-    inputs, targets = online.anytime_inputs[keep], online.anytime_targets[keep]
-    loader = SliceLoader((inputs, targets, torch.zeros_like(targets)), prepared.config.train.eval_batch_size,
-                         shuffle=False)
-    return accuracy(prepared.strategy, loader)
+    anytime_test = prepared.scenario.online.anytime_test
+    targets = torch.as_tensor(list(anytime_test.targets), dtype=torch.long)
+    rows = torch.isin(targets, torch.as_tensor(list(seen_classes), dtype=torch.long)).nonzero().flatten()
+    subset = anytime_test.subset(rows.tolist()).eval()
+    return accuracy(prepared.strategy, make_loader(subset, prepared.config.train.eval_batch_size, shuffle=False))
 
 
 def record_anytime(prepared: Prepared, progress: dict) -> None:

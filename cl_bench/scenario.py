@@ -31,12 +31,11 @@ class OnlineStream:
     mode: str  # e.g. "disjoint" or "blurry"
     batch_size: int  # images per incoming mini-batch
     eval_every: int  # stream samples between two anytime evaluations
-    anytime_inputs: torch.Tensor  # the anytime evaluation set (test images of every class)
-    anytime_targets: torch.Tensor
+    anytime_test: object  # Avalanche dataset: the anytime evaluation images (test images of every class)
 
     def metadata(self) -> dict:
         return {"mode": self.mode, "batch_size": self.batch_size, "eval_every": self.eval_every,
-                "anytime_test_size": len(self.anytime_targets)}
+                "anytime_test_size": len(self.anytime_test)}
 
 
 @dataclass

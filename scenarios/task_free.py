@@ -47,6 +47,7 @@ from cl_bench.data import fmnist_dir, load_fmnist
 from cl_bench.errors import UserError
 from cl_bench.registry import SCENARIOS
 from cl_bench.scenario import OnlineStream, ScenarioData, tensor_scenario
+from cl_bench.tensor_data import TensorBank
 
 FMNIST_CLASSES = 10
 ANYTIME_SEED = 0  # fixed: every run evaluates its anytime accuracy on the same test images
@@ -158,9 +159,9 @@ def build_task_free_fmnist(config: TaskFreeFMNISTConfig, seed: int) -> ScenarioD
     scenario.class_order = [c for classes in home for c in classes]
     if config.holdout_pretrain_pool:
         scenario.excluded_pools = [pretrain_pool.POOL_NAME]
-    scenario.online = OnlineStream(
-        mode=config.mode, batch_size=config.stream_batch_size, eval_every=config.anytime_eval_every,
-        anytime_inputs=_to_inputs(arrays.test_images[anytime]),
-        anytime_targets=torch.from_numpy(arrays.test_labels[anytime]))
+    anytime_bank = TensorBank(_to_inputs(arrays.test_images[anytime]), torch.from_numpy(arrays.test_labels[anytime]),
+                              torch.zeros(len(anytime), dtype=torch.long), name="anytime")
+    scenario.online = OnlineStream(mode=config.mode, batch_size=config.stream_batch_size,
+                                   eval_every=config.anytime_eval_every, anytime_test=anytime_bank.dataset())
     return scenario
 
