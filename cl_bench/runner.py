@@ -81,6 +81,7 @@ class Prepared:
     device: torch.device
     attack: object = None  # cl_bench.attack.Attack, or None
     progress: bool = False
+    backbone_card: Optional[dict] = None  # the card of a pre-trained backbone (strategies may rebuild the model)
 
 
 def prepare(config: RunConfig, out_dir: Path, progress: bool) -> Prepared:
@@ -105,13 +106,17 @@ def prepare(config: RunConfig, out_dir: Path, progress: bool) -> Prepared:
         if getattr(strategy, "train_whole_stream", False):
             raise UserError(f"strategy {config.strategy} trains once on the whole stream; "
                             f"an attack on one experience needs a continual strategy")
+        if not getattr(strategy, "supports_attacks", True):
+            raise UserError(f"strategy {config.strategy} cannot be attacked yet (its model does not return plain "
+                            f"logits); choose another victim")
         if scenario.online is not None:
             raise UserError(f"attacks on task-free streams are not supported yet; use an offline scenario "
                             f"(e.g. --scenario split_fmnist) with --attack {config.attack}")
     if scenario.online is not None and getattr(strategy, "train_whole_stream", False):
         raise UserError(f"strategy {config.strategy} trains offline on the whole stream at once; task-free "
                         f"scenarios are one pass over mini-batches (use naive, online_er, online_lora, ncm ...)")
-    return Prepared(config, Path(out_dir) / config.run_id(), scenario, strategy, device, attack, progress)
+    return Prepared(config, Path(out_dir) / config.run_id(), scenario, strategy, device, attack, progress,
+                    getattr(model, "backbone_card", None))
 
 
 def execute(config: RunConfig, out_dir: Path, command: str = "", resume: bool = False, force: bool = False,
@@ -307,7 +312,7 @@ def build_record(prepared: Prepared, state: dict, command: str) -> dict:
         **online_fields(state),
         "strategy_info": strategy_info(prepared.strategy),
         # the card of a pre-trained backbone (data, method, epochs, seed, hash, command), or None
-        "backbone_card": getattr(prepared.strategy.model, "backbone_card", None),
+        "backbone_card": prepared.backbone_card,
         "environment": records.environment(prepared.device),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -374,7 +379,7 @@ def write_outputs(run_dir: Path, record: dict) -> None:
     plots.plot_run(record, run_dir / "forgetting_curve.png")
     if "gpm_memory" in record.get("strategy_info", {}):
         plots.plot_memory([record], run_dir / "gpm_memory.png")
-    if "anytime_accuracy" in record:
+    if record.get("anytime_accuracy", {}).get("samples"):  # a stream shorter than one period has no curve
         plots.plot_anytime([record], run_dir / "anytime_accuracy.png")
     records.write_record(run_dir, record)
     for name in (checkpoint.CHECKPOINT_TENSORS, checkpoint.CHECKPOINT_STRUCTURE):

@@ -14,6 +14,19 @@ from cl_bench.config import resolve
 from cl_bench.registry import STRATEGIES
 
 TINY = ["train.epochs=1", "model.widths=[32]"]
+# strategies registered with requires_vit run on a tiny ViT (8x8 digits: 4 patches of 4x4)
+TINY_VIT = ["train.epochs=1", "model.patch_size=4", "model.embed_dim=16", "model.depth=1", "model.num_heads=2"]
+
+
+def tiny_run(strategy: str) -> tuple[dict, list[str]]:
+    """(flags, --set list) of the smallest split_digits run of ``strategy``."""
+    flags = {"scenario": "split_digits", "strategy": strategy, "device": "cpu"}
+    if strategy == "l2p":  # 4 prompt tokens instead of 25
+        return {**flags, "model": "vit_micro"}, TINY_VIT + ["strategy.pool_size=4", "strategy.prompt_length=2",
+                                                            "strategy.top_k=2"]
+    if STRATEGIES.get(strategy).meta.get("requires_vit"):
+        return {**flags, "model": "vit_micro"}, TINY_VIT
+    return flags, TINY
 
 
 def _matrix(run_dir):
@@ -22,7 +35,7 @@ def _matrix(run_dir):
 
 @pytest.mark.parametrize("strategy", STRATEGIES.names())
 def test_every_strategy_runs_and_resumes_to_the_same_matrix(strategy, tmp_path):
-    config = resolve({}, {"scenario": "split_digits", "strategy": strategy, "device": "cpu"}, TINY)
+    config = resolve({}, *tiny_run(strategy))
     full_dir = runner.execute(config, tmp_path / "full", progress=False, log=lambda line: None)
     record = json.loads((full_dir / "record.json").read_text())
     assert record["status"] == "complete"
