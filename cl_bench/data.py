@@ -9,6 +9,9 @@ Datasets live under :func:`cl_bench.scenario.data_root` (``$CL_BENCH_DATA``, els
 * ``cifar10/cifar-10-batches-py/`` and ``cifar100/cifar-100-python/``: the standard CIFAR
   "python version" pickles, i.e. the layout ``torchvision.datasets.CIFAR10/CIFAR100(root=...)``
   expects, so the same directory also works with torchvision directly.
+* ``imagenet-r/<class>/<image>``: ImageNet-R (Hendrycks et al. 2021, 200 classes named by ImageNet
+  wnid, ~30k JPEGs) as its ``imagenet-r.tar`` unpacks, i.e. the ``torchvision.datasets.ImageFolder``
+  layout: class label = position of the folder name in sorted order, images ordered by file name.
 
 Suite choices:
 
@@ -28,6 +31,13 @@ Suite choices:
   file cannot run code (torchvision's loader calls ``pickle.load`` unrestricted).
 * **In-process cache.** Decoded arrays are cached per directory (keyed by file sizes and
   modification times), so repeated scenario builds in one process skip the decoding.
+* **Image folders (ImageNet-R).** ``prepare`` decodes every image once (JPEGs at a reduced DCT
+  scale, which still reads the whole file, so truncated files are caught) and needs at least two
+  class folders of at least two images each (one for training, one for testing), not the real 200
+  classes, so the tests run the same code on a few tiny files. Only files with torchvision's image
+  extensions are taken; hidden files and folders (``.DS_Store``, macOS ``._*`` copies) are skipped;
+  anything else in the tree (``README.txt``) is left behind. At run time the folders are only
+  listed, not decoded. ImageNet-R is not downloaded: the archive's URL is in the error message.
 
 Library functions print nothing; the CLI prints what ``prepare`` returns.
 """
@@ -54,7 +64,7 @@ import numpy as np
 
 from cl_bench.errors import UserError
 
-DATASETS = ("fmnist", "cifar10", "cifar100")
+DATASETS = ("fmnist", "cifar10", "cifar100", "imagenet-r")
 
 # ---------------------------------------------------------------------------------------------
 # IDX (Fashion-MNIST)
@@ -528,6 +538,143 @@ def _prepare_cifar(name: str, source: Optional[Path], root: Path, allow_download
     return destination
 
 
+# ---------------------------------------------------------------------------------------------
+# ImageNet-R (an image folder: one sub-folder of images per class)
+# ---------------------------------------------------------------------------------------------
+
+IMAGENET_R_DIRNAME = "imagenet-r"
+IMAGENET_R_ARCHIVE = "imagenet-r.tar"
+IMAGENET_R_URL = "https://people.eecs.berkeley.edu/~hendrycks/imagenet-r.tar"
+MIN_IMAGES_PER_CLASS = 2  # one to train on, one to test on
+DECODE_CHECK_SIZE = (64, 64)  # JPEGs are validated at the smallest DCT scale that is at least this large
+# the extensions torchvision's ImageFolder accepts (its IMG_EXTENSIONS, which a test compares; not imported
+# here because importing torchvision costs seconds)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+@dataclass(frozen=True)
+class ImageFolderListing:
+    """The images of a class-folder tree (not decoded): label = position of the folder in ``class_names``."""
+
+    root: Path
+    class_names: tuple[str, ...]  # sorted folder names
+    paths: tuple[str, ...]  # grouped by class, sorted by file name inside a class
+    labels: np.ndarray  # int64, one per path
+
+
+def list_image_folder(folder: Path, title: str) -> ImageFolderListing:
+    """The class folders of ``folder`` and their image files, by extension (nothing is decoded).
+
+    A UserError (one line) unless there are at least two class folders, each with at least
+    ``MIN_IMAGES_PER_CLASS`` images. Hidden files and folders are skipped.
+    """
+    folder = Path(folder)
+    class_dirs = sorted((entry for entry in folder.iterdir() if entry.is_dir() and not entry.name.startswith(".")),
+                        key=lambda entry: entry.name)
+    layout = f"{title} must be class folders of images (e.g. n01443537/art_0.jpg)"
+    if len(class_dirs) < 2:
+        raise UserError(f"{folder} holds {len(class_dirs)} class folder(s), at least 2 are needed; {layout}")
+    paths: list[str] = []
+    labels: list[int] = []
+    for label, class_dir in enumerate(class_dirs):
+        images = sorted(entry.name for entry in class_dir.iterdir()
+                        if entry.is_file() and not entry.name.startswith(".")
+                        and entry.name.lower().endswith(IMAGE_EXTENSIONS))
+        if len(images) < MIN_IMAGES_PER_CLASS:
+            raise UserError(f"class folder {class_dir} holds {len(images)} image(s), at least {MIN_IMAGES_PER_CLASS} "
+                            f"are needed (one to train, one to test); {layout}")
+        paths.extend(str(class_dir / name) for name in images)
+        labels.extend([label] * len(images))
+    return ImageFolderListing(folder, tuple(d.name for d in class_dirs), tuple(paths), np.asarray(labels, np.int64))
+
+
+def check_images_decode(listing: ImageFolderListing) -> None:
+    """Decode every image of ``listing``; a one-line UserError naming the first file that fails."""
+    from PIL import Image
+
+    for path in listing.paths:
+        try:
+            with Image.open(path) as image:
+                image.draft("RGB", DECODE_CHECK_SIZE)  # JPEG only: decode at a reduced scale (all data still read)
+                image.load()
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+            reason = " ".join(str(error).split()) or type(error).__name__
+            raise UserError(f"corrupt image {path}: {reason}") from None
+
+
+def imagenet_r_missing_message(folder: Path) -> str:
+    return (f"ImageNet-R not found in {folder}; run `cl-bench data prepare imagenet-r --from DIR` (DIR holding "
+            f"{IMAGENET_R_DIRNAME}/ or {IMAGENET_R_ARCHIVE}, from {IMAGENET_R_URL})")
+
+
+def load_imagenet_r(folder: Path) -> ImageFolderListing:
+    """The prepared ImageNet-R listing of ``folder`` (``data_root()/imagenet-r``)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(imagenet_r_missing_message(folder))
+    return list_image_folder(folder, "ImageNet-R")
+
+
+def _install_image_folder(listing: ImageFolderListing, staging: Path, move: bool) -> None:
+    """Put the listed images into ``staging/<class>/`` (moved out of a temporary tree, else copied)."""
+    for name in listing.class_names:
+        (staging / name).mkdir()
+    for path, label in zip(listing.paths, listing.labels.tolist()):
+        target = staging / listing.class_names[label] / Path(path).name
+        if move:
+            Path(path).rename(target)
+        else:
+            _copy_file(Path(path), target)
+
+
+def _validated_image_folder(folder: Path) -> ImageFolderListing:
+    listing = list_image_folder(folder, "ImageNet-R")
+    check_images_decode(listing)
+    return listing
+
+
+def _extract_imagenet_r(archive: Path, staging: Path) -> None:
+    unpacked = staging / ".unpacked"
+    unpacked.mkdir()
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            tar.extractall(unpacked, filter="data")  # refuses absolute paths, links out of the tree, devices
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
+        raise UserError(f"cannot extract ImageNet-R archive {archive}: {error}") from None
+    folder = unpacked / IMAGENET_R_DIRNAME if (unpacked / IMAGENET_R_DIRNAME).is_dir() else unpacked
+    try:
+        listing = _validated_image_folder(folder)
+    except UserError as error:  # the unpacked path is temporary: name the archive instead
+        raise UserError(f"in archive {archive}: {str(error).replace(str(unpacked) + os.sep, '')}") from None
+    _install_image_folder(listing, staging, move=True)
+    shutil.rmtree(unpacked)
+
+
+def _prepare_imagenet_r(source: Optional[Path], root: Path) -> Path:
+    destination = root / IMAGENET_R_DIRNAME
+    how_to = (f"download {IMAGENET_R_ARCHIVE} from {IMAGENET_R_URL} and run `cl-bench data prepare imagenet-r "
+              f"--from DIR` (DIR holding {IMAGENET_R_DIRNAME}/ or {IMAGENET_R_ARCHIVE})")
+    if source is None:
+        if destination.is_dir():
+            list_image_folder(destination, "ImageNet-R")  # already prepared (else: what is wrong with it)
+            return destination
+        raise UserError(f"ImageNet-R not found in {destination} and cl-bench does not download it; {how_to}")
+    source = Path(source)
+    with _staging_dir(root, IMAGENET_R_DIRNAME) as staging:
+        if source.is_file():
+            _extract_imagenet_r(source, staging)
+        elif (source / IMAGENET_R_DIRNAME).is_dir():
+            _install_image_folder(_validated_image_folder(source / IMAGENET_R_DIRNAME), staging, move=False)
+        elif (source / IMAGENET_R_ARCHIVE).is_file():
+            _extract_imagenet_r(source / IMAGENET_R_ARCHIVE, staging)
+        elif source.is_dir():
+            _install_image_folder(_validated_image_folder(source), staging, move=False)
+        else:
+            raise UserError(f"--from {source} does not exist; {how_to}")
+        _install(staging, destination)
+    return destination
+
+
 def prepare(dataset: str, source: Optional[Path], root: Path, allow_download: bool = True) -> Path:
     """Put ``dataset`` under ``root`` in the layout the scenarios read, and return its directory.
 
@@ -537,6 +684,9 @@ def prepare(dataset: str, source: Optional[Path], root: Path, allow_download: bo
     from ``source`` (a directory holding the extracted ``cifar-10-batches-py``/``cifar-100-python``
     folder, that folder itself, or the ``.tar.gz`` archive or a directory holding it); with no
     source, keep an existing copy, else download torchvision's archive (when ``allow_download``).
+    ``imagenet-r``: copy the class folders from ``source`` (a directory holding ``imagenet-r/``, that
+    folder itself, or ``imagenet-r.tar`` or a directory holding it); with no source, keep an existing
+    copy (never downloaded).
     Every file is validated by decoding; nothing is left half-written on failure.
     """
     root = Path(root)
@@ -544,6 +694,8 @@ def prepare(dataset: str, source: Optional[Path], root: Path, allow_download: bo
         return _prepare_fmnist(source, root, allow_download)
     if dataset in CIFAR_LAYOUTS:
         return _prepare_cifar(dataset, source, root, allow_download)
+    if dataset == "imagenet-r":
+        return _prepare_imagenet_r(source, root)
     raise UserError(f"unknown dataset {dataset!r}; valid: {', '.join(DATASETS)}")
 
 
@@ -559,3 +711,10 @@ def cifar_root(name: str) -> Path:
     from cl_bench.scenario import data_root
 
     return data_root() / CIFAR_LAYOUTS[name].dirname
+
+
+def imagenet_r_dir() -> Path:
+    """Where the ImageNet-R scenarios read the class folders: ``data_root()/imagenet-r``."""
+    from cl_bench.scenario import data_root
+
+    return data_root() / IMAGENET_R_DIRNAME

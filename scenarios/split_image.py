@@ -16,7 +16,7 @@ Suite choices, shared by all four:
   ``task_labels=True``: task-incremental, experience ``i`` carries task label ``i`` at train and
   test time (multi-head).
 * Samples inside an experience keep the dataset's order (loaders shuffle).
-* No data augmentation.
+* No data augmentation, except in the CIFAR scenarios with ``augment`` (below).
 
 Per-dataset choices:
 
@@ -42,13 +42,27 @@ Per-dataset choices:
   private methods; reading the pickles ourselves also lets us refuse any pickle that is not
   plain arrays. The format is checked on every load; ``cl-bench data prepare`` validates copies
   and checks the downloaded archive's MD5.
+* CIFAR at paper scale (``image_size``, default 0 = the native 32x32 pixels, as above): with
+  ``image_size=N`` the images go through SLCA's official 224-px pipeline (spec slca.md section 5,
+  ``iCIFAR100_224``), generalised to N: eval ``Resize(N*256//224, bicubic)`` (256 for 224) +
+  ``CenterCrop(N)``; train, with ``augment``, ``RandomResizedCrop(N, bicubic)`` + horizontal flip +
+  ``ColorJitter(brightness=63/255)``, without it the eval transform. ``augment`` at 32 px is SLCA's
+  (PyCIL's) 32-px recipe: ``RandomCrop(32, padding=4)`` + flip + the same jitter. Images go through
+  PIL (as torchvision's CIFAR datasets do), so the resizes are PIL's. The train transform group is
+  used while training; evaluation and SLCA's class statistics use ``dataset.eval()``. Deviation:
+  ``normalize`` keeps this module's published CIFAR statistics, which differ from SLCA's constants
+  (0.5071, 0.4867, 0.4408)/(0.2675, 0.2565, 0.2761) by at most 2e-4.
+
+Shared with ``scenarios.imagenet_r`` and ``scenarios.task_free``: :func:`per_item_dataset` (an Avalanche
+dataset over any per-item torch dataset, with train and eval transform groups), :func:`image_transforms`
+(the official fixed-size recipes) and :func:`per_item_split` (a split scenario from per-item datasets).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable, ClassVar, Optional
+from typing import Callable, ClassVar, Optional, Sequence
 
 import numpy as np
 import torch
@@ -66,6 +80,7 @@ CIFAR_MEAN_STD = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
 }
+IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # torchvision's, used by SLCA for ImageNet-R
 
 
 @dataclass
@@ -82,30 +97,36 @@ class SplitImageConfig(ComponentConfig):
                                      "class-incremental, one head, no task id")
 
     def validate(self) -> None:
-        n_classes = self.NUM_CLASSES
-        if n_classes % self.n_experiences:
+        self.check_classes(self.NUM_CLASSES)
+
+    def check_classes(self, n_classes: Optional[int]) -> None:
+        """Check the class split against ``n_classes`` (None: a count known only from the data; the
+        checks that need it run again when the data is read)."""
+        if n_classes is not None and n_classes % self.n_experiences:
             raise UserError(f"scenario.n_experiences must divide the {n_classes} classes, got {self.n_experiences}")
         if self.class_order is not None:
-            if sorted(self.class_order) != list(range(n_classes)):
-                raise UserError(f"scenario.class_order must be a permutation of 0..{n_classes - 1} "
+            expected = n_classes if n_classes is not None else len(self.class_order)
+            if sorted(self.class_order) != list(range(expected)):
+                raise UserError(f"scenario.class_order must be a permutation of 0..{expected - 1} "
                                 f"(each class once), got {self.class_order}")
             if self.shuffle_classes:
                 raise UserError("scenario.class_order and scenario.shuffle_classes exclude each other; "
                                 "set only one")
 
 
-def class_order_for(config: SplitImageConfig, seed: int) -> list[int]:
-    """The explicit order, a seeded permutation (shuffle_classes), or 0..C-1."""
+def class_order_for(config: SplitImageConfig, seed: int, n_classes: Optional[int] = None) -> list[int]:
+    """The explicit order, a seeded permutation (shuffle_classes), or 0..C-1 (C: ``n_classes`` or NUM_CLASSES)."""
+    n_classes = config.NUM_CLASSES if n_classes is None else n_classes
     if config.class_order is not None:
         return list(config.class_order)
     if config.shuffle_classes:
-        return np.random.default_rng(seed).permutation(config.NUM_CLASSES).tolist()
-    return list(range(config.NUM_CLASSES))
+        return np.random.default_rng(seed).permutation(n_classes).tolist()
+    return list(range(n_classes))
 
 
 def experience_classes(config: SplitImageConfig, order: list[int]) -> list[list[int]]:
     """Consecutive chunks of the class order, one per experience."""
-    k = config.NUM_CLASSES // config.n_experiences
+    k = len(order) // config.n_experiences
     return [order[i * k:(i + 1) * k] for i in range(config.n_experiences)]
 
 
@@ -267,6 +288,10 @@ class SplitCIFAR10Config(SplitImageConfig):
     """Split CIFAR-10."""
 
     normalize: bool = param(True, "normalise each channel with the published CIFAR mean/std; false: pixels in [0,1]")
+    image_size: int = param(0, "0: the native 32x32 pixels; N: SLCA's resize pipeline at N px (paper: 224), eval "
+                               "Resize(N*256/224, bicubic) + CenterCrop(N)", low=0)
+    augment: bool = param(False, "augment training images (SLCA): RandomResizedCrop(N, bicubic) + flip + "
+                                 "ColorJitter(brightness 63/255); at 32 px RandomCrop(32, padding 4) + flip + jitter")
 
 
 @dataclass
@@ -278,69 +303,148 @@ class SplitCIFAR100Config(SplitCIFAR10Config):
     n_experiences: int = param(10, "number of experiences; must divide the number of classes", low=1)
 
 
-class _HWCImages(Dataset):
+class HWCImages(Dataset):
     """uint8 (N, H, W, C) images and their labels, one sample at a time (for torchvision transforms)."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, as_pil: bool = False):
         self.images = images
         self.labels = labels
+        self.as_pil = as_pil  # PIL images for the resize/crop transforms, else arrays
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+    def __getitem__(self, index: int):
+        if self.as_pil:
+            from PIL import Image
+
+            return Image.fromarray(self.images[index]), int(self.labels[index])
         # a copy: the cached arrays are read-only and torch warns on non-writable numpy arrays
         return np.array(self.images[index]), int(self.labels[index])
 
 
-def _avalanche_dataset(images: np.ndarray, labels: np.ndarray, task_of_class: np.ndarray, transform):
-    """One Avalanche classification dataset over all samples, with targets and task-label attributes."""
+def per_item_dataset(items: Dataset, labels: np.ndarray, task_of_class: np.ndarray, train_transform: Callable,
+                     eval_transform: Optional[Callable] = None):
+    """One Avalanche classification dataset over ``items`` (``(x, y)`` per index), with ``targets`` and
+    ``targets_task_labels`` attributes and the "train" and "eval" transform groups (eval: the train
+    transform when None)."""
     from avalanche.benchmarks.utils import DataAttribute
     from avalanche.benchmarks.utils.classification_dataset import TaskAwareSupervisedClassificationDataset
     from avalanche.benchmarks.utils.transform_groups import TransformGroups
 
     attributes = [DataAttribute(labels.tolist(), "targets"),
                   DataAttribute(task_of_class[labels].tolist(), "targets_task_labels", use_in_getitem=True)]
-    return TaskAwareSupervisedClassificationDataset(
-        [_HWCImages(images, labels)], data_attributes=attributes,
-        transform_groups=TransformGroups({"train": transform, "eval": transform}))
+    groups = {"train": train_transform, "eval": train_transform if eval_transform is None else eval_transform}
+    return TaskAwareSupervisedClassificationDataset([items], data_attributes=attributes,
+                                                    transform_groups=TransformGroups(groups))
 
 
-def _build_split_cifar(name: str, config: SplitCIFAR10Config, seed: int) -> ScenarioData:
-    from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
-    from avalanche.benchmarks.scenarios.task_aware import with_task_labels
+@dataclass(frozen=True)
+class AugmentRecipe:
+    """The train-time augmentation of one official fixed-size pipeline."""
+
+    crop_scale: tuple[float, float]  # area range of RandomResizedCrop (aspect ratio 3/4..4/3 in all recipes)
+    crop_interpolation: str  # "bicubic" or "bilinear"
+    brightness: float  # ColorJitter brightness; 0: no jitter
+
+
+SLCA_CIFAR_AUGMENT = AugmentRecipe((0.08, 1.0), "bicubic", 63 / 255)  # spec slca.md section 5 (iCIFAR100_224)
+SLCA_IMAGENET_R_AUGMENT = AugmentRecipe((0.08, 1.0), "bicubic", 0.0)  # spec slca.md section 5 (iImageNetR)
+ONLINE_LORA_AUGMENT = AugmentRecipe((0.05, 1.0), "bilinear", 0.0)  # spec online_lora.md section 5
+
+
+def image_transforms(image_size: int, augment: Optional[AugmentRecipe],
+                     mean_std: Optional[tuple[Sequence[float], Sequence[float]]]) -> tuple[Callable, Callable]:
+    """(train, eval) transforms from a PIL image to a float tensor (3, image_size, image_size).
+
+    eval (every official recipe): ``Resize(image_size * 256 // 224, bicubic)`` (256 for 224) +
+    ``CenterCrop(image_size)``; train: ``augment``'s RandomResizedCrop + horizontal flip (+ ColorJitter),
+    or the eval transform when ``augment`` is None. Then ToTensor and, with ``mean_std``, Normalize.
+    """
+    from torchvision import transforms
+    from torchvision.transforms import InterpolationMode
+
+    tail = [transforms.ToTensor()] + ([transforms.Normalize(*mean_std)] if mean_std is not None else [])
+    eval_transform = transforms.Compose([transforms.Resize(image_size * 256 // 224,
+                                                           interpolation=InterpolationMode.BICUBIC),
+                                         transforms.CenterCrop(image_size), *tail])
+    if augment is None:
+        return eval_transform, eval_transform
+    steps = [transforms.RandomResizedCrop(image_size, scale=augment.crop_scale,
+                                          interpolation=InterpolationMode(augment.crop_interpolation)),
+             transforms.RandomHorizontalFlip()]
+    if augment.brightness:
+        steps.append(transforms.ColorJitter(brightness=augment.brightness))
+    return transforms.Compose(steps + tail), eval_transform
+
+
+def cifar_transforms(name: str, image_size: int, augment: bool, normalize: bool) -> tuple[Callable, Callable, bool]:
+    """(train, eval, as_pil) for CIFAR: SLCA's pipelines (see the module docstring); ``as_pil`` says whether
+    they take PIL images (else the stored HWC arrays)."""
     from torchvision import transforms
 
-    layout = CIFAR_LAYOUTS[name]
-    root = cifar_root(name)
-    arrays = load_cifar(name, root)
-    order = class_order_for(config, seed)
+    mean_std = CIFAR_MEAN_STD[name] if normalize else None
+    if image_size:
+        return (*image_transforms(image_size, SLCA_CIFAR_AUGMENT if augment else None, mean_std), True)
+    native = transforms.Compose([transforms.ToTensor()]
+                                + ([transforms.Normalize(*mean_std)] if mean_std is not None else []))
+    if not augment:
+        return native, native, False
+    train = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
+                                transforms.ColorJitter(brightness=SLCA_CIFAR_AUGMENT.brightness),
+                                *native.transforms])
+    return train, native, True
+
+
+def per_item_split(config: SplitImageConfig, seed: int, n_classes: int, train: tuple[Dataset, np.ndarray],
+                   test: tuple[Dataset, np.ndarray], transforms: tuple[Callable, Callable], title: str, where: str,
+                   input_shape: tuple[int, ...], notes: str,
+                   input_range: Optional[tuple[float, float]]) -> ScenarioData:
+    """A split scenario over per-item datasets: ``train`` and ``test`` are ``(items, labels)``."""
+    from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
+    from avalanche.benchmarks.scenarios.task_aware import with_task_labels
+
+    order = class_order_for(config, seed, n_classes)
     chunks = experience_classes(config, order)
-    task_of_class = np.zeros(layout.num_classes, dtype=np.int64)
+    task_of_class = np.zeros(n_classes, dtype=np.int64)
     if config.task_labels:
         for task, classes in enumerate(chunks):
             task_of_class[classes] = task
-    steps = [transforms.ToTensor()]
-    if config.normalize:
-        steps.append(transforms.Normalize(*CIFAR_MEAN_STD[name]))
-    transform = transforms.Compose(steps)
-
     streams = {}
-    for split, images, labels in (("train", arrays.train_images, arrays.train_labels),
-                                  ("test", arrays.test_images, arrays.test_labels)):
-        full = _avalanche_dataset(images, labels, task_of_class, transform)
-        rows = _rows_per_experience(labels, chunks, f"the {layout.title} {split} set in {root}")
+    for split, (items, labels) in (("train", train), ("test", test)):
+        full = per_item_dataset(items, labels, task_of_class, *transforms)
+        rows = _rows_per_experience(labels, chunks, f"the {title} {split} set in {where}")
         streams[split] = [full.subset(r.tolist()) for r in rows]
     benchmark = with_task_labels(benchmark_from_datasets(train=streams["train"], test=streams["test"]))
-    k = layout.num_classes // config.n_experiences
-    description = (f"Split {layout.title}: {config.n_experiences} experiences x {k} classes, class order "
+    k = n_classes // config.n_experiences
+    description = (f"Split {title}: {config.n_experiences} experiences x {k} classes, class order "
                    f"{order}, {'task-incremental (multi-head)' if config.task_labels else 'class-incremental'}, "
-                   f"{'normalised per channel' if config.normalize else 'pixels in [0,1]'}, per-item loading")
+                   f"{notes}, per-item loading")
     return add_classes_timeline(ScenarioData(
-        benchmark=benchmark, input_shape=(3, 32, 32), num_classes=layout.num_classes,
+        benchmark=benchmark, input_shape=input_shape, num_classes=n_classes,
         setting="task-incremental" if config.task_labels else "class-incremental", task_labels=config.task_labels,
         classes_per_experience=[sorted(c) for c in chunks], class_order=order, description=description,
-        input_range=None if config.normalize else (0.0, 1.0)))
+        input_range=input_range))
+
+
+def _build_split_cifar(name: str, config: SplitCIFAR10Config, seed: int) -> ScenarioData:
+    layout = CIFAR_LAYOUTS[name]
+    root = cifar_root(name)
+    arrays = load_cifar(name, root)
+    train_transform, eval_transform, as_pil = cifar_transforms(name, config.image_size, config.augment,
+                                                               config.normalize)
+    side = config.image_size or 32
+    notes = "normalised per channel" if config.normalize else "pixels in [0,1]"
+    if config.image_size:
+        notes += f", resized to {side}x{side} (SLCA's pipeline)"
+    if config.augment:
+        notes += ", augmented training images"
+    return per_item_split(
+        config, seed, layout.num_classes,
+        (HWCImages(arrays.train_images, arrays.train_labels, as_pil), arrays.train_labels),
+        (HWCImages(arrays.test_images, arrays.test_labels, as_pil), arrays.test_labels),
+        (train_transform, eval_transform), layout.title, str(root), (3, side, side), notes,
+        None if config.normalize else (0.0, 1.0))
 
 
 CIFAR_TRAIN_DEFAULTS = {"epochs": 5, "batch_size": 64, "lr": 0.01, "momentum": 0.9}
@@ -349,12 +453,12 @@ CIFAR_TRAIN_DEFAULTS = {"epochs": 5, "batch_size": 64, "lr": 0.01, "momentum": 0
 @SCENARIOS.register("split_cifar10", config=SplitCIFAR10Config, default_model="cnn", requires_data="cifar10",
                     train_defaults=dict(CIFAR_TRAIN_DEFAULTS))
 def build_split_cifar10(config: SplitCIFAR10Config, seed: int) -> ScenarioData:
-    """Split CIFAR-10: 5 experiences x 2 classes, 32x32 RGB (needs `cl-bench data prepare cifar10`)."""
+    """Split CIFAR-10: 5 experiences x 2 classes, 32x32 RGB or resized (needs `cl-bench data prepare cifar10`)."""
     return _build_split_cifar("cifar10", config, seed)
 
 
 @SCENARIOS.register("split_cifar100", config=SplitCIFAR100Config, default_model="cnn", requires_data="cifar100",
                     train_defaults=dict(CIFAR_TRAIN_DEFAULTS))
 def build_split_cifar100(config: SplitCIFAR100Config, seed: int) -> ScenarioData:
-    """Split CIFAR-100: 10 experiences x 10 classes, 32x32 RGB (needs `cl-bench data prepare cifar100`)."""
+    """Split CIFAR-100: 10 experiences x 10 classes, 32x32 RGB or resized (needs `cl-bench data prepare cifar100`)."""
     return _build_split_cifar("cifar100", config, seed)

@@ -1,16 +1,16 @@
 """Task-free streams: one pass over mini-batches whose task boundaries the learner never sees.
 
-``task_free_fmnist`` cuts Fashion-MNIST into hidden tasks and streams them once, mini-batch by
-mini-batch. The runner (``cl_bench.runner``, online loop) hands the strategy one mini-batch at a time as
-a bare Avalanche experience: task label 0, no task id, no boundary flag, no origin experience. Only the
-runner knows where the hidden boundaries are; it uses them for the accuracy matrix (one row per hidden
-task, evaluated on each hidden task's test classes) and for checkpoints, and it evaluates the **anytime
-accuracy** (accuracy on the test images of every class seen so far in the stream) every
-``anytime_eval_every`` stream samples; its mean over the stream is ``a_auc`` (Si-Blurry's A_auc, Moon et
-al., ICCV 2023, "Online Class Incremental Learning on Stochastic Blurry Task Boundary via Mask and Visual
-Prompt Tuning").
+``task_free_fmnist``, ``task_free_cifar100`` and ``task_free_imagenet_r`` cut a dataset into hidden tasks
+and stream them once, mini-batch by mini-batch. The runner (``cl_bench.runner``, online loop) hands the
+strategy one mini-batch at a time as a bare Avalanche experience: task label 0, no task id, no boundary
+flag, no origin experience. Only the runner knows where the hidden boundaries are; it uses them for the
+accuracy matrix (one row per hidden task, evaluated on each hidden task's test classes) and for checkpoints,
+and it evaluates the **anytime accuracy** (accuracy on the test images of every class seen so far in the
+stream) every ``anytime_eval_every`` stream samples; its mean over the stream is ``a_auc`` (Si-Blurry's
+A_auc, Moon et al., ICCV 2023, "Online Class Incremental Learning on Stochastic Blurry Task Boundary via
+Mask and Visual Prompt Tuning").
 
-Modes (``scenario.mode``):
+Modes (``scenario.mode``), built by :func:`hidden_tasks` for every dataset:
 
 * ``disjoint``: class-incremental; hidden task t holds every training image of its classes (consecutive
   chunks of the class order, ``n_tasks`` equal chunks), in a random order drawn from the run seed (the
@@ -29,32 +29,62 @@ same number of classes per task; both the disjoint and the blurry groups must di
   tasks to build the stream): a task's last mini-batch may be smaller.
 * Test experience t = the test images of the classes whose home task is t.
 * The anytime evaluation set is ``anytime_test_per_class`` test images per class (a fixed seeded choice,
-  the same for every run), to keep frequent evaluation cheap; 0 means the whole test set.
-* ``holdout_pretrain_pool`` (default true) leaves the pre-training pool of ``cl-bench pretrain`` out of the
-  stream (``cl_bench/pretrain_pool.py``), because these streams are meant for pre-trained backbones.
-* Pixels in [0, 1], no normalisation, no augmentation (as the other Fashion-MNIST scenarios).
+  the same for every run); 0 means the whole test set.
+
+Fashion-MNIST (``task_free_fmnist``): tensor-resident, pixels in [0, 1], no normalisation, no augmentation
+(as the other Fashion-MNIST scenarios), 5 hidden tasks, anytime evaluation on 200 test images per class
+every 2000 samples; ``holdout_pretrain_pool`` (default true) leaves the pre-training pool of ``cl-bench
+pretrain`` out of the stream (``cl_bench/pretrain_pool.py``), because these streams are meant for
+pre-trained backbones.
+
+CIFAR-100 and ImageNet-R (``task_free_cifar100``, ``task_free_imagenet_r``): the paper-scale streams of
+Online-LoRA (spec online_lora.md sections 1 and 5) on per-item datasets (as ``split_cifar100`` /
+``split_imagenet_r``; ImageNet-R's seeded stratified 80/20 split is described in ``scenarios.imagenet_r``).
+
+* ``n_tasks`` 0 (default) is the protocol's count: 10 in disjoint mode (Online-LoRA's Split CIFAR-100 and
+  ImageNet-R), 5 in blurry mode (Si-Blurry, with N = 0.5 and M = 0.1).
+* Transforms (Online-LoRA's ``build_transform``): train, with ``augment`` (default, official),
+  ``RandomResizedCrop(N, scale (0.05, 1), ratio (3/4, 4/3))`` (bilinear) + horizontal flip + ToTensor; eval
+  ``Resize(N*256//224, bicubic)`` + ``CenterCrop(N)`` + ToTensor; N = ``image_size`` (224). No
+  normalisation (official, pitfall 7); ``normalize=true`` adds the dataset's mean/std (CIFAR's published
+  statistics, ImageNet's for ImageNet-R). The stream order inside a task is the seeded permutation of
+  :func:`hidden_tasks`; the augmentation is drawn when a mini-batch is loaded (torch's global RNG, seeded).
+* The anytime accuracy is measured every 1000 stream samples (Si-Blurry's evaluation period) on all test
+  images of the classes seen so far (``anytime_test_per_class`` 0).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, ClassVar, Optional
+
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 
 from cl_bench import pretrain_pool
 from cl_bench.config import ComponentConfig, param
-from cl_bench.data import fmnist_dir, load_fmnist
+from cl_bench.data import cifar_root, fmnist_dir, load_cifar, load_fmnist
 from cl_bench.errors import UserError
 from cl_bench.registry import SCENARIOS
-from cl_bench.scenario import OnlineStream, ScenarioData, tensor_scenario
+from cl_bench.scenario import OnlineStream, ScenarioData, add_classes_timeline, tensor_scenario
 from cl_bench.tensor_data import TensorBank
+from scenarios.imagenet_r import imagenet_r_split, split_seed_param, test_fraction_param
+from scenarios.split_image import (CIFAR_MEAN_STD, IMAGENET_MEAN_STD, ONLINE_LORA_AUGMENT, HWCImages, image_transforms,
+                                   per_item_dataset)
 
 FMNIST_CLASSES = 10
 ANYTIME_SEED = 0  # fixed: every run evaluates its anytime accuracy on the same test images
+PROTOCOL_TASKS = {"disjoint": 10, "blurry": 5}  # Online-LoRA's disjoint CIFAR-100 / ImageNet-R, Si-Blurry
 
 
 @dataclass
-class TaskFreeFMNISTConfig(ComponentConfig):
+class TaskFreeConfig(ComponentConfig):
+    """The hidden tasks and the stream, shared by every task-free scenario (NUM_CLASSES set per dataset)."""
+
+    NUM_CLASSES: ClassVar[int] = FMNIST_CLASSES
+    CLASSES_FROM_DATA: ClassVar[bool] = False  # True: the class count is checked when the data is read
+
     mode: str = param("disjoint", "disjoint (class-incremental) or blurry (Si-Blurry-style boundaries)",
                       choices=("disjoint", "blurry"))
     n_tasks: int = param(5, "hidden tasks in the stream", low=1)
@@ -67,40 +97,55 @@ class TaskFreeFMNISTConfig(ComponentConfig):
     stream_batch_size: int = param(64, "images per incoming mini-batch (Online-LoRA: 64)", low=1)
     anytime_eval_every: int = param(2000, "evaluate the anytime accuracy every this many stream samples", low=1)
     anytime_test_per_class: int = param(200, "test images per class in the anytime evaluation (0: all)", low=0)
-    holdout_pretrain_pool: bool = param(True, "leave the pre-training pool of `cl-bench pretrain` out of the stream")
+
+    def hidden_task_count(self) -> int:
+        return self.n_tasks
 
     def validate(self) -> None:
         if self.anytime_eval_every < self.stream_batch_size:
             raise UserError(f"scenario.anytime_eval_every ({self.anytime_eval_every}) must be at least "
                             f"scenario.stream_batch_size ({self.stream_batch_size}): the anytime accuracy is "
                             f"measured between mini-batches")
-        if self.mode == "disjoint" and FMNIST_CLASSES % self.n_tasks:
-            raise UserError(f"scenario.n_tasks must divide the {FMNIST_CLASSES} classes in disjoint mode, "
-                            f"got {self.n_tasks}")
+        if not self.CLASSES_FROM_DATA:
+            self.check_tasks(self.NUM_CLASSES)
+
+    def check_tasks(self, n_classes: int) -> None:
+        """The hidden tasks must split ``n_classes`` into equal chunks."""
+        n_tasks = self.hidden_task_count()
+        if self.mode == "disjoint" and n_classes % n_tasks:
+            raise UserError(f"scenario.n_tasks must divide the {n_classes} classes in disjoint mode, "
+                            f"got {n_tasks}")
         if self.mode == "blurry":
-            if self.n_tasks < 2:
+            if n_tasks < 2:
                 raise UserError("scenario.n_tasks must be at least 2 in blurry mode (samples leak between tasks)")
-            n_disjoint = round(FMNIST_CLASSES * self.disjoint_class_ratio)
-            if n_disjoint % self.n_tasks or (FMNIST_CLASSES - n_disjoint) % self.n_tasks:
-                raise UserError(f"blurry mode deals {n_disjoint} disjoint and {FMNIST_CLASSES - n_disjoint} blurry "
-                                f"classes into {self.n_tasks} equal tasks; choose scenario.disjoint_class_ratio and "
+            n_disjoint = round(n_classes * self.disjoint_class_ratio)
+            if n_disjoint % n_tasks or (n_classes - n_disjoint) % n_tasks:
+                raise UserError(f"blurry mode deals {n_disjoint} disjoint and {n_classes - n_disjoint} blurry "
+                                f"classes into {n_tasks} equal tasks; choose scenario.disjoint_class_ratio and "
                                 f"scenario.n_tasks so that both divide (e.g. ratio 0.5 with 5 tasks)")
 
 
-def hidden_tasks(labels: np.ndarray, config: TaskFreeFMNISTConfig, seed: int
+@dataclass
+class TaskFreeFMNISTConfig(TaskFreeConfig):
+    holdout_pretrain_pool: bool = param(True, "leave the pre-training pool of `cl-bench pretrain` out of the stream")
+
+
+def hidden_tasks(labels: np.ndarray, config: TaskFreeConfig, seed: int, n_classes: Optional[int] = None
                  ) -> tuple[list[np.ndarray], list[list[int]]]:
-    """(training rows of each hidden task in stream order, home classes of each task)."""
+    """(training rows of each hidden task in stream order, home classes of each task); classes 0..n_classes-1
+    (default: the config's NUM_CLASSES)."""
     rng = np.random.default_rng(seed)
-    classes = np.arange(FMNIST_CLASSES)
+    classes = np.arange(config.NUM_CLASSES if n_classes is None else n_classes)
+    n_tasks = config.hidden_task_count()
     if config.mode == "disjoint":
         order = rng.permutation(classes) if config.shuffle_classes else classes
-        home = [sorted(chunk.tolist()) for chunk in np.split(order, config.n_tasks)]
+        home = [sorted(chunk.tolist()) for chunk in np.split(order, n_tasks)]
         task_rows = [np.flatnonzero(np.isin(labels, chunk)) for chunk in home]
     else:
         order = rng.permutation(classes)
-        n_disjoint = round(FMNIST_CLASSES * config.disjoint_class_ratio)
-        disjoint_chunks = np.split(order[:n_disjoint], config.n_tasks)
-        blurry_chunks = np.split(order[n_disjoint:], config.n_tasks)
+        n_disjoint = round(len(classes) * config.disjoint_class_ratio)
+        disjoint_chunks = np.split(order[:n_disjoint], n_tasks)
+        blurry_chunks = np.split(order[n_disjoint:], n_tasks)
         home = [sorted(d.tolist() + b.tolist()) for d, b in zip(disjoint_chunks, blurry_chunks)]
         parts: list[list[np.ndarray]] = [[np.flatnonzero(np.isin(labels, chunk))] for chunk in disjoint_chunks]
         for task, chunk in enumerate(blurry_chunks):
@@ -108,7 +153,7 @@ def hidden_tasks(labels: np.ndarray, config: TaskFreeFMNISTConfig, seed: int
                 rows = rng.permutation(np.flatnonzero(labels == label))
                 n_moved = int(round(len(rows) * config.blurry_sample_ratio))
                 parts[task].append(rows[n_moved:])
-                others = [t for t in range(config.n_tasks) if t != task]
+                others = [t for t in range(n_tasks) if t != task]
                 destinations = rng.choice(others, size=n_moved)
                 for other in others:
                     parts[other].append(rows[:n_moved][destinations == other])
@@ -124,6 +169,15 @@ def anytime_rows(labels: np.ndarray, per_class: int) -> np.ndarray:
     rng = np.random.default_rng(ANYTIME_SEED)
     chosen = [rng.permutation(np.flatnonzero(labels == label))[:per_class] for label in np.unique(labels)]
     return np.sort(np.concatenate(chosen))
+
+
+def _blurry_note(config: TaskFreeConfig) -> str:
+    return f", blurry N={config.disjoint_class_ratio} M={config.blurry_sample_ratio}" if config.mode == "blurry" else ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Fashion-MNIST (tensor-resident)
+# ---------------------------------------------------------------------------------------------
 
 
 def _to_inputs(images: np.ndarray) -> torch.Tensor:
@@ -150,8 +204,7 @@ def build_task_free_fmnist(config: TaskFreeFMNISTConfig, seed: int) -> ScenarioD
     stream_size = sum(len(rows) for rows in task_rows)
     description = (f"Task-free Fashion-MNIST ({config.mode}): {config.n_tasks} hidden tasks, home classes {home}, "
                    f"one pass over {stream_size} training images in mini-batches of {config.stream_batch_size}"
-                   + (f", blurry N={config.disjoint_class_ratio} M={config.blurry_sample_ratio}"
-                      if config.mode == "blurry" else "")
+                   + _blurry_note(config)
                    + (", pre-training pool held out" if config.holdout_pretrain_pool else "") + ", pixels in [0,1]")
     scenario = tensor_scenario(train_parts, test_parts, setting="task-free", task_labels=False,
                                num_classes=FMNIST_CLASSES, description=description, input_range=(0.0, 1.0))
@@ -165,3 +218,101 @@ def build_task_free_fmnist(config: TaskFreeFMNISTConfig, seed: int) -> ScenarioD
                                    eval_every=config.anytime_eval_every, anytime_test=anytime_bank.dataset())
     return scenario
 
+
+# ---------------------------------------------------------------------------------------------
+# CIFAR-100 and ImageNet-R at 224 px (per-item, Online-LoRA's transforms)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TaskFreeImageConfig(TaskFreeConfig):
+    """A paper-scale stream: protocol task counts, Online-LoRA's 224-px transforms, Si-Blurry's anytime evaluation."""
+
+    n_tasks: int = param(0, "hidden tasks in the stream; 0: the protocol's, 10 in disjoint mode (Online-LoRA), "
+                            "5 in blurry mode (Si-Blurry)", low=0)
+    anytime_eval_every: int = param(1000, "evaluate the anytime accuracy every this many stream samples "
+                                          "(Si-Blurry: 1000)", low=1)
+    anytime_test_per_class: int = param(0, "test images per class in the anytime evaluation (0: all, as Si-Blurry)",
+                                        low=0)
+    image_size: int = param(224, "side of the model input in pixels (Online-LoRA: 224); eval Resize(N*256/224, "
+                                 "bicubic) + CenterCrop(N)", low=1)
+    augment: bool = param(True, "augment training images (Online-LoRA): RandomResizedCrop(N, scale 0.05-1) + "
+                                "horizontal flip; false: the eval transform")
+    normalize: bool = param(False, "normalise with the dataset's mean/std (Online-LoRA: no normalisation, "
+                                   "[0,1] pixels)")
+
+    def hidden_task_count(self) -> int:
+        return self.n_tasks or PROTOCOL_TASKS[self.mode]
+
+
+@dataclass
+class TaskFreeCIFAR100Config(TaskFreeImageConfig):
+    NUM_CLASSES: ClassVar[int] = 100
+
+
+@dataclass
+class TaskFreeImageNetRConfig(TaskFreeImageConfig):
+    NUM_CLASSES: ClassVar[int] = 200  # the real dataset's; the builder checks the count it finds
+    CLASSES_FROM_DATA: ClassVar[bool] = True
+
+    test_fraction: float = test_fraction_param()
+    split_seed: int = split_seed_param()
+
+
+def per_item_stream(config: TaskFreeImageConfig, seed: int, n_classes: int, train: tuple[Dataset, np.ndarray],
+                    test: tuple[Dataset, np.ndarray], mean_std, title: str, notes: str) -> ScenarioData:
+    """A task-free scenario over per-item datasets: ``train`` and ``test`` are ``(items of PIL images, labels)``."""
+    from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
+    from avalanche.benchmarks.scenarios.task_aware import with_task_labels
+
+    config.check_tasks(n_classes)
+    transforms: tuple[Callable, Callable] = image_transforms(
+        config.image_size, ONLINE_LORA_AUGMENT if config.augment else None, mean_std if config.normalize else None)
+    (train_items, train_labels), (test_items, test_labels) = train, test
+    task_rows, home = hidden_tasks(train_labels, config, seed, n_classes)
+    no_task = np.zeros(n_classes, dtype=np.int64)
+    full_train = per_item_dataset(train_items, train_labels, no_task, *transforms)
+    full_test = per_item_dataset(test_items, test_labels, no_task, *transforms)
+    train_parts = [full_train.subset(rows.tolist()) for rows in task_rows]
+    test_parts = [full_test.subset(np.flatnonzero(np.isin(test_labels, classes)).tolist()) for classes in home]
+    benchmark = with_task_labels(benchmark_from_datasets(train=train_parts, test=test_parts))
+    stream_size = sum(len(rows) for rows in task_rows)
+    side = config.image_size
+    description = (f"Task-free {title} ({config.mode}): {len(home)} hidden tasks, home classes {home}, one pass "
+                   f"over {stream_size} training images in mini-batches of {config.stream_batch_size}"
+                   + _blurry_note(config)
+                   + f", {side}x{side} px, {'normalised' if config.normalize else 'pixels in [0,1]'}"
+                   + (", augmented (Online-LoRA)" if config.augment else "") + notes + ", per-item loading")
+    scenario = add_classes_timeline(ScenarioData(
+        benchmark=benchmark, input_shape=(3, side, side), num_classes=n_classes, setting="task-free",
+        task_labels=False, classes_per_experience=home, class_order=[c for classes in home for c in classes],
+        description=description, input_range=None if config.normalize else (0.0, 1.0)))
+    anytime = full_test.subset(anytime_rows(test_labels, config.anytime_test_per_class).tolist())
+    scenario.online = OnlineStream(mode=config.mode, batch_size=config.stream_batch_size,
+                                   eval_every=config.anytime_eval_every, anytime_test=anytime)
+    return scenario
+
+
+ONLINE_TRAIN_DEFAULTS = {"epochs": 1, "batch_size": 64, "lr": 0.01, "momentum": 0.0}
+
+
+@SCENARIOS.register("task_free_cifar100", config=TaskFreeCIFAR100Config, default_model="timm",
+                    requires_data="cifar100", train_defaults=dict(ONLINE_TRAIN_DEFAULTS))
+def build_task_free_cifar100(config: TaskFreeCIFAR100Config, seed: int) -> ScenarioData:
+    """Task-free CIFAR-100 at 224 px: one pass over 64-image mini-batches, 10 disjoint or 5 blurry hidden tasks."""
+    arrays = load_cifar("cifar100", cifar_root("cifar100"))
+    return per_item_stream(config, seed, TaskFreeCIFAR100Config.NUM_CLASSES,
+                           (HWCImages(arrays.train_images, arrays.train_labels, as_pil=True), arrays.train_labels),
+                           (HWCImages(arrays.test_images, arrays.test_labels, as_pil=True), arrays.test_labels),
+                           CIFAR_MEAN_STD["cifar100"], "CIFAR-100", ", official 50k/10k split")
+
+
+@SCENARIOS.register("task_free_imagenet_r", config=TaskFreeImageNetRConfig, default_model="timm",
+                    requires_data="imagenet-r", train_defaults=dict(ONLINE_TRAIN_DEFAULTS))
+def build_task_free_imagenet_r(config: TaskFreeImageNetRConfig, seed: int) -> ScenarioData:
+    """Task-free ImageNet-R at 224 px: one pass over 64-image mini-batches, 10 disjoint or 5 blurry hidden tasks."""
+    data = imagenet_r_split(config.test_fraction, config.split_seed)
+    notes = (f", stratified {1 - config.test_fraction:.0%}/{config.test_fraction:.0%} split "
+             f"(split_seed {config.split_seed})")
+    return per_item_stream(config, seed, data.n_classes, data.part("train"), data.part("test"), IMAGENET_MEAN_STD,
+                           "ImageNet-R", notes)
