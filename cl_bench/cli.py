@@ -90,15 +90,17 @@ def build_parser() -> argparse.ArgumentParser:
                                                "with --memory, gpm_memory.png; with --anytime, anytime_accuracy.png)")
 
     pretrain = commands.add_parser("pretrain", help="pre-train a ViT backbone on the held-out pre-training pool",
-                                   description="Pre-train a ViT backbone on the pre-training pool (10,000 Fashion-MNIST "
-                                               "training images that streams with scenario.holdout_pretrain_pool=true "
-                                               "leave out) and store it with a card in $CL_BENCH_CACHE (default "
-                                               "~/.cache/cl_bench)/backbones/NAME. Use it with --set "
-                                               "model.weights=NAME. The last line printed is the weights path.")
+                                   description="Pre-train a ViT backbone on the pre-training pool (10,000 "
+                                               "Fashion-MNIST training images that streams with "
+                                               "scenario.holdout_pretrain_pool=true leave out) and store it with a "
+                                               "card in $CL_BENCH_CACHE (default ~/.cache/cl_bench)/backbones/NAME. "
+                                               "Use it with --set model.weights=NAME. The last line printed is the "
+                                               "weights path.")
     pretrain.add_argument("--model", default="vit_micro", help="a ViT model: vit_micro (default) or timm:NAME")
-    pretrain.add_argument("--method", help="supervised (default: linear head, cross-entropy) or mae (masked autoencoder)")
+    pretrain.add_argument("--method", help="supervised (default; linear head, cross-entropy) or mae (masked "
+                                           "autoencoder)")
     pretrain.add_argument("--data", help="dataset whose pre-training pool is used (fmnist, the default and only one)")
-    pretrain.add_argument("--epochs", type=int, help="passes over the pool (default: supervised 15, mae 40)")
+    pretrain.add_argument("--epochs", type=int, help="passes over the pool (default: supervised 15, mae 60)")
     pretrain.add_argument("--batch-size", type=int, dest="batch_size", help="mini-batch size (default 128)")
     pretrain.add_argument("--lr", type=float, help="peak AdamW learning rate (default: supervised 1e-3, mae 1.5e-3)")
     pretrain.add_argument("--weight-decay", type=float, dest="weight_decay", help="AdamW weight decay (default 0.05)")
@@ -125,9 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     data = commands.add_parser("data", help="dataset preparation")
     data_commands = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     data_prepare = data_commands.add_parser("prepare", help="put a dataset where the loaders find it")
-    data_prepare.add_argument("dataset", help="fmnist, cifar10 or cifar100")
+    data_prepare.add_argument("dataset", help="fmnist, cifar10, cifar100 or imagenet-r")
     data_prepare.add_argument("--from", dest="source", type=Path,
-                              help="directory holding the files (default for fmnist: /usr/share/datasets/fashion-mnist)")
+                              help="directory holding the files (default for fmnist: /usr/share/datasets/fashion-mnist); "
+                                   "imagenet-r: the class folders, a directory holding imagenet-r/, or imagenet-r.tar")
     data_prepare.add_argument("--root", type=Path, help="data root (default $CL_BENCH_DATA or ~/.cache/cl_bench/data)")
     return parser
 
@@ -197,13 +200,12 @@ PRETRAIN_OPTIONS = ("method", "data", "epochs", "batch_size", "lr", "weight_deca
 
 def command_pretrain(args: argparse.Namespace, argv: Sequence[str]) -> None:
     from cl_bench import pretrain
+    from cl_bench.models.vit import read_card
 
     values = {key: getattr(args, key) for key in PRETRAIN_OPTIONS if getattr(args, key) is not None}
     command = "cl-bench " + " ".join(shlex.quote(part) for part in argv)
     weights = pretrain.pretrain(args.model, args.set, values, name=args.name, force=args.force,
                                 progress=not args.no_progress, command=command)
-    from cl_bench.models.vit import read_card
-
     print(pretrain.card_summary(read_card(weights)))
     print(weights)
 

@@ -249,6 +249,21 @@ def _split_component(value: Any, kind: str) -> tuple[Optional[str], dict]:
     raise UserError(f"{kind} must be a name or a mapping with a 'name' key, got {value!r}")
 
 
+TIMM_PREFIX = "timm:"
+
+
+def split_model_name(name: Optional[str], values: dict) -> tuple[Optional[str], dict]:
+    """``timm:NAME`` -> model ``timm`` with ``arch=NAME`` (so the record shows "timm" and the arch)."""
+    if not isinstance(name, str) or not name.startswith(TIMM_PREFIX):
+        return name, values
+    arch = name[len(TIMM_PREFIX):]
+    if not arch:
+        raise UserError("model timm:NAME needs a timm model name, e.g. --model timm:vit_tiny_patch16_224")
+    if values.get("arch", arch) != arch:
+        raise UserError(f"model {name!r} and model.arch {values['arch']!r} disagree; give the architecture once")
+    return "timm", {**values, "arch": arch}
+
+
 def resolve(spec: Optional[dict] = None, flags: Optional[dict] = None, sets: Sequence[str] = ()) -> RunConfig:
     """Resolve a run config from a YAML-like ``spec``, CLI ``flags`` and ``--set`` assignments.
 
@@ -275,8 +290,15 @@ def resolve(spec: Optional[dict] = None, flags: Optional[dict] = None, sets: Seq
     for kind in COMPONENT_KINDS:
         name, fields_ = _split_component(spec.get(kind), kind)
         preset_components[kind] = _split_component(preset.get(kind), kind)
+        if kind == "model":
+            name, fields_ = split_model_name(name, fields_)
+            preset_components[kind] = split_model_name(*preset_components[kind])
         names[kind] = flags.get(kind, name or preset_components[kind][0])
         values[kind] = fields_
+    if str(flags.get("model", "")).startswith(TIMM_PREFIX):
+        # the flag's arch beats the config file's (--set still beats both)
+        names["model"], values["model"] = split_model_name(
+            names["model"], {k: v for k, v in values["model"].items() if k != "arch"})
     train_values = spec.get("train") or {}
     if not isinstance(train_values, dict):
         raise UserError(f"train must be a mapping of training settings, got {train_values!r}")

@@ -52,6 +52,7 @@ class ScenarioData:
     description: str = ""
     input_range: Optional[tuple[float, float]] = None  # valid input values (attack budgets clip to it)
     excluded_pools: list[str] = field(default_factory=list)  # pre-training pools left out of the stream
+    dataset: str = ""  # the source dataset ("fmnist" ...), for checks against a backbone's pre-training data
     online: Optional[OnlineStream] = None  # task-free scenarios: how the runner streams them
 
     @property
@@ -66,7 +67,7 @@ class ScenarioData:
                 "classes_per_experience": self.classes_per_experience,
                 "class_order": self.class_order, "description": self.description,
                 "input_range": list(self.input_range) if self.input_range is not None else None,
-                "excluded_pools": list(self.excluded_pools),
+                "excluded_pools": list(self.excluded_pools), "dataset": self.dataset,
                 "online": self.online.metadata() if self.online is not None else None}
 
 

@@ -121,5 +121,7 @@ def build_permuted_fmnist(config: PermutedFMNISTConfig, seed: int) -> ScenarioDa
     description = (f"Permuted Fashion-MNIST: {config.n_experiences} experiences, each with its own fixed pixel "
                    f"permutation drawn from the run seed ({first}), domain-incremental (one 10-way head, no task "
                    f"labels), {n_train} train / {n_test} test images per experience, 28x28 pixels in [0,1]")
-    return tensor_scenario(train_parts, test_parts, setting="domain-incremental", task_labels=False,
-                           num_classes=FMNIST_CLASSES, description=description, input_range=(0.0, 1.0))
+    scenario = tensor_scenario(train_parts, test_parts, setting="domain-incremental", task_labels=False,
+                               num_classes=FMNIST_CLASSES, description=description, input_range=(0.0, 1.0))
+    scenario.dataset = "fmnist"  # a backbone pre-trained on the Fashion-MNIST pool is refused here (no holdout)
+    return scenario

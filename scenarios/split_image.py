@@ -185,6 +185,7 @@ def build_split_fmnist(config: SplitFMNISTConfig, seed: int) -> ScenarioData:
     if config.holdout_pretrain_pool:
         arrays = without_pretrain_pool(arrays)
     scenario = _tensor_split(arrays, config, seed, _uint8_to_unit, "Fashion-MNIST", str(directory))
+    scenario.dataset = "fmnist"
     scenario.description += ", pixels in [0,1], official 60k/10k split"
     if config.holdout_pretrain_pool:
         scenario.description += f", pre-training pool held out ({len(arrays.train_labels)} training images left)"

@@ -216,6 +216,7 @@ def build_task_free_fmnist(config: TaskFreeFMNISTConfig, seed: int) -> ScenarioD
                               torch.zeros(len(anytime), dtype=torch.long), name="anytime")
     scenario.online = OnlineStream(mode=config.mode, batch_size=config.stream_batch_size,
                                    eval_every=config.anytime_eval_every, anytime_test=anytime_bank.dataset())
+    scenario.dataset = "fmnist"
     return scenario
 
 
