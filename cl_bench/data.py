@@ -408,8 +408,9 @@ def _download(url: str, destination: Path) -> None:
         shutil.copyfileobj(response, out, length=1 << 20)
 
 
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
+def file_digest(path: Path, algorithm: str = "md5") -> str:
+    """Hex digest of a file's bytes (``algorithm``: any hashlib name), read in 1 MiB blocks."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
@@ -515,7 +516,7 @@ def _prepare_cifar(name: str, source: Optional[Path], root: Path, allow_download
             except DOWNLOAD_ERRORS as error:
                 raise UserError(f"could not download {layout.title} from {dataset_class.url} "
                                 f"({getattr(error, 'reason', error)}); {how_to}") from None
-            if _md5(archive) != dataset_class.tgz_md5:
+            if file_digest(archive) != dataset_class.tgz_md5:
                 raise UserError(f"downloaded {layout.title} archive has the wrong MD5; retry, or {how_to}")
             _extract_cifar_archive(layout, archive, staging)
             archive.unlink()

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from cl_bench.config import ComponentConfig, config_to_dict, param
+from cl_bench.data import file_digest
 from cl_bench.errors import UserError
 from cl_bench.models.heads import attach_head
 from cl_bench.registry import MODELS
@@ -317,11 +317,7 @@ def resolve_weights(weights: str) -> Path:
 
 
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_digest(path, "sha256")
 
 
 def read_card(weights_path: Path) -> Optional[dict]:
