@@ -156,7 +156,18 @@ def summary_table(record: dict) -> str:
     if metric_values.get("a_auc") is not None:  # a task-free stream: the anytime numbers too
         header[-1:-1] = ["A_auc", "A_last"]
         row[-1:-1] = [f"{metric_values['a_auc']:.4f}", f"{metric_values['a_last']:.4f}"]
-    return _format_table(header, [row]) + "\n\n" + matrix_text
+    return _format_table(header, [row]) + _backbone_line(record) + "\n\n" + matrix_text
+
+
+def _backbone_line(record: dict) -> str:
+    """Which pre-trained backbone the run used (from its card), or nothing."""
+    card = record.get("backbone_card")
+    if not card:
+        return ""
+    method = card.get("method", {})
+    method_name = method.get("name", "") if isinstance(method, dict) else str(method)
+    details = ", ".join(part for part in (method_name, f"sha256 {str(card.get('sha256', '?'))[:12]}") if part)
+    return f"\nbackbone: {card.get('name') or card.get('weights', '?')} ({details})"
 
 
 def _attack_table(record: dict) -> str:

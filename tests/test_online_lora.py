@@ -569,3 +569,21 @@ def test_task_free_stream_through_the_runner_counts_plateaus_across_calls_and_re
     expected = [i + 1 for i in fires(PlateauDetector(5, 100.0, 100.0), info["loss_window_values"])]
     assert info["plateau_batches"] == expected and expected[0] == 1 and len(expected) >= 2
     assert info["plateau_samples"] == [16 * b for b in expected]
+
+
+def test_cli_runs_online_lora_on_a_task_free_stream_and_marks_its_plateaus(tmp_path, monkeypatch, fake_fmnist, capsys):
+    from conftest import run_cli
+
+    monkeypatch.setenv("CL_BENCH_DATA", str(tmp_path / "data"))
+    fake_fmnist(tmp_path / "data" / "fashion-mnist", train_per_class=48, test_per_class=6)
+    sets = ["scenario.mode=blurry", "scenario.stream_batch_size=16", "scenario.anytime_eval_every=80",
+            "model.embed_dim=16", "model.depth=1", "model.num_heads=2", "strategy.tau_mean=100.0",
+            "strategy.tau_var=100.0"]
+    code, out, err = run_cli(["run", "--scenario", "task_free_fmnist", "--model", "vit_micro", "--strategy",
+                              "online_lora", "--device", "cpu", "--no-progress", "--out", str(tmp_path / "runs"),
+                              *[item for assignment in sets for item in ("--set", assignment)]], capsys)
+    assert code == 0, err
+    run_dir = tmp_path / "runs" / out.strip().splitlines()[-1].split("/")[-1]
+    record = json.loads((run_dir / "record.json").read_text())
+    assert "A_auc" in out and record["strategy"] == "online_lora"
+    assert record["strategy_info"]["online_lora"]["plateau_samples"] and (run_dir / "anytime_accuracy.png").is_file()

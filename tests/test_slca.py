@@ -268,6 +268,28 @@ def test_oracle10_sampled_features_have_the_class_mean_and_covariance():
     assert (empirical - covariance).norm() / covariance.norm() < 0.05
 
 
+class _Unreachable(torch.nn.Module):
+    def forward(self, inputs):
+        raise AssertionError("classifier alignment ran the backbone")
+
+
+def test_alignment_reads_only_the_class_statistics_and_no_image_is_stored():
+    prepared = _prepared()
+    _train(prepared, [0, 1])
+    plugin, head = _slca(prepared.strategy), prepared.strategy.model.head
+    dim = head.heads[0].in_features
+    assert sorted(plugin.class_means) == [0, 1, 2, 3]
+    assert all(m.shape == (dim,) for m in plugin.class_means.values())
+    assert all(c.shape == (dim, dim) for c in plugin.class_covariances.values())
+    # no backbone, no experience: the alignment still runs, on sampled features only
+    prepared.strategy.model.backbone, prepared.strategy.experience = _Unreachable(), None
+    head.load_head_state(plugin.pre_alignment_heads)
+    torch.manual_seed(0)
+    plugin.align(head, torch.device("cpu"))
+    aligned = head.head_state()
+    assert not _same(aligned, plugin.pre_alignment_heads)
+
+
 def test_oracle11_first_task_has_no_alignment():
     prepared = _prepared()
     snapshots = _with_snapshots(prepared)
