@@ -285,7 +285,7 @@ def plot_anytime(records: list[dict], out_path: Path, labels: Optional[Sequence[
     Records sharing a label (default: the strategy) are averaged over seeds (point k of every seed; the
     positions differ by at most a mini-batch), with a min-max band. Dotted vertical lines: the hidden task
     boundaries of the first run of the panel. Triangles: the loss plateaus a strategy detected (Online-LoRA
-    merges its LoRA there), drawn on the curve of the run that detected them.
+    merges its LoRA there), one row per strategy above the curves, every seed's plateaus in that row.
     """
     records = [r for r in records if r.get("anytime_accuracy", {}).get("samples")]
     if not records:
@@ -311,14 +311,16 @@ def plot_anytime(records: list[dict], out_path: Path, labels: Optional[Sequence[
             a_auc = np.mean([r["metrics"].get("a_auc") or 0.0 for r in group])
             shown = f"{label} (A_auc {a_auc:.3f}{f', n={len(group)}' if len(group) > 1 else ''})"
             _draw_band(axes, x, curves, colors[label], shown)
+            # plateaus as a rug above the curves (one row per strategy): a plateau often fires before the
+            # first anytime evaluation, where the curve has no value to put it on
+            row = 1.04 + 0.03 * all_labels.index(label)
             for record in group:
                 plateaus = plateau_samples(record)
-                if plateaus:
-                    curve = record["anytime_accuracy"]
-                    axes.plot(plateaus, np.interp(plateaus, curve["samples"], curve["accuracy"]), linestyle="none",
-                              marker="v", markersize=6, color=colors[label], markeredgecolor="black",
-                              markeredgewidth=0.5, alpha=0.8)
-        axes.set_ylim(0.0, 1.02)
+                axes.plot(plateaus, [row] * len(plateaus), linestyle="none", marker="v", markersize=6,
+                          color=colors[label], markeredgecolor="black", markeredgewidth=0.5, alpha=0.8)
+        top = 1.02 + (0.03 * len(all_labels) + 0.03 if any(plateau_samples(r) for r, _ in in_panel) else 0.0)
+        axes.set_ylim(0.0, top)
+        axes.set_yticks(np.linspace(0.0, 1.0, 6))
         axes.set_xlabel("stream samples seen")
         axes.grid(True, alpha=0.3)
         axes.set_title(f"{in_panel[0][0].get('scenario', '?')} ({mode})", fontsize=10)
@@ -331,7 +333,7 @@ def plot_anytime(records: list[dict], out_path: Path, labels: Optional[Sequence[
                 texts.append(text)
     if any(plateau_samples(r) for r in records):
         handles.append(Line2D([], [], linestyle="none", marker="v", color="grey", markeredgecolor="black"))
-        texts.append("loss plateau (LoRA merged)")
+        texts.append("loss plateau (LoRA merged), per seed")
     handles.append(Line2D([], [], color="grey", linestyle=":"))
     texts.append("hidden task boundary")
     panels[-1].legend(handles, texts, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
