@@ -3,7 +3,7 @@
 A board kind is a function ``records -> list[Board]`` registered in :data:`BOARD_KINDS`; the
 engine runs every kind over the complete records and writes each board it returns. Three kinds exist:
 clean continual learning (``cl_<scenario>.csv``, and ``cl_<scenario>_pretrained.csv`` for runs whose
-backbone comes from a pre-training card), task-free streams (``online_<scenario>.csv``: final accuracy,
+backbone comes from a pre-training card), task-free streams (``online_<scenario>.csv``, any backbone: final accuracy,
 forgetting and the anytime area ``a_auc`` per stream mode) and attacks (``attack_<attack>.csv``: the
 paired clean and attacked numbers per victim and their difference); evaluator boards are added the same
 way, as one more function.
@@ -294,7 +294,8 @@ ONLINE_MARKDOWN_COLUMNS = ("mode", "strategy", "n_seeds", "acc_mean", "acc_std",
 
 
 def online_boards(records: list[dict], warn: Warn = _warn_stderr) -> list[Board]:
-    """``online_<scenario>``: task-free runs, one row per stream mode and config, mean/std over seeds.
+    """``online_<scenario>``: task-free runs, one row per stream mode and config, mean/std over seeds (one board
+    whatever the backbone: task-free streams are meant for pre-trained ones; the model columns tell them apart).
 
     ``acc`` is the final accuracy (mean over the hidden tasks' test sets), ``forgetting`` is computed at the
     hidden boundaries, ``a_auc`` is the mean anytime accuracy and ``a_last`` the accuracy on every class
@@ -302,7 +303,7 @@ def online_boards(records: list[dict], warn: Warn = _warn_stderr) -> list[Board]
     groups: dict[tuple, list[dict]] = {}
     for record in records:
         if record.get("attack") is None and is_task_free(record):
-            key = (board_scenario(record), stream_mode(record), record["strategy"], record_model(record),
+            key = (record["scenario"], stream_mode(record), record["strategy"], record_model(record),
                    record_config_id(record))
             groups.setdefault(key, []).append(record)
     rows_by_scenario: dict[str, list[dict]] = {}

@@ -279,8 +279,11 @@ def plateau_samples(record: dict) -> list[int]:
             for s in entry.get("plateau_samples", [])]
 
 
+MODE_ORDER = {"disjoint": 0, "blurry": 1}  # panel order of the task-free stream modes
+
+
 def plot_anytime(records: list[dict], out_path: Path, labels: Optional[Sequence[str]] = None) -> Path:
-    """Anytime accuracy of task-free runs against stream samples seen, one panel per stream mode.
+    """Anytime accuracy of task-free runs against stream samples seen, one panel per stream mode (stacked).
 
     Records sharing a label (default: the strategy) are averaged over seeds (point k of every seed; the
     positions differ by at most a mini-batch), with a min-max band. Dotted vertical lines: the hidden task
@@ -292,11 +295,11 @@ def plot_anytime(records: list[dict], out_path: Path, labels: Optional[Sequence[
         raise UserError("no task-free runs to plot; --anytime needs runs of a task-free scenario "
                         "(e.g. --scenario task_free_fmnist)")
     labels = list(labels) if labels is not None else [default_label(r) for r in records]
-    modes = list(dict.fromkeys(stream_mode(r) for r in records))
+    modes = sorted({stream_mode(r) for r in records}, key=lambda mode: (MODE_ORDER.get(mode, len(MODE_ORDER)), mode))
     all_labels = list(dict.fromkeys(labels))
     colors = dict(zip(all_labels, _task_colors(len(all_labels))))
-    figure = Figure(figsize=(7.5 * len(modes) + 1.5, 4.3))
-    panels = figure.subplots(1, len(modes), squeeze=False, sharey=True)[0]
+    figure = Figure(figsize=(9.5, 4.2 * len(modes)))
+    panels = figure.subplots(len(modes), 1, squeeze=False)[:, 0]
     for axes, mode in zip(panels, modes):
         in_panel = [(r, label) for r, label in zip(records, labels) if stream_mode(r) == mode]
         for boundary in (in_panel[0][0].get("stream") or {}).get("hidden_boundaries", [])[:-1]:
@@ -318,23 +321,19 @@ def plot_anytime(records: list[dict], out_path: Path, labels: Optional[Sequence[
                 plateaus = plateau_samples(record)
                 axes.plot(plateaus, [row] * len(plateaus), linestyle="none", marker="v", markersize=6,
                           color=colors[label], markeredgecolor="black", markeredgewidth=0.5, alpha=0.8)
-        top = 1.02 + (0.03 * len(all_labels) + 0.03 if any(plateau_samples(r) for r, _ in in_panel) else 0.0)
-        axes.set_ylim(0.0, top)
+        has_plateaus = any(plateau_samples(r) for r, _ in in_panel)
+        axes.set_ylim(0.0, 1.02 + (0.03 * len(all_labels) + 0.03 if has_plateaus else 0.0))
         axes.set_yticks(np.linspace(0.0, 1.0, 6))
         axes.set_xlabel("stream samples seen")
+        axes.set_ylabel("anytime accuracy\n(classes seen so far)")
         axes.grid(True, alpha=0.3)
         axes.set_title(f"{in_panel[0][0].get('scenario', '?')} ({mode})", fontsize=10)
-    panels[0].set_ylabel("anytime accuracy (classes seen so far)")
-    handles, texts = [], []
-    for axes in panels:
-        for handle, text in zip(*axes.get_legend_handles_labels()):
-            if text not in texts:
-                handles.append(handle)
-                texts.append(text)
-    if any(plateau_samples(r) for r in records):
-        handles.append(Line2D([], [], linestyle="none", marker="v", color="grey", markeredgecolor="black"))
-        texts.append("loss plateau (LoRA merged), per seed")
-    handles.append(Line2D([], [], color="grey", linestyle=":"))
-    texts.append("hidden task boundary")
-    panels[-1].legend(handles, texts, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+        handles, texts = axes.get_legend_handles_labels()
+        if has_plateaus:
+            handles.append(Line2D([], [], linestyle="none", marker="v", color="grey", markeredgecolor="black"))
+            texts.append("loss plateau (LoRA merged), per seed")
+        handles.append(Line2D([], [], color="grey", linestyle=":"))
+        texts.append("hidden task boundary")
+        axes.legend(handles, texts, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    figure.tight_layout()
     return save_figure_atomic(figure, out_path)
