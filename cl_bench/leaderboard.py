@@ -286,11 +286,11 @@ ONLINE_METRICS: tuple[tuple[str, Callable[[dict], Any]], ...] = (
     ("bwt", lambda r: r["metrics"].get("bwt")),
     ("wall_time_s", lambda r: r["timing"].get("total_s")),
 )
-ONLINE_COLUMNS = (("scenario", "mode", "strategy", "model", "config_id", "n_seeds", "seeds")
+ONLINE_COLUMNS = (("scenario", "mode", "strategy", "strategy_setting", "model", "config_id", "n_seeds", "seeds")
                   + tuple(f"{stem}_{stat}" for stem, _ in ONLINE_METRICS for stat in ("mean", "std"))
                   + CONFIG_COLUMNS)
-ONLINE_MARKDOWN_COLUMNS = ("mode", "strategy", "n_seeds", "acc_mean", "acc_std", "forgetting_mean", "a_auc_mean",
-                           "a_auc_std", "a_last_mean", "wall_time_s_mean")
+ONLINE_MARKDOWN_COLUMNS = ("mode", "strategy", "strategy_setting", "n_seeds", "acc_mean", "acc_std", "forgetting_mean",
+                           "a_auc_mean", "a_auc_std", "a_last_mean", "wall_time_s_mean")
 
 
 def online_boards(records: list[dict], warn: Warn = _warn_stderr) -> list[Board]:
@@ -309,7 +309,9 @@ def online_boards(records: list[dict], warn: Warn = _warn_stderr) -> list[Board]
     rows_by_scenario: dict[str, list[dict]] = {}
     for key in sorted(groups):
         group = _dedupe_seeds(groups[key], warn)
-        row = {**_group_columns(group), "mode": key[1]}
+        strategy_config = group[0]["config"].get("strategy") or {}
+        row = {**_group_columns(group), "mode": key[1],
+               "strategy_setting": component_setting("strategy", key[2], strategy_config)}
         for stem, read in ONLINE_METRICS:
             row[f"{stem}_mean"], row[f"{stem}_std"] = mean_std([read(r) for r in group])
         rows_by_scenario.setdefault(key[0], []).append(row)
@@ -331,17 +333,24 @@ ATTACK_MARKDOWN_COLUMNS = ("scenario", "strategy", "attack_setting", "n_seeds", 
                            "poisoned_acc_attacked_mean", "attack_wall_time_s_mean")
 
 
-def attack_setting(attack: str, attack_config: dict) -> str:
-    """The attack's budget and objective, and its other fields that differ from the registered defaults,
-    e.g. ``epsilon=0.3 objective=cautious steps=50`` (fields in config order)."""
-    from cl_bench.registry import ATTACKS, load_catalogs
+def component_setting(kind: str, name: str, component_config: dict, always: Sequence[str] = ()) -> str:
+    """The fields of a component's config that differ from its registered defaults (and the ``always``
+    fields first), e.g. ``epsilon=0.3 objective=cautious steps=50``; ``defaults`` when none differs."""
+    from cl_bench.registry import REGISTRIES, load_catalogs
 
     load_catalogs()
-    defaults = ATTACKS.get(attack).config_class() if attack in ATTACKS else None  # unregistered: every field
-    always = ("objective", "epsilon")
-    changed = [f"{name}={value}" for name, value in sorted(attack_config.items(), key=lambda item: item[0] not in always)
-               if name != "name" and (name in always or defaults is None or getattr(defaults, name, object()) != value)]
+    registry = REGISTRIES[kind]
+    defaults = registry.get(name).config_class() if name in registry else None  # unregistered: every field
+    changed = [f"{field}={value}" for field, value in
+               sorted(component_config.items(), key=lambda item: item[0] not in always)
+               if field != "name" and (field in always or defaults is None
+                                       or getattr(defaults, field, object()) != value)]
     return " ".join(changed) or "defaults"
+
+
+def attack_setting(attack: str, attack_config: dict) -> str:
+    """The attack's budget and objective, and its other fields that differ from the registered defaults."""
+    return component_setting("attack", attack, attack_config, always=("objective", "epsilon"))
 
 
 def attack_boards(records: list[dict], warn: Warn = _warn_stderr) -> list[Board]:
