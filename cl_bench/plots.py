@@ -111,8 +111,16 @@ def plot_run(record: dict, out_path: Path) -> Path:
 
 
 def default_label(record: dict) -> str:
-    """The overlay label of a record: its strategy, plus its attack when it has one."""
+    """The overlay label of a record: its strategy with the settings that differ from the registered defaults
+    (so that variants are not averaged as if they were seeds), plus its attack when it has one."""
+    from cl_bench.leaderboard import component_setting
+    from cl_bench.registry import STRATEGIES
+
     label = str(record.get("strategy", "?"))
+    config = (record.get("config") or {}).get("strategy")
+    if label in STRATEGIES and isinstance(config, dict):
+        setting = component_setting("strategy", label, config)
+        label = label if setting == "defaults" else f"{label} ({setting})"
     return f"{label} + {record['attack']}" if record.get("attack") else label
 
 
@@ -298,16 +306,19 @@ def plot_anytime(records: list[dict], out_path: Path, labels: Optional[Sequence[
     modes = sorted({stream_mode(r) for r in records}, key=lambda mode: (MODE_ORDER.get(mode, len(MODE_ORDER)), mode))
     all_labels = list(dict.fromkeys(labels))
     colors = dict(zip(all_labels, _task_colors(len(all_labels))))
-    figure = Figure(figsize=(9.5, 4.2 * len(modes)))
+    longest = max(len(label) for label in all_labels)  # the legend sits right of the axes
+    figure = Figure(figsize=(7.0 + 0.075 * max(longest, 30), 4.2 * len(modes)))
     panels = figure.subplots(len(modes), 1, squeeze=False)[:, 0]
     for axes, mode in zip(panels, modes):
         in_panel = [(r, label) for r, label in zip(records, labels) if stream_mode(r) == mode]
         for boundary in (in_panel[0][0].get("stream") or {}).get("hidden_boundaries", [])[:-1]:
             axes.axvline(boundary, color="grey", linestyle=":", linewidth=1)
-        groups: dict[str, list[dict]] = {}
+        groups: dict[str, list[dict]] = {label: [] for label in all_labels}  # the same order in every panel
         for record, label in in_panel:
-            groups.setdefault(label, []).append(record)
+            groups[label].append(record)
         for label, group in groups.items():
+            if not group:
+                continue
             length = min(len(r["anytime_accuracy"]["samples"]) for r in group)
             x = np.mean([r["anytime_accuracy"]["samples"][:length] for r in group], axis=0)
             curves = np.array([r["anytime_accuracy"]["accuracy"][:length] for r in group])
