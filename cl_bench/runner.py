@@ -1,8 +1,12 @@
 """The runner: one explicit loop from a resolved config to a run record.
 
     seed -> device -> scenario -> model -> strategy -> [resume from checkpoint]
-    for each experience i:  strategy.train(experience i) -> evaluate every test experience
-                            -> row i of the accuracy matrix -> checkpoint
+    offline:   for each experience i:  strategy.train(experience i) -> evaluate every test experience
+                                       -> row i of the accuracy matrix -> checkpoint
+               (an attack on experience k: k and the rest twice from the same state, clean and poisoned)
+    task-free: for each incoming mini-batch: strategy.train(bare mini-batch experience)
+                                       -> every N samples: anytime accuracy on the classes seen so far
+               at each hidden boundary: row of the accuracy matrix -> checkpoint
     metrics -> record.json + accuracy_matrix.csv + forgetting-curve PNG (written atomically)
 
 The algorithm lives in the strategy; this module only orders the phases, times them and keeps
@@ -134,7 +138,7 @@ def execute(config: RunConfig, out_dir: Path, command: str = "", resume: bool = 
     started = time.perf_counter()
     prepared = prepare(config, out_dir, progress)
     scenario, strategy = prepared.scenario, prepared.strategy
-    train_stream, test_stream = scenario.benchmark.train_stream, scenario.benchmark.test_stream
+    test_stream = scenario.benchmark.test_stream
     if force and run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -151,12 +155,24 @@ def execute(config: RunConfig, out_dir: Path, command: str = "", resume: bool = 
 
     if scenario.online is not None:
         train_online(prepared, state, run_dir, started, elapsed_before, stop_after)
-        if len(state["accuracy_matrix"]) < scenario.n_experiences:  # stopped early (tests)
-            return run_dir
-        record = build_record(prepared, state, command)
-        write_outputs(run_dir, record)
+    else:
+        train_offline(prepared, state, run_dir, started, elapsed_before, stop_after)
+    if len(state["accuracy_matrix"]) < scenario.n_experiences:  # stopped early (stop_after, tests)
         return run_dir
+    record = build_record(prepared, state, command)
+    write_outputs(run_dir, record)
+    return run_dir
 
+
+def train_offline(prepared: Prepared, state: dict, run_dir: Path, started: float, elapsed_before: float,
+                  stop_after: Optional[int] = None) -> None:
+    """Train experience by experience, one accuracy-matrix row and a checkpoint after each.
+
+    With a training-time attack on experience k: the experiences before k once, then k and the rest twice from
+    the same saved state, clean and poisoned (the paired measurement). ``stop_after`` counts experiences.
+    """
+    scenario, strategy = prepared.scenario, prepared.strategy
+    train_stream = scenario.benchmark.train_stream
     whole_stream = getattr(strategy, "train_whole_stream", False)
     attack = prepared.attack
     target = attack.target_index(scenario.n_experiences) if attack is not None and attack.poisons_training else None
@@ -169,7 +185,7 @@ def execute(config: RunConfig, out_dir: Path, command: str = "", resume: bool = 
         state["elapsed_s"] = elapsed_before + time.perf_counter() - started
         checkpoint.save(run_dir, strategy, state)
         if stop_after is not None and index + 1 >= stop_after:
-            return run_dir
+            return
 
     if target is not None:
         # the paired measurement: from the same saved state, the rest of the stream clean, then poisoned
@@ -194,10 +210,6 @@ def execute(config: RunConfig, out_dir: Path, command: str = "", resume: bool = 
         state["accuracy_matrix"] = state["accuracy_matrix"] + attacked_rows
         state["attack_target"] = target
         state["elapsed_s"] = elapsed_before + time.perf_counter() - started
-
-    record = build_record(prepared, state, command)
-    write_outputs(run_dir, record)
-    return run_dir
 
 
 def train_and_evaluate(prepared: Prepared, train_data, state: dict, branch: Optional[str] = None) -> list[float]:
