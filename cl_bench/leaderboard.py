@@ -12,7 +12,7 @@ Conventions (so that a rerun over the same records gives byte-identical files):
 
 - A record is complete when ``record.json`` parses, holds the required fields and has
   ``status == "complete"``. Anything else is skipped with a one-line warning, never a crash.
-- Rows group runs that differ only by seed (and device): key (scenario, setting, strategy,
+- Rows group runs that differ only by seed (and device or loader workers): key (scenario, setting, strategy,
   model, config_id). Two records of the same group with the same seed (e.g. one on cpu, one on
   cuda) count once: the most recently created one is kept, with a warning.
 - ``<metric>_std`` is the sample standard deviation (ddof=1) over seeds. With one seed it is
@@ -158,7 +158,7 @@ def _component_fields(record: dict, kind: str, drop: Sequence[str] = ("name",)) 
 
 
 def record_config_id(record: dict) -> str:
-    """The record's config_id; recomputed from its config (minus seed and device) when absent."""
+    """The record's config_id; recomputed from its config (minus seed, device, workers) when absent."""
     if record.get("config_id"):
         return str(record["config_id"])
     import hashlib
@@ -167,6 +167,7 @@ def record_config_id(record: dict) -> str:
     config.pop("seed", None)
     if isinstance(config.get("train"), dict):
         config["train"].pop("device", None)
+        config["train"].pop("num_workers", None)
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -233,7 +234,7 @@ def _group_columns(group: list[dict]) -> dict[str, Any]:
         "strategy_config": _component_fields(first, "strategy"),
         "model_config": _component_fields(first, "model"),
         "scenario_config": _component_fields(first, "scenario"),
-        "train_config": _component_fields(first, "train", drop=("device",)),
+        "train_config": _component_fields(first, "train", drop=("device", "num_workers")),
     }
 
 

@@ -10,7 +10,9 @@
     metrics -> record.json + accuracy_matrix.csv + forgetting-curve PNG (written atomically)
 
 The algorithm lives in the strategy; this module only orders the phases, times them and keeps
-the results. Bad input is rejected before the run directory is created.
+the results. Bad input is rejected before the run directory is created. ``train.num_workers`` gives
+the offline training and every evaluation worker processes for per-item (224-px) datasets; the task-free
+stream's own mini-batches are read in the main process (one pass, each image once).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from avalanche.benchmarks.scenarios.online import split_online_stream
 from tqdm.auto import tqdm
 
 from cl_bench import checkpoint, metrics, records
-from cl_bench.config import RunConfig, resolve
+from cl_bench.config import RunConfig, TrainConfig, resolve
 from cl_bench.errors import UserError
 from cl_bench.registry import ATTACKS, MODELS, SCENARIOS, STRATEGIES
 from cl_bench.tensor_data import make_loader
@@ -68,10 +70,19 @@ def accuracy(strategy, batches: Iterable) -> float:
     return correct / max(total, 1)
 
 
-def evaluate_stream(strategy, test_stream, batch_size: int) -> list[float]:
+def evaluate_stream(strategy, test_stream, batch_size: int, num_workers: int = 0) -> list[float]:
     """Accuracy of the strategy's current model on every experience of ``test_stream``."""
-    return [accuracy(strategy, make_loader(experience.dataset.eval(), batch_size, shuffle=False))
+    return [accuracy(strategy, make_loader(experience.dataset.eval(), batch_size, shuffle=False,
+                                           num_workers=num_workers))
             for experience in test_stream]
+
+
+def loader_options(train: TrainConfig) -> dict:
+    """Avalanche's data-loader keywords for ``strategy.train``: workers kept alive across the epochs of an
+    experience; none (the in-process default) for tensor data, which the slicing loaders ignore anyway."""
+    if train.num_workers == 0:
+        return {}
+    return {"num_workers": train.num_workers, "persistent_workers": True}
 
 
 @dataclass
@@ -150,7 +161,8 @@ def execute(config: RunConfig, out_dir: Path, command: str = "", resume: bool = 
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         state = {"accuracy_matrix": [], "per_experience": [], "elapsed_s": 0.0,
-                 "accuracy_initial": evaluate_stream(strategy, test_stream, config.train.eval_batch_size)}
+                 "accuracy_initial": evaluate_stream(strategy, test_stream, config.train.eval_batch_size,
+                                                     config.train.num_workers)}
     elapsed_before = state["elapsed_s"]
 
     if scenario.online is not None:
@@ -217,10 +229,10 @@ def train_and_evaluate(prepared: Prepared, train_data, state: dict, branch: Opti
     experience; the phase timings go to ``state["per_experience"]``, tagged with ``branch`` when given."""
     train_start = time.perf_counter()
     if train_data is not None:
-        prepared.strategy.train(train_data, eval_streams=[])
+        prepared.strategy.train(train_data, eval_streams=[], **loader_options(prepared.config.train))
     eval_start = time.perf_counter()
     row = evaluate_stream(prepared.strategy, prepared.scenario.benchmark.test_stream,
-                          prepared.config.train.eval_batch_size)
+                          prepared.config.train.eval_batch_size, prepared.config.train.num_workers)
     timing = {"train_s": eval_start - train_start, "eval_s": time.perf_counter() - eval_start}
     state["per_experience"].append({"branch": branch, **timing} if branch else timing)
     return row
@@ -260,7 +272,8 @@ def train_online(prepared: Prepared, state: dict, run_dir: Path, started: float,
                 anytime_s += time.perf_counter() - anytime_start
         progress["boundaries"].append(progress["samples"])
         eval_start = time.perf_counter()
-        row = evaluate_stream(strategy, scenario.benchmark.test_stream, prepared.config.train.eval_batch_size)
+        row = evaluate_stream(strategy, scenario.benchmark.test_stream, prepared.config.train.eval_batch_size,
+                              prepared.config.train.num_workers)
         if task_index == len(hidden_tasks) - 1:
             progress["final_accuracy"] = anytime_accuracy(prepared, progress["seen_classes"])
         state["per_experience"].append({"train_s": eval_start - train_start - anytime_s,
@@ -279,7 +292,8 @@ def anytime_accuracy(prepared: Prepared, seen_classes: Sequence[int]) -> float:
     targets = torch.as_tensor(list(anytime_test.targets), dtype=torch.long)
     rows = torch.isin(targets, torch.as_tensor(list(seen_classes), dtype=torch.long)).nonzero().flatten()
     subset = anytime_test.subset(rows.tolist()).eval()
-    return accuracy(prepared.strategy, make_loader(subset, prepared.config.train.eval_batch_size, shuffle=False))
+    return accuracy(prepared.strategy, make_loader(subset, prepared.config.train.eval_batch_size, shuffle=False,
+                                                   num_workers=prepared.config.train.num_workers))
 
 
 def record_anytime(prepared: Prepared, progress: dict) -> None:

@@ -180,10 +180,11 @@ class SliceLoader:
             yield [inputs[start:stop], targets[start:stop], task_labels[start:stop]]
 
 
-def make_loader(dataset, batch_size: int, shuffle: bool, drop_last: bool = False):
-    """A slicing loader for bank-backed datasets, Avalanche's ordinary DataLoader otherwise."""
+def make_loader(dataset, batch_size: int, shuffle: bool, drop_last: bool = False, num_workers: int = 0):
+    """A slicing loader for bank-backed datasets, Avalanche's ordinary DataLoader otherwise (with
+    ``num_workers`` worker processes: only per-item datasets use them)."""
     tensors = gather(dataset)
     if tensors is not None:
         return SliceLoader(tensors, batch_size, shuffle, drop_last)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
-                      collate_fn=getattr(dataset, "collate_fn", None))
+                      collate_fn=getattr(dataset, "collate_fn", None), num_workers=num_workers)

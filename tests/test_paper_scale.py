@@ -23,6 +23,7 @@ from cl_bench.data import IMAGE_EXTENSIONS, prepare
 from cl_bench.errors import UserError
 from cl_bench.presets import preset_names
 from cl_bench.registry import SCENARIOS
+from cl_bench.templates import SlicingDataMixin
 
 PAPER_PRESETS = ["slca_cifar100", "slca_imagenet_r", "online_lora_cifar100", "online_lora_imagenet_r",
                  "online_lora_si_blurry_cifar100"]
@@ -431,3 +432,45 @@ def test_paper_presets_ask_for_local_weights_instead_of_downloading(name, tag, c
     assert f"vit_base_patch16_224.{tag}" in message and "model.weights=PATH" in message
     assert "nothing is downloaded" in message and "\n" not in message
     assert not (tmp_path / "runs").exists()
+
+
+def test_loader_workers_change_neither_results_nor_the_config_id(tmp_path, monkeypatch, fake_cifar):
+    """``train.num_workers`` moves the per-item 224-px loading into worker processes: without augmentation
+    the matrix is bit-identical to the in-process loader's; with random crops, reproducible for a seed."""
+    monkeypatch.setenv("CL_BENCH_DATA", str(tmp_path / "data"))
+    fake_cifar("cifar100", tmp_path / "data" / "cifar100", train_per_class=2, test_per_class=1)
+    records = {}
+    for workers, augment, out in [(0, False, "serial"), (2, False, "workers"), (2, True, "a"), (2, True, "b")]:
+        config = resolve({}, {"preset": "slca_cifar100", "model": "vit_micro", "device": "cpu"},
+                         _shortened("slca_cifar100") + [f"train.num_workers={workers}", f"scenario.augment={augment}"])
+        run_dir = runner.execute(config, tmp_path / out, progress=False, log=lambda line: None)
+        records[out] = json.loads((run_dir / "record.json").read_text())
+    serial, workers = records["serial"], records["workers"]
+    assert workers["accuracy_matrix"] == serial["accuracy_matrix"]
+    assert "num_workers" not in serial["config"]["train"] and workers["config"]["train"]["num_workers"] == 2
+    assert workers["config_id"] == serial["config_id"] and workers["run_id"] != serial["run_id"]
+    assert records["a"]["accuracy_matrix"] == records["b"]["accuracy_matrix"]
+
+
+def test_loader_workers_reach_avalanches_training_loader_and_the_evaluation(tmp_path, monkeypatch, fake_cifar):
+    monkeypatch.setenv("CL_BENCH_DATA", str(tmp_path / "data"))
+    fake_cifar("cifar100", tmp_path / "data" / "cifar100", train_per_class=2, test_per_class=1)
+    train_workers, eval_workers = [], []
+    make_train_dataloader, make_loader = SlicingDataMixin.make_train_dataloader, runner.make_loader
+
+    def recording_train_loader(strategy, **kwargs):
+        make_train_dataloader(strategy, **kwargs)
+        train_workers.append(strategy.dataloader.loader_kwargs["num_workers"])  # a TaskBalancedDataLoader
+
+    def recording_loader(*args, **kwargs):
+        loader = make_loader(*args, **kwargs)
+        eval_workers.append(loader.num_workers)
+        return loader
+
+    monkeypatch.setattr(SlicingDataMixin, "make_train_dataloader", recording_train_loader)
+    monkeypatch.setattr(runner, "make_loader", recording_loader)
+    config = resolve({}, {"preset": "slca_cifar100", "model": "vit_micro", "device": "cpu"},
+                     _shortened("slca_cifar100") + ["train.num_workers=2"])
+    runner.execute(config, tmp_path / "runs", progress=False, log=lambda line: None)
+    assert train_workers == [2, 2]  # one Avalanche DataLoader per experience
+    assert eval_workers and set(eval_workers) == {2}
