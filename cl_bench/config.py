@@ -24,7 +24,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, ClassVar, Optional, Sequence
 
 import yaml
 
@@ -48,7 +48,14 @@ def param(default: Any, doc: str, *, low: Optional[float] = None, high: Optional
 
 @dataclass
 class ComponentConfig:
-    """Base class of every component's config; subclasses add fields and may override validate."""
+    """Base class of every component's config; subclasses add fields and may override validate.
+
+    ``omitted_at_default`` names fields added after results were committed: the resolved config (and so
+    the run id, the config id and the board rows) leaves them out while they hold their default, so that
+    earlier runs keep their ids and a rerun reproduces the committed boards byte for byte.
+    """
+
+    omitted_at_default: ClassVar[tuple[str, ...]] = ()
 
     def validate(self) -> None:
         """Cross-field checks; raise UserError with a one-line message."""
@@ -142,7 +149,20 @@ def build_config(config_class: type, values: dict, where: str) -> ComponentConfi
 
 
 def config_to_dict(config: ComponentConfig) -> dict:
-    return {f.name: _plain(getattr(config, f.name)) for f in dataclasses.fields(config)}
+    """The config's fields as plain values; those in ``omitted_at_default`` only when not at their default."""
+    resolved = {}
+    for spec in dataclasses.fields(config):
+        value = getattr(config, spec.name)
+        if spec.name in config.omitted_at_default and value == _field_default(spec):
+            continue
+        resolved[spec.name] = _plain(value)
+    return resolved
+
+
+def _field_default(spec: dataclasses.Field) -> Any:
+    if spec.default is not dataclasses.MISSING:
+        return spec.default
+    return spec.default_factory() if spec.default_factory is not dataclasses.MISSING else dataclasses.MISSING
 
 
 def _plain(value: Any) -> Any:
@@ -169,10 +189,7 @@ class TrainConfig(ComponentConfig):
                                 "ImageNet-R) in offline training and in evaluation; tensor data is sliced in-process "
                                 "and ignores it", low=0)
 
-
-# Settings added after results were committed: left out of the resolved config (and so of run ids and board
-# rows) at their default, so that earlier runs keep their ids and a rerun reproduces the committed boards.
-OMITTED_AT_DEFAULT = {"train": {"num_workers": 0}}
+    omitted_at_default: ClassVar[tuple[str, ...]] = ("num_workers",)
 
 
 @dataclass
@@ -194,10 +211,6 @@ class RunConfig:
             resolved[kind] = None if name is None else {"name": name, **config_to_dict(self.components[kind])}
         resolved["train"] = config_to_dict(self.train)
         resolved["seed"] = self.seed
-        for kind, defaults in OMITTED_AT_DEFAULT.items():
-            for name, default in defaults.items():
-                if resolved[kind].get(name) == default:
-                    del resolved[kind][name]
         return resolved
 
     def run_id(self) -> str:

@@ -170,6 +170,8 @@ class SplitFMNISTConfig(SplitImageConfig):
                                                "see cl_bench/pretrain_pool.py) out of the stream; needed with a "
                                                "backbone from `cl-bench pretrain`")
 
+    omitted_at_default: ClassVar[tuple[str, ...]] = ("holdout_pretrain_pool",)  # added after the issue-3/4 boards
+
 
 def _uint8_to_unit(images: np.ndarray) -> torch.Tensor:
     """uint8 (N, H, W) -> float32 (N, 1, H, W) in [0, 1]."""

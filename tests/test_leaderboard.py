@@ -210,3 +210,23 @@ def test_attack_setting_shows_objective_budget_and_changed_fields() -> None:
     assert attack_setting("brainwash", config) == "epsilon=0.3 objective=reckless steps=50"
     assert attack_setting("uniform_noise", {"name": "uniform_noise", "epsilon": 0.1,
                                             "target_experience": -1}) == "epsilon=0.1"
+
+
+COMMITTED_BOARDS = sorted((Path(__file__).resolve().parent.parent / "leaderboards").rglob("*.csv"))
+
+
+@pytest.mark.parametrize("board", COMMITTED_BOARDS, ids=lambda path: str(path.relative_to(path.parents[1])))
+def test_a_rerun_of_a_committed_board_gets_its_config_ids(board):
+    """Rerunning a committed sweep must land on the committed rows: the config each row states resolves
+    to the row's config_id with today's code (settings added since are left out at their defaults)."""
+    from cl_bench.config import resolve
+
+    rows = list(csv.DictReader(board.open()))
+    assert rows
+    for row in rows:
+        spec = {kind: {"name": row[kind], **json.loads(row[f"{kind}_config"])}
+                for kind in ("scenario", "model", "strategy")}
+        spec["train"] = json.loads(row["train_config"])
+        if row.get("attack"):
+            spec["attack"] = {"name": row["attack"], **json.loads(row["attack_config"])}
+        assert resolve(spec, {}, []).config_id() == row["config_id"], (row["strategy"], row.get("attack_setting"))
