@@ -1,6 +1,7 @@
 """How useful are a backbone's features? 20-NN and linear-probe accuracy on the Fashion-MNIST test set.
 
-The same probes `cl-bench pretrain` writes into a backbone's card (features of the pre-training pool as
+The same probes `cl-bench pretrain` writes into a backbone's card (the cards' own numbers, wall time and
+final loss included, are printed at the end) (features of the pre-training pool as
 the training set, the Fashion-MNIST test set as the test set), here also for the two references the README
 compares the pre-trained backbones with: raw pixels and a randomly initialised `vit_micro` (seed 0).
 
@@ -18,6 +19,7 @@ from pathlib import Path
 from cl_bench import pretrain
 from cl_bench.models.vit import backbones_dir, read_card, resolve_weights
 from cl_bench.runner import seed_everything
+from cl_bench.records import publish_report
 
 DEFAULT_BACKBONES = ("vit_micro-fmnist-supervised-s0", "vit_micro-fmnist-mae-s0")
 
@@ -43,17 +45,22 @@ def main() -> None:
     report("vit_micro, random initialisation (seed 0)",
            pretrain.feature_probes(random_model.backbone, images, labels, test_images, test_labels))
     names = args.names or [name for name in DEFAULT_BACKBONES if (backbones_dir() / name).is_dir()]
+    cards = []
     for name in names:
         card = read_card(resolve_weights(name))
         values = {key: value for key, value in card["model"].items() if key != "name"}
         _, _, model = pretrain.build_model(card["model"]["name"], {**values, "weights": name},
                                            card["data"]["input_shape"])
         report(name, pretrain.feature_probes(model.backbone, images, labels, test_images, test_labels))
-    report_text = "\n".join(lines)
-    print(report_text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report_text + "\n")
+        cards.append(card)
+    lines.append("")
+    lines.append("the backbones' cards (written by the `cl-bench pretrain` command each one names):")
+    for card in cards:
+        quality = {key: round(value, 4) for key, value in card["quality"].items() if isinstance(value, float)}
+        lines.append(f"{card['name']}: {card['method']['name']}, {card['epochs']} epochs, "
+                     f"{card['wall_time_s']:.0f} s on {card['environment']['torch_threads']} threads, final training "
+                     f"loss {card['final_train_loss']:.4f}, {quality}; `{card['command']}`")
+    publish_report(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 from cl_bench.leaderboard import load_records
+from cl_bench.records import publish_report
 
 
 def first_plateau_delays(plateau_samples: list[int], boundaries: list[int], batch_size: int) -> list[Optional[float]]:
@@ -56,10 +57,7 @@ def main() -> None:
         if found:
             lines.append(f"{mode}: delays {min(found):.0f}-{max(found):.0f} mini-batches over {len(found)} switches, "
                          f"no plateau after {missed} of {len(found) + missed}")
-    report = "\n".join(lines)
-    print(report)
-    if args.out:
-        args.out.write_text(report + "\n")
+    publish_report(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from avalanche.benchmarks.utils.data_loader import TaskBalancedDataLoader
 from cl_bench.config import TrainConfig, build_config
 from cl_bench.registry import SCENARIOS
 from cl_bench.runner import loader_options
+from cl_bench.records import publish_report
 
 
 def write_random_cifar100(root: Path, train_per_class: int, seed: int = 0) -> None:
@@ -90,10 +91,7 @@ def main() -> None:
     for workers, rate in throughput.items():
         lines.append(f"train.num_workers={workers}: {rate:7.0f} images/s  ({1000 / rate:.2f} ms per image, "
                      f"x{rate / baseline:.2f})")
-    report = "\n".join(lines)
-    print(report)
-    if args.out:
-        args.out.write_text(report + "\n")
+    publish_report(lines, args.out)
 
 
 if __name__ == "__main__":

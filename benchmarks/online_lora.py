@@ -23,6 +23,7 @@ import torch
 
 from cl_bench import runner
 from cl_bench.config import resolve
+from cl_bench.records import publish_report
 
 STRATEGIES = ("naive", "online_er", "online_lora")
 
@@ -66,11 +67,7 @@ def main() -> None:
         lines.append(f"{name:12s} " + ", ".join(f"{t:.2f}" for t in timings[name])
                      + f" ms/batch  (best {best[name]:.2f}, x{best[name] / best['naive']:.2f} naive)")
     lines.append(f"online_lora plateaus (merges) in the stream: {lora.get('merges', '?')}")
-    report = "\n".join(lines)
-    print(report)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report + "\n")
+    publish_report(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,14 @@ def atomic_write_text(path: Path, text: str) -> Path:
     return path
 
 
+def publish_report(lines: list[str], out: Optional[Path]) -> None:
+    """Print a benchmark's or an analysis script's report and, with ``out``, write it there atomically."""
+    report = "\n".join(lines)
+    print(report)
+    if out:
+        atomic_write_text(out, report + "\n")
+
+
 def write_record(run_dir: Path, record: dict) -> Path:
     path = Path(run_dir) / RECORD_FILE
     atomic_write_text(path, json.dumps(record, indent=2, sort_keys=False) + "\n")
