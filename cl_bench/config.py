@@ -218,12 +218,24 @@ class RunConfig:
         return _short_hash(self.to_dict())
 
     def config_id(self) -> str:
-        """Hash of the config without seed, device and loader workers: runs that differ only by seed share it."""
-        resolved = self.to_dict()
-        resolved.pop("seed")
-        resolved["train"].pop("device")
-        resolved["train"].pop("num_workers", None)
-        return _short_hash(resolved)
+        """Hash of the config without seed and runtime settings: runs that differ only by seed share it."""
+        return config_id_of(self.to_dict())
+
+
+# Training settings that say where and how fast a run executes, not what it computes: left out of the
+# config id and of the board's train_config column, so runs on cpu and cuda, with or without loader workers,
+# group as seeds of one row.
+RUNTIME_TRAIN_FIELDS = ("device", "num_workers")
+
+
+def config_id_of(resolved: dict) -> str:
+    """The config id of a resolved config (``RunConfig.to_dict()``, or a record's ``config``)."""
+    resolved = json.loads(json.dumps(resolved))
+    resolved.pop("seed", None)
+    if isinstance(resolved.get("train"), dict):
+        for name in RUNTIME_TRAIN_FIELDS:
+            resolved["train"].pop(name, None)
+    return _short_hash(resolved)
 
 
 def _short_hash(payload: dict) -> str:

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
+from cl_bench.config import RUNTIME_TRAIN_FIELDS, config_id_of
 from cl_bench.errors import UserError
 from cl_bench.records import RECORD_FILE, atomic_write_text, read_record, stream_mode
 
@@ -158,17 +159,10 @@ def _component_fields(record: dict, kind: str, drop: Sequence[str] = ("name",)) 
 
 
 def record_config_id(record: dict) -> str:
-    """The record's config_id; recomputed from its config (minus seed, device, workers) when absent."""
+    """The record's config_id; recomputed from its config (minus seed and runtime settings) when absent."""
     if record.get("config_id"):
         return str(record["config_id"])
-    import hashlib
-
-    config = json.loads(json.dumps(record["config"]))
-    config.pop("seed", None)
-    if isinstance(config.get("train"), dict):
-        config["train"].pop("device", None)
-        config["train"].pop("num_workers", None)
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+    return config_id_of(record["config"])
 
 
 def record_model(record: dict) -> str:
@@ -234,14 +228,14 @@ def _group_columns(group: list[dict]) -> dict[str, Any]:
         "strategy_config": _component_fields(first, "strategy"),
         "model_config": _component_fields(first, "model"),
         "scenario_config": _component_fields(first, "scenario"),
-        "train_config": _component_fields(first, "train", drop=("device", "num_workers")),
+        "train_config": _component_fields(first, "train", drop=RUNTIME_TRAIN_FIELDS),
     }
 
 
-def _seed_row(group: list[dict]) -> dict:
-    """The summary row of one group of same-config records (one per seed)."""
+def _seed_row(group: list[dict], board_metrics: Sequence[tuple[str, Callable[[dict], Any]]] = CL_METRICS) -> dict:
+    """The summary row of one group of same-config records (one per seed): mean and std of each metric."""
     row = _group_columns(group)
-    for stem, read in CL_METRICS:
+    for stem, read in board_metrics:
         row[f"{stem}_mean"], row[f"{stem}_std"] = mean_std([read(r) for r in group])
     return row
 
@@ -311,10 +305,8 @@ def online_boards(records: list[dict], warn: Warn = _warn_stderr) -> list[Board]
     for key in sorted(groups):
         group = _dedupe_seeds(groups[key], warn)
         strategy_config = group[0]["config"].get("strategy") or {}
-        row = {**_group_columns(group), "mode": key[1],
+        row = {**_seed_row(group, ONLINE_METRICS), "mode": key[1],
                "strategy_setting": component_setting("strategy", key[2], strategy_config)}
-        for stem, read in ONLINE_METRICS:
-            row[f"{stem}_mean"], row[f"{stem}_std"] = mean_std([read(r) for r in group])
         rows_by_scenario.setdefault(key[0], []).append(row)
     def order(row: dict) -> tuple:
         return row["mode"], row["a_auc_mean"] is None, -(row["a_auc_mean"] or 0.0), row["strategy"], row["config_id"]

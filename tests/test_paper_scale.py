@@ -434,11 +434,9 @@ def test_paper_presets_ask_for_local_weights_instead_of_downloading(name, tag, c
     assert not (tmp_path / "runs").exists()
 
 
-def test_loader_workers_change_neither_results_nor_the_config_id(tmp_path, monkeypatch, fake_cifar):
+def test_loader_workers_change_neither_results_nor_the_config_id(tmp_path, cifar100):
     """``train.num_workers`` moves the per-item 224-px loading into worker processes: without augmentation
     the matrix is bit-identical to the in-process loader's; with random crops, reproducible for a seed."""
-    monkeypatch.setenv("CL_BENCH_DATA", str(tmp_path / "data"))
-    fake_cifar("cifar100", tmp_path / "data" / "cifar100", train_per_class=2, test_per_class=1)
     records = {}
     for workers, augment, out in [(0, False, "serial"), (2, False, "workers"), (2, True, "a"), (2, True, "b")]:
         config = resolve({}, {"preset": "slca_cifar100", "model": "vit_micro", "device": "cpu"},
@@ -452,9 +450,7 @@ def test_loader_workers_change_neither_results_nor_the_config_id(tmp_path, monke
     assert records["a"]["accuracy_matrix"] == records["b"]["accuracy_matrix"]
 
 
-def test_loader_workers_reach_avalanches_training_loader_and_the_evaluation(tmp_path, monkeypatch, fake_cifar):
-    monkeypatch.setenv("CL_BENCH_DATA", str(tmp_path / "data"))
-    fake_cifar("cifar100", tmp_path / "data" / "cifar100", train_per_class=2, test_per_class=1)
+def test_loader_workers_reach_avalanches_training_loader_and_the_evaluation(tmp_path, monkeypatch, cifar100):
     train_workers, eval_workers = [], []
     make_train_dataloader, make_loader = SlicingDataMixin.make_train_dataloader, runner.make_loader
 
