@@ -1,7 +1,7 @@
 """Tensor-only checkpoints of a strategy between experiences, for ``--resume``.
 
-A checkpoint is two files: ``checkpoint.safetensors`` (every tensor) and ``checkpoint.json``
-(the structure that says where each tensor goes, plus plain numbers). Nothing is pickled.
+A checkpoint is two files: ``checkpoint.<digest>.safetensors`` (every tensor) and ``checkpoint.json`` (the
+structure that says where each tensor goes, plus plain numbers). Nothing is pickled.
 
 What is saved: the model's state dict, the optimizer's state (Avalanche 0.6 keeps it across
 experiences: momentum buffers, Adam moments), the state of every plugin of the strategy (EWC
@@ -9,53 +9,108 @@ importances, SI path integrals, replay buffers, LwF's previous model, A-GEM/GEM 
 Avalanche's clock ...) walked generically through their attributes, the RNG states, and the
 runner's own progress (accuracy rows, timings). Supported attribute values: tensors, Avalanche
 ``ParamData``, ``nn.Module`` (restored into a copy of the strategy's model), containers,
-scalars, tensor-bank Avalanche datasets (saved as bank name + row indices) and plain objects
-of Avalanche/cl-bench classes (restored attribute by attribute). Attributes that are only
-caches of other state (data loaders, iterators) are listed in ``TRANSIENT`` and rebuilt.
+scalars, tensor-bank Avalanche datasets (saved as bank name + row indices) and plain objects of the
+classes in an explicit allow-list (restored attribute by attribute): the few Avalanche classes the
+suite's strategies hold (:data:`AVALANCHE_STATE_TYPES`), the config class of every registered component,
+and classes a strategy module registers with :func:`state_type`. Attributes that are only caches of other
+state (data loaders, iterators) are listed in ``TRANSIENT`` and rebuilt.
+
+What ``--resume`` trusts: nothing in the files names code. A class is looked up in the allow-list by its
+name, never imported; a name outside it, an attribute name that is a dunder, or a template attribute the
+strategy does not declare is refused. The pair is atomic as a unit: the tensors file is named by its
+digest and written first, then ``checkpoint.json`` (which names that file and its SHA-256) replaces the
+previous one in one rename, then the previous tensors file is removed. A kill at any point leaves a
+complete previous or complete new pair; a tensors file that does not match its digest (torn, garbled,
+swapped) is refused. Any problem reading a checkpoint is a one-line :class:`UserError` naming the file.
 """
 
 from __future__ import annotations
 
 import copy
-import importlib
 import json
+import math
 import os
 import random
+import re
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
 from avalanche.benchmarks.utils import AvalancheDataset
 from avalanche.training.plugins import EvaluationPlugin
+from avalanche.training.regularization import LearningWithoutForgetting
+from avalanche.training.storage_policy import ExperienceBalancedBuffer, ReservoirSamplingBuffer
 from avalanche.training.utils import ParamData
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from cl_bench.tensor_data import bank_rows, bank_named
+from cl_bench import records
+from cl_bench.data import file_digest
+from cl_bench.errors import UserError
+from cl_bench.tensor_data import bank_named, bank_rows
 
-CHECKPOINT_TENSORS = "checkpoint.safetensors"
 CHECKPOINT_STRUCTURE = "checkpoint.json"
-ALLOWED_MODULE_PREFIXES = ("avalanche.", "cl_bench.", "strategies.", "attacks.", "evaluators.")
+FORMAT = 2  # 1: a fixed-name tensors file renamed separately from the structure (not atomic); refused
+TENSORS_NAME = re.compile(r"checkpoint\.[0-9a-f]{16}\.safetensors")
+LEGACY_TENSORS = "checkpoint.safetensors"
 # caches rebuilt from other state: A-GEM's memory loader and its iterator
 TRANSIENT = {"buffer_dataloader", "buffer_dliter"}
+NON_FINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
 
 
 class UnsupportedState(TypeError):
     pass
 
 
-class _Encoder:
-    def __init__(self):
-        self.tensors: dict[str, torch.Tensor] = {}
+class CorruptCheckpoint(ValueError):
+    pass
 
+
+_STATE_TYPES: dict[str, type] = {}
+
+
+def _type_name(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def state_type(cls: type) -> type:
+    """Class decorator: objects of ``cls`` may be checkpointed (restored attribute by attribute, no __init__)."""
+    _STATE_TYPES[_type_name(cls)] = cls
+    return cls
+
+
+# the Avalanche objects the suite's strategies keep in their plugins
+AVALANCHE_STATE_TYPES = (LearningWithoutForgetting, ExperienceBalancedBuffer, ReservoirSamplingBuffer)
+for _cls in AVALANCHE_STATE_TYPES:
+    state_type(_cls)
+
+
+def allowed_state_types() -> dict[str, type]:
+    """Name -> class of every object type a checkpoint may hold: the list above, registered configs."""
+    from cl_bench.registry import REGISTRIES
+
+    allowed = dict(_STATE_TYPES)
+    for registry in REGISTRIES.values():
+        for entry in registry.entries():
+            allowed[_type_name(entry.config_class)] = entry.config_class
+    return allowed
+
+
+class _Encoder:
     def tensor(self, value: torch.Tensor) -> str:
         key = f"t{len(self.tensors)}"
         self.tensors[key] = value.detach().cpu().contiguous().clone()
         return key
 
+    def __init__(self):
+        self.tensors: dict[str, torch.Tensor] = {}
+        self.allowed = allowed_state_types()
+
     def encode(self, value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return {"__float__": repr(value)}  # JSON has no literal for it
         if value is None or isinstance(value, (bool, int, float, str)):
             return value
         if isinstance(value, torch.Tensor):
@@ -83,9 +138,10 @@ class _Encoder:
         if rows is not None:
             return {"__bankdata__": [[bank.name, self.tensor(indices)] for bank, indices in rows]}
         cls = type(value)
-        if cls.__module__.startswith(ALLOWED_MODULE_PREFIXES) and hasattr(value, "__dict__"):
-            return {"__object__": f"{cls.__module__}:{cls.__qualname__}", "state": self.encode_attributes(value)}
-        raise UnsupportedState(f"cannot checkpoint a {cls.__module__}.{cls.__qualname__}")
+        if self.allowed.get(_type_name(cls)) is cls and hasattr(value, "__dict__"):
+            return {"__object__": _type_name(cls), "state": self.encode_attributes(value)}
+        raise UnsupportedState(f"cannot checkpoint a {cls.__module__}.{cls.__qualname__} (not in the allow-list; "
+                               f"register it with cl_bench.checkpoint.state_type)")
 
     def encode_attributes(self, obj: Any) -> dict:
         encoded = {}
@@ -104,20 +160,32 @@ class _Decoder:
         self.tensors = tensors
         self.module_template = module_template
         self.device = device
+        self.allowed = allowed_state_types()
+
+    def tensor(self, key: Any) -> torch.Tensor:
+        if not isinstance(key, str) or key not in self.tensors:
+            raise CorruptCheckpoint(f"it names a tensor {key!r} the tensors file does not hold")
+        return self.tensors[key]
 
     def decode(self, value: Any) -> Any:
+        if isinstance(value, list):
+            raise CorruptCheckpoint("a bare list where an encoded value belongs")
         if not isinstance(value, dict):
             return value
         if "__tensor__" in value:
-            return self.tensors[value["__tensor__"]]
+            return self.tensor(value["__tensor__"])
+        if "__float__" in value:
+            if value["__float__"] not in NON_FINITE:
+                raise CorruptCheckpoint(f"{value['__float__']!r} is not a non-finite float")
+            return NON_FINITE[value["__float__"]]
         if "__param__" in value:
-            data = self.tensors[value["__param__"]].to(self.device)
-            return ParamData(value["name"], data.shape, init_tensor=data, device=self.device)
+            data = self.tensor(value["__param__"]).to(self.device)
+            return ParamData(str(value["name"]), data.shape, init_tensor=data, device=self.device)
         if "__device__" in value:
-            return torch.device(value["__device__"])
+            return torch.device(str(value["__device__"]))
         if "__module__" in value:
             module = copy.deepcopy(self.module_template)
-            module.load_state_dict({k: self.tensors[v] for k, v in value["__module__"].items()})
+            module.load_state_dict({str(k): self.tensor(v) for k, v in value["__module__"].items()})
             return module.to(self.device)
         if "__defaultdict__" in value:
             factory = {"dict": dict, "list": list, "set": set}[value["__defaultdict__"]]
@@ -130,25 +198,30 @@ class _Decoder:
         if "__emptydata__" in value:
             return AvalancheDataset([])
         if "__bankdata__" in value:
-            parts = [bank_named(name).dataset(self.tensors[key].tolist()) for name, key in value["__bankdata__"]]
+            parts = [bank_named(str(name)).dataset(self.tensor(key).tolist()) for name, key in value["__bankdata__"]]
             dataset = parts[0]
             for part in parts[1:]:
                 dataset = dataset.concat(part)
             return dataset
         if "__object__" in value:
-            module_name, qualname = value["__object__"].split(":")
-            if not module_name.startswith(ALLOWED_MODULE_PREFIXES):
-                raise ValueError(f"checkpoint names a class outside the allowed packages: {module_name}")
-            cls: Any = importlib.import_module(module_name)
-            for part in qualname.split("."):
-                cls = getattr(cls, part)
+            cls = self.allowed.get(value["__object__"]) if isinstance(value["__object__"], str) else None
+            if cls is None:
+                # looked up, never imported: a name outside the allow-list is refused, whatever it names
+                raise CorruptCheckpoint(f"it names the class {str(value['__object__'])[:80]!r}, which is not one "
+                                        f"the suite writes")
             obj = cls.__new__(cls)
             self.restore_attributes(obj, value["state"])
             return obj
-        raise ValueError(f"unrecognised checkpoint entry {sorted(value)[:3]}")
+        raise CorruptCheckpoint(f"unrecognised entry {sorted(map(str, value))[:3]}")
 
-    def restore_attributes(self, obj: Any, encoded: dict) -> None:
+    def restore_attributes(self, obj: Any, encoded: Any, allowed_names: Optional[Sequence[str]] = None) -> None:
+        if not isinstance(encoded, dict):
+            raise CorruptCheckpoint(f"the state of a {type(obj).__name__} is not a mapping")
         for name, value in encoded.items():
+            if not isinstance(name, str) or not name.isidentifier() or name.startswith("__"):
+                raise CorruptCheckpoint(f"attribute name {str(name)[:40]!r} is not one the suite writes")
+            if allowed_names is not None and name not in allowed_names:
+                raise CorruptCheckpoint(f"{type(obj).__name__} does not declare a checkpointed attribute {name!r}")
             setattr(obj, name, self.decode(value))
 
 
@@ -174,49 +247,112 @@ def _plugin_state(encoder: _Encoder, plugin) -> dict:
 
 
 def save(directory: Path, strategy, progress: dict) -> None:
-    """Write the strategy's state and the runner's ``progress`` (JSON-able + tensors) atomically."""
+    """Write the strategy's state and the runner's ``progress`` (JSON-able + tensors) atomically as a pair."""
     encoder = _Encoder()
     structure = {
+        "format": FORMAT,
         "model": encoder.encode(strategy.model),
         "optimizer": encoder.encode(strategy.optimizer.state_dict()),
         "plugins": [_plugin_state(encoder, plugin) for plugin in strategy.plugins],
         # state a template keeps on itself rather than in a plugin (e.g. Cumulative's union dataset)
-        "template": {name: encoder.encode(getattr(strategy, name))
-                     for name in getattr(strategy, "checkpoint_attributes", ())},
+        "template": {name: encoder.encode(getattr(strategy, name)) for name in _template_attributes(strategy)},
         "rng": encoder.encode(rng_state()),
         "progress": encoder.encode(progress),
     }
     directory = Path(directory)
-    tensors_tmp = directory / (CHECKPOINT_TENSORS + ".tmp")
-    structure_tmp = directory / (CHECKPOINT_STRUCTURE + ".tmp")
-    save_file(encoder.tensors, str(tensors_tmp))
-    structure_tmp.write_text(json.dumps(structure))
-    # the structure file is renamed last: its presence means the pair is complete
-    os.replace(tensors_tmp, directory / CHECKPOINT_TENSORS)
-    os.replace(structure_tmp, directory / CHECKPOINT_STRUCTURE)
+    staging = records.temporary_path(directory / LEGACY_TENSORS)
+    try:
+        save_file(encoder.tensors, str(staging))
+        digest = file_digest(staging, "sha256")
+        tensors_name = f"checkpoint.{digest[:16]}.safetensors"
+        os.replace(staging, directory / tensors_name)
+    finally:
+        staging.unlink(missing_ok=True)
+    structure["tensors"] = {"file": tensors_name, "sha256": digest}
+    # one rename switches from the previous pair to this one
+    records.atomic_write_text(directory / CHECKPOINT_STRUCTURE, records.strict_json(structure))
+    for stale in _tensor_files(directory):
+        if stale.name != tensors_name:
+            stale.unlink(missing_ok=True)
+
+
+def _template_attributes(strategy) -> tuple[str, ...]:
+    return tuple(getattr(strategy, "checkpoint_attributes", ()))
+
+
+def _tensor_files(directory: Path) -> list[Path]:
+    return [path for path in Path(directory).glob("checkpoint.*safetensors")
+            if TENSORS_NAME.fullmatch(path.name) or path.name == LEGACY_TENSORS]
 
 
 def exists(directory: Path) -> bool:
-    return (Path(directory) / CHECKPOINT_STRUCTURE).is_file() and (Path(directory) / CHECKPOINT_TENSORS).is_file()
+    """True when ``directory`` holds a checkpoint structure file (load checks that its tensors match)."""
+    return (Path(directory) / CHECKPOINT_STRUCTURE).is_file()
+
+
+def remove(directory: Path) -> None:
+    """Delete the checkpoint of ``directory`` (the run is complete)."""
+    (Path(directory) / CHECKPOINT_STRUCTURE).unlink(missing_ok=True)
+    for path in _tensor_files(directory):
+        path.unlink(missing_ok=True)
 
 
 def load(directory: Path, strategy) -> dict:
-    """Restore the strategy (model, plugins) and the RNG; return the runner's saved progress."""
+    """Restore the strategy (model, plugins) and the RNG; return the runner's saved progress.
+
+    A UserError (one line, naming the file and the fix) for a checkpoint that is missing a part, torn,
+    garbled, of another strategy or shape, or that names anything the suite does not write.
+    """
     directory = Path(directory)
-    structure = json.loads((directory / CHECKPOINT_STRUCTURE).read_text())
-    tensors = load_file(str(directory / CHECKPOINT_TENSORS))
+    structure_path = directory / CHECKPOINT_STRUCTURE
+    try:
+        structure, tensors = _read_pair(directory)
+        return _restore(structure, tensors, strategy)
+    except UserError:
+        raise
+    except Exception as error:  # whatever a damaged file makes the decoder trip on, it is the file's fault
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"cannot resume from the checkpoint {structure_path}: {reason[:300]}; "
+                        f"start the run over with --force") from None
+
+
+def _read_pair(directory: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    try:
+        structure = records.read_json(directory / CHECKPOINT_STRUCTURE)
+    except UnicodeDecodeError:
+        raise CorruptCheckpoint("it is not UTF-8 text") from None
+    except json.JSONDecodeError as error:
+        raise CorruptCheckpoint(f"it is not valid JSON ({error.msg} at line {error.lineno})") from None
+    if not isinstance(structure, dict) or structure.get("format") != FORMAT:
+        raise CorruptCheckpoint(f"it is not a format-{FORMAT} checkpoint (written by another cl-bench version?)")
+    reference = structure.get("tensors")
+    if (not isinstance(reference, dict) or not isinstance(reference.get("file"), str)
+            or not TENSORS_NAME.fullmatch(reference["file"]) or not isinstance(reference.get("sha256"), str)):
+        raise CorruptCheckpoint("its reference to the tensors file is malformed")
+    tensors_path = directory / reference["file"]
+    if not tensors_path.is_file():
+        raise CorruptCheckpoint(f"its tensors file {reference['file']} is missing")
+    if file_digest(tensors_path, "sha256") != reference["sha256"]:
+        raise CorruptCheckpoint(f"the tensors file {reference['file']} does not match its SHA-256 (torn, garbled "
+                                f"or replaced)")
+    return structure, load_file(str(tensors_path))
+
+
+def _restore(structure: dict, tensors: dict[str, torch.Tensor], strategy) -> dict:
     decoder = _Decoder(tensors, strategy.model, strategy.device)
-    strategy.model.load_state_dict({k: tensors[v] for k, v in structure["model"]["__module__"].items()})
+    strategy.model.load_state_dict({str(k): decoder.tensor(v) for k, v in structure["model"]["__module__"].items()})
     if len(structure["plugins"]) != len(strategy.plugins):
-        raise ValueError("checkpoint was written by a strategy with a different set of plugins")
+        raise CorruptCheckpoint("it was written by a strategy with a different set of plugins")
     for plugin, encoded in zip(strategy.plugins, structure["plugins"]):
         decoder.restore_attributes(plugin, encoded)
         if hasattr(plugin, "buffer_dliter") and getattr(plugin, "buffers", None):
             _rebuild_agem_loader(plugin)
-    decoder.restore_attributes(strategy, structure["template"])
+    decoder.restore_attributes(strategy, structure["template"], allowed_names=_template_attributes(strategy))
     if structure.get("optimizer") is not None:
         restore_optimizer(strategy, decoder.decode(structure["optimizer"]))
     progress = decoder.decode(structure["progress"])
+    if not isinstance(progress, dict):
+        raise CorruptCheckpoint("its progress block is not a mapping")
     set_rng_state(decoder.decode(structure["rng"]))
     return progress
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -34,6 +35,12 @@ COMPONENT_KINDS = ("scenario", "model", "strategy", "attack")
 SETTABLE_KINDS = COMPONENT_KINDS + ("train",)
 DEFAULT_SCENARIO = "continual_swiss_roll"
 DEFAULT_STRATEGY = "naive"
+# numpy's seed range; larger seeds fail deep inside seeding
+MAX_SEED = 2**32 - 1
+# every integer field is a count, a size or an index: anything past int64 overflows torch and numpy
+MAX_INT = 2**63 - 1
+# models compute in float32: a larger hyperparameter (an lr of 1e308) overflows in the optimizer's first step
+MAX_FLOAT = 3.4028234663852886e38
 
 
 def param(default: Any, doc: str, *, low: Optional[float] = None, high: Optional[float] = None,
@@ -92,11 +99,21 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         raise UserError(f"{where} must be true or false, got {value!r}")
     if annotation is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) > MAX_INT:
+                raise UserError(f"{where} is out of range, got {value!r}")
             return value
         raise UserError(f"{where} must be an integer, got {value!r}")
     if annotation is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                number = float(value)
+            except OverflowError:
+                raise UserError(f"{where} is out of range, got {value!r}") from None
+            if not math.isfinite(number):
+                raise UserError(f"{where} must be a finite number, got {value!r}")
+            if abs(number) > MAX_FLOAT:
+                raise UserError(f"{where} is out of range (float32 holds up to 3.4e38), got {value!r}")
+            return number
         raise UserError(f"{where} must be a number, got {value!r}")
     if annotation is str:
         if isinstance(value, str):
@@ -134,7 +151,7 @@ def build_config(config_class: type, values: dict, where: str) -> ComponentConfi
     """Instantiate ``config_class`` from defaults overlaid with ``values``, fully validated."""
     known = config_fields(config_class)
     hints = typing.get_type_hints(config_class)
-    unknown = sorted(set(values) - set(known))
+    unknown = sorted(set(values) - set(known), key=str)
     if unknown:
         valid = ", ".join(sorted(known)) or "none"
         raise UserError(f"unknown {where} field {unknown[0]!r}; valid fields: {valid}")
@@ -252,7 +269,7 @@ def parse_set(assignment: str) -> tuple[str, str, Any]:
         raise UserError(f"--set kind must be one of {', '.join(SETTABLE_KINDS)}, got {kind!r}")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         value = raw
     return kind, name, value
 
@@ -263,10 +280,17 @@ def load_yaml(path: Path) -> dict:
     if not path.is_file():
         raise UserError(f"config file {path} does not exist")
     try:
-        content = yaml.safe_load(path.read_text())
+        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise UserError(f"config file {path} is not UTF-8 text (byte {error.start}); save it as UTF-8 YAML") \
+            from None
+    except OSError as error:
+        raise UserError(f"config file {path} cannot be read: {error.strerror}") from None
     except yaml.YAMLError as error:
         first = str(error).splitlines()[0]
         raise UserError(f"config file {path} is not valid YAML: {first}") from None
+    except RecursionError:
+        raise UserError(f"config file {path} is nested too deeply to be a config") from None
     if content is None:
         return {}
     if not isinstance(content, dict):
@@ -274,15 +298,29 @@ def load_yaml(path: Path) -> dict:
     return content
 
 
+def _check_name(name: Any, kind: str) -> str:
+    """A component or preset name: a non-empty string (an empty one would silently mean the default)."""
+    if not isinstance(name, str):
+        raise UserError(f"{kind} name must be a string, got {name!r}")
+    if not name.strip():
+        hint = "; use none for no attack" if kind == "attack" else f"; see `cl-bench list {kind}`"
+        raise UserError(f"{kind} name is empty{hint}")
+    return name
+
+
 def _split_component(value: Any, kind: str) -> tuple[Optional[str], dict]:
     """A YAML/sweep component entry is either a bare name or {name: ..., field: value ...}."""
     if value is None:
         return None, {}
     if isinstance(value, str):
-        return value, {}
+        return _check_name(value, kind), {}
     if isinstance(value, dict):
         values = dict(value)
         name = values.pop("name", None)
+        if name is not None:
+            _check_name(name, kind)
+        if not all(isinstance(key, str) for key in values):
+            raise UserError(f"{kind} field names must be strings, got {sorted(map(repr, values))[0]}")
         return name, values
     raise UserError(f"{kind} must be a name or a mapping with a 'name' key, got {value!r}")
 
@@ -315,10 +353,16 @@ def resolve(spec: Optional[dict] = None, flags: Optional[dict] = None, sets: Seq
 
     spec = dict(spec or {})
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
-    preset_name = flags.pop("preset", None) or spec.pop("preset", None)
-    preset = load_preset(preset_name)[1] if preset_name else {}
+    for kind in COMPONENT_KINDS + ("preset",):
+        if kind in flags:
+            _check_name(flags[kind], kind)
+    preset_name = flags.pop("preset", None)
+    if preset_name is None and spec.get("preset") is not None:
+        preset_name = _check_name(spec["preset"], "preset")
+    spec.pop("preset", None)
+    preset = load_preset(preset_name)[1] if preset_name is not None else {}
     valid_top = COMPONENT_KINDS + ("train", "seed")
-    unknown_top = sorted(set(spec) - set(valid_top))
+    unknown_top = sorted(set(spec) - set(valid_top), key=str)
     if unknown_top:
         raise UserError(f"unknown config key {unknown_top[0]!r}; valid keys: {', '.join(valid_top + ('preset',))}")
 
@@ -353,7 +397,7 @@ def resolve(spec: Optional[dict] = None, flags: Optional[dict] = None, sets: Seq
     names["strategy"] = names["strategy"] or DEFAULT_STRATEGY
     scenario_entry = REGISTRIES["scenario"].get(names["scenario"])
     names["model"] = names["model"] or scenario_entry.meta.get("default_model", "mlp")
-    if names["attack"] in ("none", "null", ""):
+    if names["attack"] in ("none", "null"):
         names["attack"] = None
     if names["attack"] is None and values["attack"]:
         raise UserError("attack settings were given but no attack; add --attack NAME")
@@ -385,8 +429,8 @@ def resolve(spec: Optional[dict] = None, flags: Optional[dict] = None, sets: Seq
 
     seed = flags.get("seed", spec.get("seed", preset.get("seed", 0)))
     seed = _coerce(seed, int, "seed")
-    if seed < 0:
-        raise UserError(f"seed must be >= 0, got {seed}")
+    if not 0 <= seed <= MAX_SEED:
+        raise UserError(f"seed must be between 0 and {MAX_SEED}, got {seed}")
     return RunConfig(names["scenario"], names["model"], names["strategy"], names["attack"], seed,
                      train, components)  # type: ignore[arg-type]
 

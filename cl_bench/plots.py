@@ -7,8 +7,6 @@ Every PNG is written atomically (temporary file + rename).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -17,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from cl_bench.errors import UserError
-from cl_bench.records import stream_mode
+from cl_bench.records import atomic_output, stream_mode
 
 DPI = 120
 
@@ -48,15 +46,8 @@ def _task_colors(n_tasks: int) -> list:
 def save_figure_atomic(figure: Figure, out_path: Path) -> Path:
     """Save ``figure`` as PNG through a temporary file in the same directory + rename."""
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        figure.savefig(tmp_name, format="png", dpi=DPI, bbox_inches="tight")
-        os.replace(tmp_name, out_path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_output(out_path) as tmp:
+        figure.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
     return out_path
 
 

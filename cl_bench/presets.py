@@ -26,7 +26,7 @@ def preset_names() -> list[str]:
 def load_preset(name: str) -> tuple[str, dict]:
     """(description, config spec) of the preset ``name``; a UserError naming the valid ones otherwise."""
     path = PRESET_DIR / f"{name}.yaml"
-    if not path.is_file():
+    if name not in preset_names():  # a name, never a path: "../x" must not reach another file
         raise UserError(f"unknown preset {name!r}; valid: {', '.join(preset_names())} (see `cl-bench list preset`)")
     spec = yaml.safe_load(path.read_text()) or {}
     description = str(spec.pop("description", ""))

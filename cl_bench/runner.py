@@ -39,7 +39,7 @@ from cl_bench.config import RunConfig, TrainConfig, resolve
 from cl_bench.errors import UserError
 from cl_bench.registry import ATTACKS, MODELS, SCENARIOS, STRATEGIES
 from cl_bench.tensor_data import make_loader
-from cl_bench.templates import ProgressPlugin, StrategyContext, eval_mode, predict_logits
+from cl_bench.templates import DivergenceGuard, ProgressPlugin, StrategyContext, eval_mode, predict_logits
 
 
 def seed_everything(seed: int) -> None:
@@ -110,7 +110,8 @@ def prepare(config: RunConfig, out_dir: Path, progress: bool) -> Prepared:
     model = MODELS.get(config.model).builder(config.components["model"], scenario).to(device)
     # a task-free stream trains one mini-batch per experience: the runner draws one bar for the whole stream
     context = StrategyContext(model=model, train=config.train, scenario=scenario, device=device,
-                              plugins=[ProgressPlugin(scenario.n_experiences,
+                              plugins=[DivergenceGuard(),
+                                       ProgressPlugin(scenario.n_experiences,
                                                       enabled=progress and scenario.online is None)])
     strategy = STRATEGIES.get(config.strategy).builder(config.components["strategy"], context)
     attack = None
@@ -142,22 +143,38 @@ def execute(config: RunConfig, out_dir: Path, command: str = "", resume: bool = 
     A complete record there is returned as is unless ``force``. ``resume`` continues from the
     last checkpoint. ``stop_after`` (tests only) stops after that many experiences, like a kill.
     """
+    records.check_output_dir(out_dir)
     run_dir = Path(out_dir) / config.run_id()
     if records.is_complete(run_dir) and not force:
         log(f"run {config.run_id()} already complete (use --force to redo it)")
         return run_dir
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"{run_dir} is a file, not a run directory; remove it or choose another --out")
     started = time.perf_counter()
     prepared = prepare(config, out_dir, progress)
-    scenario, strategy = prepared.scenario, prepared.strategy
-    test_stream = scenario.benchmark.test_stream
-    if force and run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    created = not run_dir.exists()
+    try:
+        return _execute_prepared(prepared, run_dir, command, resume, force, log, started, stop_after)
+    except UserError:
+        # a run that diverged (or refused its checkpoint) leaves nothing behind that it did not find
+        if created:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
-    if resume and checkpoint.exists(run_dir):
+
+def _execute_prepared(prepared: Prepared, run_dir: Path, command: str, resume: bool, force: bool,
+                      log: Callable[[str], None], started: float, stop_after: Optional[int]) -> Path:
+    config, scenario, strategy = prepared.config, prepared.scenario, prepared.strategy
+    test_stream = scenario.benchmark.test_stream
+    if resume and not force and checkpoint.exists(run_dir):
+        # read (and verify) the checkpoint before anything in the directory changes
         state = checkpoint.load(run_dir, strategy)
+        _check_resumed_state(state, run_dir, scenario.n_experiences)
         log(f"resuming {config.run_id()} after experience {len(state['accuracy_matrix'])}")
     else:
+        if force and run_dir.exists():
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         state = {"accuracy_matrix": [], "per_experience": [], "elapsed_s": 0.0,
@@ -174,6 +191,19 @@ def execute(config: RunConfig, out_dir: Path, command: str = "", resume: bool = 
     record = build_record(prepared, state, command)
     write_outputs(run_dir, record)
     return run_dir
+
+
+def _check_resumed_state(state: dict, run_dir: Path, n_experiences: int) -> None:
+    """The runner's own part of a checkpoint must have the shape this loop writes."""
+    matrix, initial = state.get("accuracy_matrix"), state.get("accuracy_initial")
+    well_formed = (isinstance(matrix, list) and len(matrix) <= n_experiences
+                   and all(isinstance(row, list) and len(row) == n_experiences for row in matrix)
+                   and isinstance(initial, list) and len(initial) == n_experiences
+                   and isinstance(state.get("per_experience"), list)
+                   and isinstance(state.get("elapsed_s"), (int, float)))
+    if not well_formed:
+        raise UserError(f"cannot resume from the checkpoint in {run_dir}: its progress does not fit a stream of "
+                        f"{n_experiences} experiences; start the run over with --force")
 
 
 def train_offline(prepared: Prepared, state: dict, run_dir: Path, started: float, elapsed_before: float,
@@ -408,8 +438,7 @@ def write_outputs(run_dir: Path, record: dict) -> None:
     if record.get("anytime_accuracy", {}).get("samples"):  # a stream shorter than one period has no curve
         plots.plot_anytime([record], run_dir / "anytime_accuracy.png")
     records.write_record(run_dir, record)
-    for name in (checkpoint.CHECKPOINT_TENSORS, checkpoint.CHECKPOINT_STRUCTURE):
-        (run_dir / name).unlink(missing_ok=True)
+    checkpoint.remove(run_dir)
 
 
 def run_from_spec(spec: dict, sets: Sequence[str], out_dir: Path, force: bool = False,

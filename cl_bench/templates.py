@@ -20,6 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cl_bench.config import TrainConfig
+from cl_bench.errors import UserError
 from cl_bench.tensor_data import SliceLoader, gather
 
 
@@ -91,6 +92,30 @@ class ProgressPlugin(SupervisedPlugin):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+class DivergenceGuard(SupervisedPlugin):
+    """Stops a run whose training loss or weights stop being finite, with a one-line UserError.
+
+    First in every strategy's plugin list, so it looks before any other plugin acts on NaNs (GPM's SVD of
+    the representations at the end of an experience, a penalty's importances).
+    """
+
+    stateless = True  # nothing to checkpoint
+
+    def after_training_iteration(self, strategy, **kwargs):
+        if not bool(torch.isfinite(strategy.loss.detach()).all()):
+            raise UserError(_diverged(strategy, f"the training loss became {float(strategy.loss.detach())}"))
+
+    def after_training_exp(self, strategy, **kwargs):
+        for name, parameter in strategy.model.named_parameters():
+            if not bool(torch.isfinite(parameter.detach()).all()):
+                raise UserError(_diverged(strategy, f"parameter {name} holds non-finite values"))
+
+
+def _diverged(strategy, what: str) -> str:
+    return (f"training diverged on experience {strategy.clock.train_exp_counter + 1} ({what}); lower the learning "
+            f"rate (--lr) or the loss weights and run again")
 
 
 @dataclass

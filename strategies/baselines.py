@@ -16,6 +16,9 @@ are marked so in their field docs:
   gradients from 256 memory samples (paper).
 * GEM, Lopez-Paz & Ranzato 2017 (NeurIPS) — 256 patterns per experience, margin 0.5 (paper).
 * RWalk, Chaudhry et al. 2018 (ECCV) — alpha = 0.9, delta_t = 10 (paper), lambda = 0.1 (suite).
+  Avalanche's ``RWalkPlugin`` normalises the path scores by their maximum at the end of each experience;
+  an experience with fewer than delta_t iterations updates no score, so that maximum is 0 and every
+  penalty 0/0 = NaN (the loss is NaN from the next experience on). The builder refuses such a config.
 
 Deviation from stock Avalanche: ``replay`` uses :class:`SlicingReplayPlugin`, which keeps
 Avalanche's storage policy and batch composition (a full batch of new data plus a memory batch,
@@ -34,6 +37,7 @@ from avalanche.training.supervised import (AGEM, EWC, GEM, MAS, Cumulative, Join
                                            SynapticIntelligence)
 
 from cl_bench.config import ComponentConfig, param
+from cl_bench.errors import UserError
 from cl_bench.registry import STRATEGIES
 from cl_bench.tensor_data import gather
 from cl_bench.templates import StrategyContext, fast
@@ -215,5 +219,12 @@ class RWalkConfig(ComponentConfig):
 @STRATEGIES.register("rwalk", config=RWalkConfig)
 def build_rwalk(config: RWalkConfig, context: StrategyContext):
     """Riemannian Walk: online Fisher plus path-integral scores (EWC++ and SI combined)."""
+    train = context.train
+    iterations = min(train.epochs * -(-len(experience.dataset) // train.batch_size)
+                     for experience in context.scenario.benchmark.train_stream)
+    if iterations < config.delta_t:
+        raise UserError(f"rwalk needs at least strategy.delta_t={config.delta_t} iterations per experience, the "
+                        f"shortest has {iterations} (its path scores would be 0/0 = NaN); lower strategy.delta_t "
+                        f"or raise train.epochs")
     plugin = RWalkPlugin(ewc_lambda=config.ewc_lambda, ewc_alpha=config.ewc_alpha, delta_t=config.delta_t)
     return fast(Naive)(**context.template_kwargs([plugin]))

@@ -96,6 +96,7 @@ from avalanche.core import SupervisedPlugin
 from avalanche.training.supervised import Naive
 from torch import nn
 
+from cl_bench.checkpoint import state_type
 from cl_bench.config import ComponentConfig, param
 from cl_bench.errors import UserError
 from cl_bench.registry import STRATEGIES
@@ -219,6 +220,7 @@ def trainable_lora_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
 # ----------------------------------------------------------------------------- pure pieces
 
 
+@state_type  # held by the plugin, restored on --resume
 class PlateauDetector:
     """The loss-window peak/plateau rule of spec section 3 (steps 5-7), a pure function of the sequence."""
 

@@ -131,6 +131,12 @@ def fake_cifar() -> Callable[..., dict[str, np.ndarray]]:
     return make
 
 
+# on split_digits' tiny runs (lr 0.05, one epoch of ~10 mini-batches) the default EWC penalty diverges, and
+# RWalk updates no path score within delta_t=10 iterations: the runner (rightly) refuses both
+SMOKE_SETS = {"ewc": ["strategy.ewc_lambda=10"], "online_ewc": ["strategy.ewc_lambda=10"],
+              "rwalk": ["strategy.delta_t=2"]}
+
+
 def run_cli(args, capsys):
     """(exit code, stdout, stderr) of `cl-bench ARGS` run in this process."""
     try:

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import run_cli
+from conftest import SMOKE_SETS, run_cli
 
 from cl_bench import runner
 from cl_bench.config import resolve
@@ -21,7 +21,7 @@ def _record(run_dir):
 
 def _run(tmp_path, attack=None, sets=(), stop_after=None, resume=False, strategy="naive"):
     config = resolve({}, {"scenario": "split_digits", "strategy": strategy, "attack": attack, "device": "cpu"},
-                     TINY + list(sets))
+                     TINY + SMOKE_SETS.get(strategy, []) + list(sets))
     return runner.execute(config, tmp_path, progress=False, log=lambda line: None, stop_after=stop_after,
                           resume=resume)
 

@@ -15,7 +15,8 @@ TINY = BASE + ["--set", "train.epochs=1", "--set", "model.widths=[32]"]
 
 
 def test_run_writes_record_matrix_and_plot_and_prints_the_run_dir(tmp_path, capsys):
-    code, out, err = run_cli(["run", *TINY, "--strategy", "ewc", "--out", str(tmp_path)], capsys)
+    code, out, err = run_cli(["run", *TINY, "--strategy", "ewc", "--set", "strategy.ewc_lambda=10",
+                              "--out", str(tmp_path)], capsys)
     assert code == 0, err
     run_dir = tmp_path / out.strip().splitlines()[-1].split("/")[-1]
     assert out.strip().splitlines()[-1] == str(run_dir)

@@ -162,7 +162,7 @@ def test_bad_records_are_skipped_with_a_warning(three_seeds: Path, tmp_path: Pat
     joined = " ".join(warnings)
     for name in ("corrupt", "truncated", "binary", "missing", "running", "listy", "partial"):
         assert name in joined
-    assert "not valid JSON" in joined and "'accuracy_matrix'" in joined and "'running'" in joined
+    assert "not valid JSON" in joined and "accuracy_matrix: Field required" in joined and "'running'" in joined
 
 
 def test_duplicate_seed_counts_once(tmp_path: Path) -> None:

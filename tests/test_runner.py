@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+from conftest import SMOKE_SETS
 
 from cl_bench import runner
 from cl_bench.config import resolve
@@ -21,6 +22,8 @@ TINY_VIT = ["train.epochs=1", "model.patch_size=4", "model.embed_dim=16", "model
 def tiny_run(strategy: str) -> tuple[dict, list[str]]:
     """(flags, --set list) of the smallest split_digits run of ``strategy``."""
     flags = {"scenario": "split_digits", "strategy": strategy, "device": "cpu"}
+    if strategy in SMOKE_SETS:
+        return flags, TINY + SMOKE_SETS[strategy]
     if strategy == "l2p":  # 4 prompt tokens instead of 25
         return {**flags, "model": "vit_micro"}, TINY_VIT + ["strategy.pool_size=4", "strategy.prompt_length=2",
                                                             "strategy.top_k=2"]
@@ -61,11 +64,12 @@ def test_resume_keeps_the_momentum_buffers(tmp_path):
 
 
 def test_same_seed_is_bit_identical_and_other_seed_differs(tmp_path):
-    first = resolve({}, {"scenario": "split_digits", "strategy": "ewc", "device": "cpu"}, TINY)
+    first = resolve({}, {"scenario": "split_digits", "strategy": "ewc", "device": "cpu"}, TINY + SMOKE_SETS["ewc"])
     a = _matrix(runner.execute(first, tmp_path / "a", progress=False, log=lambda line: None))
     b = _matrix(runner.execute(first, tmp_path / "b", progress=False, log=lambda line: None))
     assert a == b
-    other = resolve({}, {"scenario": "split_digits", "strategy": "ewc", "device": "cpu", "seed": 1}, TINY)
+    other = resolve({}, {"scenario": "split_digits", "strategy": "ewc", "device": "cpu", "seed": 1},
+                    TINY + SMOKE_SETS["ewc"])
     assert _matrix(runner.execute(other, tmp_path / "c", progress=False, log=lambda line: None)) != a
 
 

@@ -90,7 +90,8 @@ def fake_run(spec: dict, sets: list[str], out_dir: Path, force: bool = False, pr
     record = {"schema_version": 1, "run_id": config.run_id(), "config_id": config.config_id(),
               "status": "complete", "config": config.to_dict(), "scenario": config.scenario,
               "strategy": config.strategy, "model": config.model, "attack": config.attack, "seed": config.seed,
-              "accuracy_matrix": [[1.0]], "metrics": {"acc": 1.0}, "timing": {"total_s": 0.0},
+              "accuracy_matrix": [[1.0]], "metrics": {"acc": 1.0, "bwt": 0.0, "forgetting": 0.0, "learning_acc": 1.0},
+              "timing": {"total_s": 0.0, "train_s": 0.0, "eval_s": 0.0, "per_experience": []},
               "pid": os.getpid(), "torch_threads": torch.get_num_threads()}
     (run_dir / "record.json").write_text(json.dumps(record))
     return run_dir
