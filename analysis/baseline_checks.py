@@ -5,9 +5,10 @@ Each check is one run (seed 0) through the cl-bench runner, next to the register
 * the Swiss roll's network: ``joint`` with biases off (the spec's bias-free MLP) and with lr 0.01 (the spec's
   rate) against the registered default (biases on, lr 0.1);
 * SI: Avalanche 0.6 clamps every importance at 0.001, so even c = 10,000 should leave it equal to naive;
-* MAS: lambda 0.01 against the paper's 1, which freezes the network with Avalanche's unnormalised importances.
+* MAS: lambda 0.01 against the paper's 1; with Avalanche's unnormalised importances lambda 1 makes training
+  diverge (the runner's divergence guard stops the run: NaN or inf loss).
 
-Prints ACC, BWT and learning accuracy of every run.
+Prints ACC, BWT and learning accuracy of every run, or where the run diverged.
 
     python analysis/baseline_checks.py [--out analysis/results/baseline_checks.txt]
 """
@@ -23,6 +24,7 @@ from tqdm.auto import tqdm
 
 from cl_bench import runner
 from cl_bench.config import resolve
+from cl_bench.errors import UserError
 from cl_bench.records import publish_report
 
 # (label, scenario, strategy, --set overrides)
@@ -47,7 +49,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as out:
         for label, scenario, strategy, sets in tqdm(CHECKS, desc="checks", unit="run"):
             config = resolve({}, {"scenario": scenario, "strategy": strategy, "seed": 0, "device": "cpu"}, sets)
-            run_dir = runner.execute(config, Path(out), progress=False, log=lambda line: None)
+            try:
+                run_dir = runner.execute(config, Path(out), progress=False, log=lambda line: None)
+            except UserError as error:  # the divergence guard: no record, say where it stopped
+                lines.append(f"{label:58s} {scenario:22s} {strategy:8s} {str(error).split(';')[0]}")
+                continue
             metrics = json.loads((run_dir / "record.json").read_text())["metrics"]
             lines.append(f"{label:58s} {scenario:22s} {strategy:8s} {metrics['acc']:7.4f} {metrics['bwt']:8.4f} "
                          f"{metrics['learning_acc']:13.4f}")

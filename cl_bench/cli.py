@@ -10,7 +10,7 @@ import csv
 import shlex
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import NoReturn, Optional, Sequence
 
 from cl_bench.errors import UserError
 
@@ -22,8 +22,15 @@ def _positive_int(text: str) -> int:
     return value
 
 
+class _OneLineErrorParser(argparse.ArgumentParser):
+    """argparse whose errors are one line and a pointer to --help (no usage block), exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(UserError.exit_code, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrorParser(
         prog="cl-bench", description="Continual learning under attack: run, sweep, tabulate and plot.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -260,19 +267,41 @@ def _matches(record: dict, assignments: Sequence[str]) -> bool:
     return True
 
 
+def _read_attack_board(path: Path) -> list[dict]:
+    """The rows of an ``attack_<attack>.csv`` board, each checked for what the bar plot reads."""
+    import json
+    import math
+
+    if not path.is_file():
+        raise UserError(f"attack board {path} does not exist; write it with `cl-bench leaderboard`")
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            board = list(csv.DictReader(handle))
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise UserError(f"{path} is not a CSV board ({error}); regenerate it with `cl-bench leaderboard`") from None
+    if board and "bwt_difference_mean" not in board[0]:
+        raise UserError(f"{path} is not an attack board (no bwt_difference_mean column)")
+    for number, row in enumerate(board, start=2):
+        try:
+            config = json.loads(row.get("attack_config") or "{}")
+            mean = float(row["bwt_difference_mean"])
+            std = float(row.get("bwt_difference_std") or 0)
+            well_formed = (isinstance(config, dict) and math.isfinite(mean) and math.isfinite(std)
+                           and all(isinstance(row.get(key), str) for key in ("scenario", "setting", "strategy",
+                                                                             "attack")))
+        except (ValueError, TypeError, KeyError):
+            well_formed = False
+        if not well_formed:
+            raise UserError(f"{path} line {number} is not a well-formed attack board row; regenerate the board with "
+                            f"`cl-bench leaderboard`")
+    return board
+
+
 def command_plot(args: argparse.Namespace) -> None:
     from cl_bench import plots, records
 
     if args.attack_board:
-        rows = []
-        for path in args.attack_board:
-            if not path.is_file():
-                raise UserError(f"attack board {path} does not exist; write it with `cl-bench leaderboard`")
-            with path.open(newline="") as handle:
-                board = list(csv.DictReader(handle))
-            if board and "bwt_difference_mean" not in board[0]:
-                raise UserError(f"{path} is not an attack board (no bwt_difference_mean column)")
-            rows += board
+        rows = [row for path in args.attack_board for row in _read_attack_board(path)]
         print(plots.plot_attack_boards(rows, args.out or Path("attack_bwt.png")))
         return
     selected: list[dict] = []

@@ -185,9 +185,20 @@ def memory_occupancy(record: dict) -> tuple[list[str], np.ndarray]:
     if not memory or not memory.get("occupancy"):
         raise UserError(f"run {record.get('run_id', '?')} ({record.get('strategy', '?')}) has no GPM memory "
                         f"to plot; --memory needs runs of gpm, gpm_sparse, gpm_kwta or gpm_hd")
-    layers = list(memory["layer_dims"])
-    fractions = np.array([[after_task.get(layer, 0.0) for layer in layers] for after_task in memory["occupancy"]])
+    layer_dims, occupancy = memory.get("layer_dims"), memory["occupancy"]
+    layers = list(layer_dims) if isinstance(layer_dims, dict) else []
+    well_formed = (layers and all(isinstance(dim, int) for dim in layer_dims.values()) and isinstance(occupancy, list)
+                   and all(isinstance(after_task, dict) and all(_is_number(after_task.get(layer, 0.0))
+                                                                for layer in layers) for after_task in occupancy))
+    if not well_formed:
+        raise UserError(f"run {record.get('run_id', '?')}: its strategy_info.gpm_memory is malformed (layer_dims "
+                        f"and occupancy per task expected); rerun it with --force")
+    fractions = np.array([[after_task.get(layer, 0.0) for layer in layers] for after_task in occupancy], dtype=float)
     return layers, fractions
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
 
 
 def plot_memory(records: list[dict], out_path: Path) -> Path:
@@ -274,8 +285,11 @@ def plot_attack_boards(rows: list[dict], out_path: Path, effect: str = "bwt") ->
 def plateau_samples(record: dict) -> list[int]:
     """Stream positions (samples seen) where a strategy detected a loss plateau (Online-LoRA), else []."""
     info = record.get("strategy_info") or {}
-    return [int(s) for entry in info.values() if isinstance(entry, dict)
-            for s in entry.get("plateau_samples", [])]
+    samples = [s for entry in info.values() if isinstance(entry, dict) for s in entry.get("plateau_samples") or []]
+    if not all(isinstance(s, int) and not isinstance(s, bool) for s in samples):
+        raise UserError(f"run {record.get('run_id', '?')}: its plateau_samples are not stream positions; rerun it "
+                        f"with --force")
+    return samples
 
 
 MODE_ORDER = {"disjoint": 0, "blurry": 1}  # panel order of the task-free stream modes

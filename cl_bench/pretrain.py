@@ -143,6 +143,9 @@ def backbone_from_card(card: dict) -> nn.Module:
     """A freshly initialised VisionTransformer with the architecture a card records (weights not loaded)."""
     from timm.models.vision_transformer import VisionTransformer
 
+    if not isinstance(card.get("model"), dict) or not (card.get("data") or {}).get("input_shape"):
+        raise UserError(f"card {card.get('name')!r} does not say which model and input shape it was trained with; "
+                        f"re-create it with cl-bench pretrain --force")
     values = {k: v for k, v in card["model"].items() if k != "name"}
     # the architecture only: the initial weights the backbone was trained from are not reloaded
     values.update({"weights": ""} if "weights" in values else {})

@@ -152,13 +152,15 @@ def execute(config: RunConfig, out_dir: Path, command: str = "", resume: bool = 
         raise UserError(f"{run_dir} is a file, not a run directory; remove it or choose another --out")
     started = time.perf_counter()
     prepared = prepare(config, out_dir, progress)
-    created = not run_dir.exists()
+    created = [path for path in (run_dir, Path(out_dir)) if not path.exists()]
     try:
         return _execute_prepared(prepared, run_dir, command, resume, force, log, started, stop_after)
     except UserError:
         # a run that diverged (or refused its checkpoint) leaves nothing behind that it did not find
-        if created:
+        if run_dir in created:
             shutil.rmtree(run_dir, ignore_errors=True)
+        if Path(out_dir) in created and Path(out_dir).is_dir() and not any(Path(out_dir).iterdir()):
+            Path(out_dir).rmdir()
         raise
 
 

@@ -58,7 +58,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from cl_bench.config import COMPONENT_KINDS, SETTABLE_KINDS, load_yaml, resolve
 from cl_bench.errors import UserError
-from cl_bench.records import RECORD_FILE, is_complete
+from cl_bench.records import RECORD_FILE, check_output_dir, is_complete
 
 SWEEP_KEYS = ("name", "out", "grid", "base", "set", "only", "exclude", "runs")
 GRID_COMPONENT_KEYS = COMPONENT_KINDS  # scenario, model, strategy, attack
@@ -193,7 +193,12 @@ def parse_sweep(content: dict, name: str = "sweep", path: Optional[Path] = None)
                     raise UserError(f"{where}: {key} pattern key {pattern_key!r} is not a grid axis "
                                     f"({', '.join(map(str, grid)) or 'no grid'})")
     out = content.get("out")
-    return SweepSpec(name=str(content.get("name") or name), out=Path(out) if out else None, grid=grid,
+    if out is not None and (not isinstance(out, str) or not out.strip()):
+        raise UserError(f"{where}: out must be a directory path (a string), got {out!r}")
+    sweep_name = content.get("name")
+    if sweep_name is not None and (not isinstance(sweep_name, str) or not sweep_name.strip()):
+        raise UserError(f"{where}: name must be a non-empty string, got {sweep_name!r}")
+    return SweepSpec(name=sweep_name or name, out=Path(out) if out else None, grid=grid,
                      base=base, sets=list(sets), only=patterns["only"], exclude=patterns["exclude"],
                      runs=runs, path=path)
 
@@ -435,6 +440,7 @@ def execute(runs: Sequence[RunSpec], out_dir: Path, workers: int = 1, executor: 
     run_fn = run_fn or _default_run_fn
     echo = echo or _echo_default
     out_dir = Path(out_dir)
+    check_output_dir(out_dir)
     result = SweepResult()
     pending: list[RunSpec] = []
     for run in runs:

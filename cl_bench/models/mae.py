@@ -213,6 +213,10 @@ def load_mae(name_or_path: str, device: str = "cpu") -> MaskedAutoencoder:
     if card.get("sha256") not in (None, file_sha256(path)):
         raise UserError(f"weights {path} do not match the sha256 in their card; re-create them with --force")
     method = card["method"]
+    if any(method.get(key) is None for key in ("decoder_embed_dim", "decoder_depth", "decoder_num_heads",
+                                               "norm_pix_loss")):
+        raise UserError(f"the card of {path} does not describe its MAE decoder; re-create it with "
+                        f"`cl-bench pretrain --method mae --force`")
     mae = MaskedAutoencoder(backbone_from_card(card), method["decoder_embed_dim"], method["decoder_depth"],
                             method["decoder_num_heads"], norm_pix_loss=method["norm_pix_loss"])
     tensors = read_weights(path)

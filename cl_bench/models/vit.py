@@ -38,10 +38,11 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Union
+from typing import Annotated, Iterator, Optional, Union
 
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
@@ -320,16 +321,65 @@ def file_sha256(path: Path) -> str:
     return file_digest(path, "sha256")
 
 
+class _CardPart(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow")
+
+
+class _CardModel(_CardPart):
+    name: str
+
+
+class _CardData(_CardPart):
+    dataset: Optional[str] = None
+    input_shape: Optional[list[Annotated[int, Field(ge=1)]]] = None
+    pool: Optional[dict] = None
+
+
+class _CardMethod(_CardPart):
+    name: str
+    decoder_embed_dim: Optional[Annotated[int, Field(ge=1)]] = None
+    decoder_depth: Optional[Annotated[int, Field(ge=1)]] = None
+    decoder_num_heads: Optional[Annotated[int, Field(ge=1)]] = None
+    norm_pix_loss: Optional[bool] = None
+
+
+class BackboneCard(_CardPart):
+    """The types of what the readers of a ``card.json`` use (the rest is kept as plain JSON). A card written by
+    hand for one's own weights may give only some parts; ``cl-bench pretrain`` writes them all."""
+
+    name: Optional[str] = None
+    model: Optional[_CardModel] = None
+    method: Optional[_CardMethod] = None
+    data: Optional[_CardData] = None
+    epochs: Optional[Annotated[int, Field(ge=0)]] = None
+    seed: Optional[Annotated[int, Field(ge=0)]] = None
+    sha256: Optional[Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]] = None
+
+
 def read_card(weights_path: Path) -> Optional[dict]:
-    """The card.json next to a weight file, or None."""
+    """The card.json next to a weight file (strict JSON checked against :class:`BackboneCard`), or None."""
+    from cl_bench.records import read_json
+
     card_path = weights_path.parent / CARD_FILE
     if not card_path.is_file():
         return None
+    fix = "re-create it with cl-bench pretrain --force"
     try:
-        return json.loads(card_path.read_text())
-    except json.JSONDecodeError:
-        raise UserError(f"backbone card {card_path} is not valid JSON; re-create it with cl-bench pretrain --force") \
-            from None
+        card = read_json(card_path)
+    except UnicodeDecodeError:
+        raise UserError(f"backbone card {card_path} is not UTF-8 text; {fix}") from None
+    except (OSError, ValueError) as error:
+        reason = error.msg if isinstance(error, json.JSONDecodeError) else str(error)
+        raise UserError(f"backbone card {card_path} is not valid JSON ({reason}); {fix}") from None
+    if not isinstance(card, dict):
+        raise UserError(f"backbone card {card_path} is not a JSON object; {fix}")
+    try:
+        BackboneCard.model_validate(card)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise UserError(f"backbone card {card_path} is damaged ({where}: {first['msg']}); {fix}") from None
+    return card
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
