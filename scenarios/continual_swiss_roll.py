@@ -24,6 +24,15 @@ The generator (spec sections 1-4), implemented exactly:
   raw coordinates;
 * randomness: task ``t`` uses its own ``numpy.random.Generator(seed + 1000 t)`` (tasks are
   reproducible individually).
+* **lift (suite variant v2, ``lift_dim > 0``)**: after scaling (and the optional embedding), every point is
+  mapped by a fixed random Fourier feature map ``z = sqrt(2) cos(x W / bandwidth + b)`` into ``lift_dim``
+  dimensions, ``W ~ N(0, I)`` of shape (D, lift_dim) and ``b ~ U(0, 2 pi)``, drawn once from their own
+  generator seeded with ``(seed, LIFT_STREAM)`` (data-independent, the same map for every task). Each
+  feature has mean ~0 and variance ~1; ``bandwidth`` (default 0.5, in the scaled units where the roll
+  spans about [-1, 1]) sets how far apart two points must be for their features to decorrelate. Why: on
+  the raw 3-D input a GPM memory holds every input direction after a few tasks, so the first layer (and
+  which k-WTA units win) freezes; in 100 lifted dimensions the windows occupy different input directions,
+  which is the regime GPM's null-space projection needs. ``lift_dim = 0`` keeps the raw variant.
 
 Suite choices the spec leaves open, fixed here:
 
@@ -55,7 +64,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import ClassVar, Optional
 
 import numpy as np
 import torch
@@ -69,6 +78,7 @@ SCALE = 4.5 * math.pi  # the largest roll parameter: divides every coordinate
 HEIGHT = 21.0  # height of the roll (second coordinate), as in scikit-learn's generator
 TASK_SEED_STRIDE = 1000  # task t draws from Generator(seed + 1000 t)
 EMBEDDING_STREAM = 0x5E3D  # second seed word of the embedding matrix's own generator
+LIFT_STREAM = 0x11F7  # second seed word of the random Fourier feature map's own generator
 
 
 @dataclass
@@ -92,6 +102,14 @@ class ContinualSwissRollConfig(ComponentConfig):
                                                  "default 2*pi/n_tasks [suite]")
     task_labels: bool = param(False, "give each task its own task label (multi-head, task-incremental); "
                                      "default: one shared head, domain-incremental [suite]")
+    lift_dim: int = param(0, "suite variant v2: map the input to this many dimensions with a fixed random Fourier "
+                             "feature map sqrt(2) cos(xW/bandwidth + b); 0 keeps the raw D-dimensional input [suite]",
+                          low=0)
+    lift_bandwidth: float = param(0.5, "v2: bandwidth of the Fourier feature map, in the scaled units (the roll "
+                                       "spans about [-1, 1]) [suite]", low=0.0, low_open=True)
+
+    # added after the raw variant's results were committed: those runs keep their ids
+    omitted_at_default: ClassVar[tuple[str, ...]] = ("lift_dim", "lift_bandwidth")
 
     def validate(self) -> None:
         if self.n_classes % 2:
@@ -122,6 +140,25 @@ def embedding_matrix(config: ContinualSwissRollConfig, seed: int) -> Optional[np
     return q[:3]
 
 
+def lift_map(config: ContinualSwissRollConfig, seed: int) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """The fixed random Fourier feature map (W of shape (dim, lift_dim), b of shape (lift_dim,)), or None."""
+    if config.lift_dim == 0:
+        return None
+    rng = np.random.default_rng((seed, LIFT_STREAM))
+    weights = rng.standard_normal((config.dim, config.lift_dim))
+    phases = rng.uniform(0.0, 2.0 * math.pi, size=config.lift_dim)
+    return weights, phases
+
+
+def lift(points: np.ndarray, config: ContinualSwissRollConfig, seed: int) -> np.ndarray:
+    """``points`` (n, dim), scaled, through the lift map: (n, lift_dim); unchanged when lift_dim is 0."""
+    lift_parameters = lift_map(config, seed)
+    if lift_parameters is None:
+        return points
+    weights, phases = lift_parameters
+    return math.sqrt(2.0) * np.cos(points @ weights / config.lift_bandwidth + phases)
+
+
 def raw_points(config: ContinualSwissRollConfig, rng: np.random.Generator, task: int, label: int,
                n: int) -> np.ndarray:
     """``n`` 3-D points of class ``label`` for task ``task``, with noise, before scaling (float64)."""
@@ -143,7 +180,7 @@ def raw_points(config: ContinualSwissRollConfig, rng: np.random.Generator, task:
 
 def generate_task(config: ContinualSwissRollConfig, seed: int,
                   task: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Task ``task``'s (x_train, y_train, x_test, y_test): float32 (n, dim), int64 labels, scaled.
+    """Task ``task``'s (x_train, y_train, x_test, y_test): float32 (n, dim or lift_dim), int64 labels, scaled.
 
     A pure function of (config, seed, task): the same arguments give bitwise identical arrays.
     """
@@ -163,6 +200,7 @@ def generate_task(config: ContinualSwissRollConfig, seed: int,
         points = points[order] / SCALE
         if embedding is not None:
             points = points @ embedding
+        points = lift(points, config, seed)
         arrays += [points.astype(np.float32), labels[order]]
     return tuple(arrays)  # type: ignore[return-value]
 
@@ -179,7 +217,9 @@ def build(config: ContinualSwissRollConfig, seed: int) -> ScenarioData:
         test_parts.append((torch.from_numpy(x_test), torch.from_numpy(y_test)))
     shift = ("a moving window along the roll" if config.mode == "window"
              else f"the whole roll rotated by {config.resolved_rotation_step():.4g} rad per task")
-    description = (f"Continual Swiss Roll (suite variant; not comparable number-for-number with Abbasi et al. "
+    variant = (f"suite variant v2, lifted to {config.lift_dim} random Fourier features (bandwidth "
+               f"{config.lift_bandwidth})" if config.lift_dim else "suite variant, raw input")
+    description = (f"Continual Swiss Roll ({variant}; not comparable number-for-number with Abbasi et al. "
                    f"2022): {config.n_tasks} tasks, {config.n_classes} classes, D={config.dim}, "
                    f"sigma={config.sigma}, {config.n_train}/{config.n_test} train/test samples per class per "
                    f"task, tasks differ by {shift}")

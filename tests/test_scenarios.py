@@ -419,3 +419,32 @@ def test_split_cifar_registration():
         entry = SCENARIOS.get(name)
         assert entry.meta["default_model"] == "cnn"
         assert entry.meta["train_defaults"]["epochs"] >= 1
+
+
+def test_swiss_roll_lift_is_a_fixed_fourier_map_of_the_raw_points():
+    from scenarios.continual_swiss_roll import lift_map
+
+    raw = ContinualSwissRollConfig(n_train=200, n_test=50)
+    lifted = ContinualSwissRollConfig(n_train=200, n_test=50, lift_dim=64, lift_bandwidth=0.5)
+    x_raw, y_raw, _, _ = generate_task(raw, 0, 4)
+    x_lift, y_lift, x_lift_test, _ = generate_task(lifted, 0, 4)
+    assert x_lift.shape == (400, 64) and x_lift_test.shape == (100, 64) and x_lift.dtype == np.float32
+    assert np.array_equal(y_raw, y_lift)  # the same points and order, only mapped
+    weights, phases = lift_map(lifted, 0)
+    expected = np.sqrt(2.0) * np.cos(x_raw.astype(np.float64) @ weights / 0.5 + phases)
+    assert np.allclose(x_lift, expected, atol=1e-5)
+    # one map for every task: task 7's features come from the same W and b
+    x_raw_7 = generate_task(raw, 0, 7)[0]
+    assert np.allclose(generate_task(lifted, 0, 7)[0], np.sqrt(2.0) * np.cos(x_raw_7 @ weights / 0.5 + phases),
+                       atol=1e-5)
+    # features of unit scale: mean near 0, mean square near 1 over the whole roll
+    everything = np.concatenate([generate_task(lifted, 0, task)[0] for task in range(lifted.n_tasks)])
+    assert abs(float(everything.mean())) < 0.1 and abs(float((everything ** 2).mean()) - 1.0) < 0.15
+    assert lift_map(raw, 0) is None
+
+
+def test_swiss_roll_lift_keeps_old_run_ids_at_its_default():
+    from cl_bench.config import resolve
+
+    assert "lift_dim" not in resolve({}, {}).to_dict()["scenario"]
+    assert resolve({}, {}, ["scenario.lift_dim=100"]).to_dict()["scenario"]["lift_dim"] == 100
