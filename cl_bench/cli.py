@@ -160,6 +160,9 @@ def summary_table(record: dict) -> str:
     row = [record["scenario"], record["strategy"], str(record["seed"]), f"{metric_values['acc']:.4f}",
            f"{metric_values['bwt']:+.4f}", f"{metric_values['forgetting']:.4f}",
            f"{metric_values['learning_acc']:.4f}", f"{record['timing']['total_s']:.1f} s"]
+    if record.get("metrics_validation"):  # selection happens on these, never on the test numbers
+        header[-1:-1] = ["val ACC", "val BWT"]
+        row[-1:-1] = [f"{record['metrics_validation']['acc']:.4f}", f"{record['metrics_validation']['bwt']:+.4f}"]
     if metric_values.get("a_auc") is not None:  # a task-free stream: the anytime numbers too
         header[-1:-1] = ["A_auc", "A_last"]
         row[-1:-1] = [f"{metric_values['a_auc']:.4f}", f"{metric_values['a_last']:.4f}"]

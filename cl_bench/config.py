@@ -59,7 +59,8 @@ class ComponentConfig:
 
     ``omitted_at_default`` names fields added after results were committed: the resolved config (and so
     the run id, the config id and the board rows) leaves them out while they hold their default, so that
-    earlier runs keep their ids and a rerun reproduces the committed boards byte for byte.
+    earlier runs keep their ids and a rerun reproduces the committed boards byte for byte. A subclass's tuple adds
+    to those of its bases.
     """
 
     omitted_at_default: ClassVar[tuple[str, ...]] = ()
@@ -168,9 +169,10 @@ def build_config(config_class: type, values: dict, where: str) -> ComponentConfi
 def config_to_dict(config: ComponentConfig) -> dict:
     """The config's fields as plain values; those in ``omitted_at_default`` only when not at their default."""
     resolved = {}
+    omitted = {name for cls in type(config).__mro__ for name in vars(cls).get("omitted_at_default", ())}
     for spec in dataclasses.fields(config):
         value = getattr(config, spec.name)
-        if spec.name in config.omitted_at_default and value == _field_default(spec):
+        if spec.name in omitted and value == _field_default(spec):
             continue
         resolved[spec.name] = _plain(value)
     return resolved
@@ -205,8 +207,12 @@ class TrainConfig(ComponentConfig):
     num_workers: int = param(0, "DataLoader worker processes for datasets read image by image (224-px CIFAR, "
                                 "ImageNet-R) in offline training and in evaluation; tensor data is sliced in-process "
                                 "and ignores it", low=0)
+    threads: int = param(1, "torch intra-op threads of this run (recorded as environment.torch_threads); 0 leaves "
+                            "torch's default, one per core. 1 by default: on the suite's models 2 threads are no "
+                            "faster, and two 2-thread runs on 2 cores slow each other 6x (benchmarks/threads.py)",
+                         low=0)
 
-    omitted_at_default: ClassVar[tuple[str, ...]] = ("num_workers",)
+    omitted_at_default: ClassVar[tuple[str, ...]] = ("num_workers", "threads")
 
 
 @dataclass
@@ -242,7 +248,7 @@ class RunConfig:
 # Training settings that say where and how fast a run executes, not what it computes: left out of the
 # config id and of the board's train_config column, so runs on cpu and cuda, with or without loader workers,
 # group as seeds of one row.
-RUNTIME_TRAIN_FIELDS = ("device", "num_workers")
+RUNTIME_TRAIN_FIELDS = ("device", "num_workers", "threads")
 
 
 def config_id_of(resolved: dict) -> str:

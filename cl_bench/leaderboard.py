@@ -55,6 +55,16 @@ CL_COLUMNS = (GROUP_COLUMNS + ("n_seeds", "seeds")
               + tuple(f"{stem}_{stat}" for stem, _ in CL_METRICS for stat in ("mean", "std"))
               + CONFIG_COLUMNS)
 
+# validation numbers (``scenario.validation_fraction`` > 0): a board whose records have them gets these columns
+# and is ranked by validation ACC, the number hyperparameters are selected by
+VALIDATION_METRICS: tuple[tuple[str, Callable[[dict], Any]], ...] = (
+    ("val_acc", lambda r: (r.get("metrics_validation") or {}).get("acc")),
+    ("val_bwt", lambda r: (r.get("metrics_validation") or {}).get("bwt")),
+)
+CL_VALIDATION_COLUMNS = (CL_COLUMNS[:-len(CONFIG_COLUMNS)]
+                         + tuple(f"{stem}_{stat}" for stem, _ in VALIDATION_METRICS for stat in ("mean", "std"))
+                         + CONFIG_COLUMNS)
+
 MARKDOWN_COLUMNS = ("setting", "strategy", "n_seeds", "acc_mean", "acc_std", "bwt_mean", "bwt_std",
                     "forgetting_mean", "learning_acc_mean", "wall_time_s_mean")
 
@@ -240,10 +250,14 @@ def _seed_row(group: list[dict], board_metrics: Sequence[tuple[str, Callable[[di
     return row
 
 
-def _row_order(row: dict) -> tuple:
-    acc = row.get("acc_mean")
+def _row_order(row: dict, by: str = "acc_mean") -> tuple:
+    acc = row.get(by)
     # NaN / missing accuracies sort last within their setting
     return (row["setting"], acc is None, -(acc or 0.0), row["strategy"], row["config_id"])
+
+
+def _validation_row_order(row: dict) -> tuple:
+    return _row_order(row, "val_acc_mean")
 
 
 def is_task_free(record: dict) -> bool:
@@ -265,10 +279,13 @@ def clean_cl_boards(records: list[dict], warn: Warn = _warn_stderr) -> list[Boar
         key = (board_scenario(record), record_setting(record), record["strategy"], record_model(record),
                record_config_id(record))
         groups.setdefault(key, []).append(record)
+    validated = {key[0] for key, group in groups.items() if any(r.get("metrics_validation") for r in group)}
     rows_by_scenario: dict[str, list[dict]] = {}
     for key in sorted(groups):
-        rows_by_scenario.setdefault(key[0], []).append(_seed_row(_dedupe_seeds(groups[key], warn)))
-    return [Board(f"cl_{scenario}", CL_COLUMNS, sorted(rows, key=_row_order))
+        board_metrics = CL_METRICS + (VALIDATION_METRICS if key[0] in validated else ())
+        rows_by_scenario.setdefault(key[0], []).append(_seed_row(_dedupe_seeds(groups[key], warn), board_metrics))
+    return [Board(f"cl_{scenario}", CL_VALIDATION_COLUMNS, sorted(rows, key=_validation_row_order))
+            if scenario in validated else Board(f"cl_{scenario}", CL_COLUMNS, sorted(rows, key=_row_order))
             for scenario, rows in sorted(rows_by_scenario.items())]
 
 

@@ -279,11 +279,17 @@ class RunRecord(_Schema):
     attack_info: Optional[AttackInfo] = None
     attack_effect: Optional[dict[str, PairedNumber]] = None
     anytime_accuracy: Optional[AnytimeCurve] = None
+    accuracy_matrix_validation: Optional[list[list[Accuracy]]] = None
+    metrics_validation: Optional[Metrics] = None
 
     @model_validator(mode="after")
     def _consistent(self) -> "RunRecord":
         _check_square(self.accuracy_matrix, "accuracy_matrix")
         _check_square(self.accuracy_matrix_clean, "accuracy_matrix_clean")
+        _check_square(self.accuracy_matrix_validation, "accuracy_matrix_validation")
+        if self.accuracy_matrix_validation is not None and len(self.accuracy_matrix_validation) != len(
+                self.accuracy_matrix):
+            raise ValueError("accuracy_matrix_validation must have the shape of accuracy_matrix")
         size = len(self.accuracy_matrix)
         if self.accuracy_initial is not None and len(self.accuracy_initial) != size:
             raise ValueError("accuracy_initial must hold one accuracy per experience")

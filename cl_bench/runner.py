@@ -38,6 +38,7 @@ from cl_bench import checkpoint, metrics, records
 from cl_bench.config import RunConfig, TrainConfig, resolve
 from cl_bench.errors import UserError
 from cl_bench.registry import ATTACKS, MODELS, SCENARIOS, STRATEGIES
+from cl_bench.scenario import ScenarioConfig, split_validation
 from cl_bench.tensor_data import make_loader
 from cl_bench.templates import DivergenceGuard, ProgressPlugin, StrategyContext, eval_mode, predict_logits
 
@@ -106,7 +107,10 @@ def prepare(config: RunConfig, out_dir: Path, progress: bool) -> Prepared:
     seed_everything(config.seed)
     device = select_device(config.train.device)
     scenario_entry = SCENARIOS.get(config.scenario)
-    scenario = scenario_entry.builder(config.components["scenario"], config.seed)
+    scenario_config = config.components["scenario"]
+    scenario = scenario_entry.builder(scenario_config, config.seed)
+    if isinstance(scenario_config, ScenarioConfig) and scenario_config.validation_fraction > 0:
+        scenario = split_validation(scenario, scenario_config.validation_fraction, config.seed)
     model = MODELS.get(config.model).builder(config.components["model"], scenario).to(device)
     # a task-free stream trains one mini-batch per experience: the runner draws one bar for the whole stream
     context = StrategyContext(model=model, train=config.train, scenario=scenario, device=device,
@@ -150,6 +154,8 @@ def execute(config: RunConfig, out_dir: Path, command: str = "", resume: bool = 
         return run_dir
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"{run_dir} is a file, not a run directory; remove it or choose another --out")
+    if config.train.threads:  # 0: leave torch's (or the sweep worker's) thread count alone
+        torch.set_num_threads(config.train.threads)
     started = time.perf_counter()
     prepared = prepare(config, out_dir, progress)
     created = [path for path in (run_dir, Path(out_dir)) if not path.exists()]
@@ -265,6 +271,11 @@ def train_and_evaluate(prepared: Prepared, train_data, state: dict, branch: Opti
     eval_start = time.perf_counter()
     row = evaluate_stream(prepared.strategy, prepared.scenario.benchmark.test_stream,
                           prepared.config.train.eval_batch_size, prepared.config.train.num_workers)
+    if prepared.scenario.validation:  # the held-out part of every experience's training data
+        state.setdefault("validation_rows", {}).setdefault(branch or "main", []).append(
+            [accuracy(prepared.strategy, make_loader(part.eval(), prepared.config.train.eval_batch_size, shuffle=False,
+                                                     num_workers=prepared.config.train.num_workers))
+             for part in prepared.scenario.validation])
     timing = {"train_s": eval_start - train_start, "eval_s": time.perf_counter() - eval_start}
     state["per_experience"].append({"branch": branch, **timing} if branch else timing)
     return row
@@ -366,6 +377,7 @@ def build_record(prepared: Prepared, state: dict, command: str) -> dict:
                    "eval_s": sum(p["eval_s"] for p in per_experience),
                    "per_experience": per_experience},
         "peak_memory_mb": peak_memory_mb,
+        **validation_fields(state, whole_stream),
         **attack_fields(prepared, state),
         **online_fields(state),
         "strategy_info": strategy_info(prepared.strategy),
@@ -374,6 +386,20 @@ def build_record(prepared: Prepared, state: dict, command: str) -> dict:
         "environment": records.environment(prepared.device),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def validation_fields(state: dict, whole_stream: bool) -> dict:
+    """The validation accuracy matrix (row i: after experience i, on every experience's held-out training data)
+    and its metrics; with an attack, the clean branch's too. Nothing without ``scenario.validation_fraction``."""
+    rows = state.get("validation_rows")
+    if not rows:
+        return {}
+    prefix = rows.get("main", [])
+    matrix = prefix + rows.get("attacked", [])
+    fields = {"accuracy_matrix_validation": matrix, "metrics_validation": metrics.all_metrics(matrix)}
+    if "clean" in rows:
+        fields["accuracy_matrix_validation_clean"] = prefix + rows["clean"]
+    return fields
 
 
 def attack_fields(prepared: Prepared, state: dict) -> dict:

@@ -1,7 +1,11 @@
 """The scenario contract: what a scenario builder returns, and helpers to build one from tensors.
 
 A scenario module registers a builder ``build(config, seed) -> ScenarioData`` with
-``SCENARIOS.register(name, config=..., default_model=..., train_defaults={...})``.
+``SCENARIOS.register(name, config=..., default_model=..., train_defaults={...})``. Offline scenarios derive
+their config from :class:`ScenarioConfig`, which gives every one of them ``validation_fraction``: the runner
+then carves a seeded, stratified validation split out of each experience's training data
+(:func:`split_validation`), never out of the test stream, and records a validation accuracy matrix beside the
+test one, so hyperparameters can be selected without looking at the test stream.
 """
 
 from __future__ import annotations
@@ -9,16 +13,32 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import ClassVar, Optional, Sequence
 
+import numpy as np
 import torch
 from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
 from avalanche.benchmarks.scenarios.supervised import with_classes_timeline
 from avalanche.benchmarks.scenarios.task_aware import with_task_labels
 
+from cl_bench.config import ComponentConfig, param
+from cl_bench.errors import UserError
 from cl_bench.tensor_data import TensorBank
 
 SETTINGS = ("task-incremental", "class-incremental", "domain-incremental", "task-free")
+VALIDATION_STREAM = 0x7A11  # second seed word of the validation split's generator
+
+
+@dataclass
+class ScenarioConfig(ComponentConfig):
+    """Fields every offline scenario has."""
+
+    validation_fraction: float = param(0.0, "fraction of each experience's training data held out (seeded, "
+                                            "stratified by class) as its validation split; 0: none", low=0.0,
+                                       high=0.5)
+
+    # added after results were committed: runs without validation keep their ids
+    omitted_at_default: ClassVar[tuple[str, ...]] = ("validation_fraction",)
 
 
 @dataclass
@@ -54,6 +74,7 @@ class ScenarioData:
     excluded_pools: list[str] = field(default_factory=list)  # pre-training pools left out of the stream
     dataset: str = ""  # the source dataset ("fmnist" ...), for checks against a backbone's pre-training data
     online: Optional[OnlineStream] = None  # task-free scenarios: how the runner streams them
+    validation: list = field(default_factory=list)  # one held-out Avalanche dataset per experience, or none
 
     @property
     def n_experiences(self) -> int:
@@ -68,7 +89,8 @@ class ScenarioData:
                 "class_order": self.class_order, "description": self.description,
                 "input_range": list(self.input_range) if self.input_range is not None else None,
                 "excluded_pools": list(self.excluded_pools), "dataset": self.dataset,
-                "online": self.online.metadata() if self.online is not None else None}
+                "online": self.online.metadata() if self.online is not None else None,
+                **({"validation_sizes": [len(part) for part in self.validation]} if self.validation else {})}
 
 
 def tensor_scenario(train_parts: Sequence[tuple[torch.Tensor, torch.Tensor]],
@@ -103,6 +125,43 @@ def tensor_scenario(train_parts: Sequence[tuple[torch.Tensor, torch.Tensor]],
         benchmark=benchmark, input_shape=tuple(train_parts[0][0].shape[1:]), num_classes=num_classes,
         setting=setting, task_labels=task_labels, classes_per_experience=classes, class_order=list(class_order),
         description=description, input_range=input_range))
+
+
+def stratified_holdout(targets: Sequence[int], fraction: float, rng: np.random.Generator) -> tuple[list, list]:
+    """(kept rows, held-out rows) with ``round(fraction * n_c)`` rows of each class c held out (at least one
+    when the class has two or more rows), both sorted."""
+    targets = np.asarray(targets)
+    kept, held = [], []
+    for label in np.unique(targets):
+        rows = rng.permutation(np.flatnonzero(targets == label))
+        n_held = min(max(int(round(len(rows) * fraction)), 1 if len(rows) > 1 else 0), len(rows) - 1)
+        held.append(rows[:n_held])
+        kept.append(rows[n_held:])
+    return sorted(np.concatenate(kept).tolist()), sorted(np.concatenate(held).tolist())
+
+
+def split_validation(scenario: ScenarioData, fraction: float, seed: int) -> ScenarioData:
+    """``scenario`` with ``fraction`` of each training experience moved to ``scenario.validation``.
+
+    Experience i draws from ``Generator((seed, VALIDATION_STREAM, i))``; the test stream is untouched.
+    """
+    if scenario.online is not None:
+        raise UserError("scenario.validation_fraction is for offline streams; task-free streams have no "
+                        "experiences to hold data out of")
+    train, validation = [], []
+    for index, experience in enumerate(scenario.benchmark.train_stream):
+        dataset = experience.dataset
+        kept, held = stratified_holdout(list(dataset.targets), fraction,
+                                        np.random.default_rng((seed, VALIDATION_STREAM, index)))
+        if not held:
+            raise UserError(f"scenario.validation_fraction={fraction} holds out nothing of experience {index + 1} "
+                            f"({len(dataset)} samples); raise it or set it to 0")
+        train.append(dataset.subset(kept))
+        validation.append(dataset.subset(held))
+    test = [experience.dataset for experience in scenario.benchmark.test_stream]
+    scenario.benchmark = with_task_labels(benchmark_from_datasets(train=train, test=test))
+    scenario.validation = validation
+    return add_classes_timeline(scenario)
 
 
 def add_classes_timeline(scenario: ScenarioData) -> ScenarioData:

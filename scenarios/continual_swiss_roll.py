@@ -69,10 +69,10 @@ from typing import ClassVar, Optional
 import numpy as np
 import torch
 
-from cl_bench.config import ComponentConfig, param
+from cl_bench.config import param
 from cl_bench.errors import UserError
 from cl_bench.registry import SCENARIOS
-from cl_bench.scenario import ScenarioData, tensor_scenario
+from cl_bench.scenario import ScenarioConfig, ScenarioData, tensor_scenario
 
 SCALE = 4.5 * math.pi  # the largest roll parameter: divides every coordinate
 HEIGHT = 21.0  # height of the roll (second coordinate), as in scikit-learn's generator
@@ -82,7 +82,7 @@ LIFT_STREAM = 0x11F7  # second seed word of the random Fourier feature map's own
 
 
 @dataclass
-class ContinualSwissRollConfig(ComponentConfig):
+class ContinualSwissRollConfig(ScenarioConfig):
     """Generator parameters; every default is a [suite] choice (spec section 4), not the paper's."""
 
     n_tasks: int = param(10, "number of tasks T (experiences) [suite]", low=1)

@@ -45,15 +45,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cl_bench.config import ComponentConfig, param
+from cl_bench.config import param
 from cl_bench.data import FMNIST_CLASSES, FMNIST_REAL_COUNTS, fmnist_dir, load_fmnist
 from cl_bench.errors import UserError
 from cl_bench.registry import SCENARIOS
-from cl_bench.scenario import ScenarioData, tensor_scenario
+from cl_bench.scenario import ScenarioConfig, ScenarioData, tensor_scenario
 
 
 @dataclass
-class PermutedFMNISTConfig(ComponentConfig):
+class PermutedFMNISTConfig(ScenarioConfig):
     """Permuted Fashion-MNIST: one fixed pixel permutation per experience."""
 
     n_experiences: int = param(10, "number of experiences, each with its own pixel permutation (official: 10)",

@@ -69,11 +69,11 @@ import torch
 from torch.utils.data import Dataset
 
 from cl_bench import pretrain_pool
-from cl_bench.config import ComponentConfig, param
+from cl_bench.config import param
 from cl_bench.data import CIFAR_LAYOUTS, ImageArrays, cifar_root, fmnist_dir, load_cifar, load_fmnist
 from cl_bench.errors import UserError
 from cl_bench.registry import SCENARIOS
-from cl_bench.scenario import ScenarioData, add_classes_timeline, tensor_scenario
+from cl_bench.scenario import ScenarioConfig, ScenarioData, add_classes_timeline, tensor_scenario
 
 # published per-channel statistics of the CIFAR training sets (fixed, so nothing is computed from data)
 CIFAR_MEAN_STD = {
@@ -84,7 +84,7 @@ IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # torchvisio
 
 
 @dataclass
-class SplitImageConfig(ComponentConfig):
+class SplitImageConfig(ScenarioConfig):
     """Class split shared by every split-image scenario (NUM_CLASSES set per dataset)."""
 
     NUM_CLASSES: ClassVar[int] = 10

@@ -121,3 +121,19 @@ def test_resume_after_killing_the_process(tmp_path):
     assert "resuming" in resumed.stderr
     assert _matrix(killed_dir) == json.loads(open(os.path.join(reference_dir, "record.json")).read())[
         "accuracy_matrix"]
+
+
+def test_train_threads_sets_the_runs_torch_threads_and_leaves_the_config_id(tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    config = resolve({}, {"scenario": "split_digits", "device": "cpu"}, TINY + ["train.threads=2"])
+    default = resolve({}, {"scenario": "split_digits", "device": "cpu"}, TINY)
+    assert config.config_id() == default.config_id() and default.train.threads == 1
+    assert "threads" not in default.to_dict()["train"]  # runs from before the field keep their ids
+    try:
+        record = json.loads((runner.execute(config, tmp_path, progress=False, log=lambda line: None)
+                             / "record.json").read_text())
+    finally:
+        torch.set_num_threads(before)
+    assert record["environment"]["torch_threads"] == 2 and record["config"]["train"]["threads"] == 2
