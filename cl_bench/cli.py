@@ -255,6 +255,9 @@ def command_leaderboard(args: argparse.Namespace) -> None:
 
     if not args.runs.is_dir():
         raise UserError(f"runs directory {args.runs} does not exist; run `cl-bench run` or `cl-bench sweep` first")
+    from cl_bench.records import check_output_dir
+
+    check_output_dir(args.out, "the boards")
     for path in leaderboard.build_leaderboards(args.runs, args.out, markdown=print if args.markdown else None):
         print(path)
 
@@ -302,6 +305,11 @@ def _read_attack_board(path: Path) -> list[dict]:
 
 def command_plot(args: argparse.Namespace) -> None:
     from cl_bench import plots, records
+
+    if args.out is not None:
+        if args.out.is_dir():
+            raise UserError(f"--out {args.out} is a directory; give the PNG file to write")
+        records.check_output_dir(args.out.parent, "the plot")
 
     if args.attack_board:
         rows = [row for path in args.attack_board for row in _read_attack_board(path)]

@@ -114,11 +114,11 @@ def atomic_write_text(path: Path, text: str) -> Path:
     return Path(path)
 
 
-def check_output_dir(out_dir: Path) -> None:
+def check_output_dir(out_dir: Path, what: str = "the runs") -> None:
     """A UserError unless ``out_dir`` is (or can be created as) a writable directory; creates nothing."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"--out {out_dir} is a file, not a directory; choose a directory for the runs")
+        raise UserError(f"--out {out_dir} is a file, not a directory; choose a directory for {what}")
     existing = out_dir
     while not existing.exists():
         if existing.parent == existing:

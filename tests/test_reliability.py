@@ -472,3 +472,14 @@ def test_a_damaged_attack_board_is_a_one_line_plot_error(damage, tmp_path, capsy
     code, _, err = run_cli(["plot", "--attack-board", str(board), "--out", str(tmp_path / "bars.png")], capsys)
     _one_line_error(code, err)
     assert str(board) in err and not (tmp_path / "bars.png").exists()
+
+
+def test_leaderboard_and_plot_refuse_an_out_under_a_file(tmp_path, capsys, complete_runs):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    code, _, err = run_cli(["leaderboard", "--runs", str(complete_runs[0].parent), "--out", str(a_file)], capsys)
+    _one_line_error(code, err)
+    assert "is a file" in err
+    code, _, err = run_cli(["plot", str(complete_runs[0]), "--out", str(a_file / "curve.png")], capsys)
+    _one_line_error(code, err)
+    assert "is a file" in err and a_file.read_text() == "x"
