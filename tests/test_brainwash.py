@@ -473,3 +473,18 @@ def test_brainwash_makes_ewc_forget_more_than_uniform_noise_on_split_fmnist(tmp_
         torch.set_num_threads(threads)
     assert differences["brainwash"] < -0.03
     assert differences["brainwash"] < differences["uniform_noise"] - 0.02
+
+
+@pytest.mark.parametrize("preset", ["brainwash_paper", "brainwash_cifar100"])
+def test_the_paper_strength_presets_carry_the_official_attack_settings(preset):
+    from cl_bench.config import resolve
+
+    config = resolve({}, {"preset": preset, "strategy": "ewc"})
+    attack = config.components["attack"]
+    assert config.attack == "brainwash" and config.strategy == "ewc" and config.scenario.startswith("split_")
+    assert (attack.steps, attack.step_size, attack.batch_size, attack.lookahead_lr) == (5000, 0.005, 128, 0.001)
+    assert (attack.inversion_steps, attack.inversion_samples, attack.inversion_lr) == (10000, 128, 0.01)
+    assert config.components["scenario"].task_labels
+    # the same-budget control: another attack keeps the preset's epsilon
+    control = resolve({}, {"preset": preset, "attack": "uniform_noise"})
+    assert control.components["attack"].epsilon == attack.epsilon == 0.3
