@@ -241,6 +241,16 @@ def attack_label(attack: str, attack_config: dict) -> str:
     return " ".join(parts)
 
 
+def bar_label(row: dict) -> str:
+    """The label of one attack board row's bar: the attack and its setting column (budget, objective and every
+    field off its default, so that e.g. 10 and 200 noise steps get two bars), else the short label."""
+    if row.get("attack_setting"):
+        return f"{row['attack']} {row['attack_setting']}"
+    import json
+
+    return attack_label(row["attack"], json.loads(row["attack_config"] or "{}"))
+
+
 def plot_attack_boards(rows: list[dict], out_path: Path, effect: str = "bwt") -> Path:
     """Grouped bars of the paired attack effect (attacked - clean) per victim, one panel per scenario/setting.
 
@@ -258,13 +268,13 @@ def plot_attack_boards(rows: list[dict], out_path: Path, effect: str = "bwt") ->
         panel_rows = [row for row in rows if (row["scenario"], row["setting"]) == (scenario, setting)]
         strategies = list(dict.fromkeys(row["strategy"] for row in panel_rows))
         # each panel has its own budgets (input units differ between scenarios): smaller budget first
-        labels = sorted({attack_label(row["attack"], json.loads(row["attack_config"] or "{}")) for row in panel_rows},
-                        key=lambda label: (float(label.split("eps=")[-1]) if "eps=" in label else 0.0, label))
+        budgets = {bar_label(row): float(json.loads(row["attack_config"] or "{}").get("epsilon", 0.0))
+                   for row in panel_rows}
+        labels = sorted(budgets, key=lambda label: (budgets[label], label))
         colors = _task_colors(len(labels))
         width = 0.8 / len(labels)
         for index, label in enumerate(labels):
-            cells = {row["strategy"]: row for row in panel_rows
-                     if attack_label(row["attack"], json.loads(row["attack_config"] or "{}")) == label}
+            cells = {row["strategy"]: row for row in panel_rows if bar_label(row) == label}
             x = [position + (index - (len(labels) - 1) / 2) * width for position in range(len(strategies))]
             means = [float(cells[s][f"{effect}_difference_mean"]) if s in cells else np.nan for s in strategies]
             stds = [float(cells[s][f"{effect}_difference_std"] or 0) if s in cells else 0.0 for s in strategies]

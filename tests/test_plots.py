@@ -88,3 +88,13 @@ def test_plot_attack_boards_writes_a_png_and_cli_draws_it(tmp_path: Path) -> Non
     with pytest.raises(SystemExit) as stop:
         main(["plot", "--attack-board", str(tmp_path / "missing.csv")])
     assert stop.value.code == 2
+
+
+def test_attack_bars_of_configs_that_differ_off_the_budget_stay_apart() -> None:
+    from cl_bench.plots import bar_label
+
+    rows = [{**attack_row("ewc", "brainwash", '{"objective":"reckless","epsilon":0.3,"steps":%d}' % steps, -0.05),
+             "attack_setting": f"epsilon=0.3 objective=reckless steps={steps}"} for steps in (10, 200)]
+    assert len({bar_label(row) for row in rows}) == 2
+    assert bar_label(attack_row("ewc", "brainwash", '{"objective":"reckless","epsilon":0.3}', -0.05)) == \
+        "brainwash reckless eps=0.3"  # boards written before the setting column
