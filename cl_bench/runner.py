@@ -377,7 +377,7 @@ def build_record(prepared: Prepared, state: dict, command: str) -> dict:
                    "eval_s": sum(p["eval_s"] for p in per_experience),
                    "per_experience": per_experience},
         "peak_memory_mb": peak_memory_mb,
-        **validation_fields(state, whole_stream),
+        **validation_fields(state),
         **attack_fields(prepared, state),
         **online_fields(state),
         "strategy_info": strategy_info(prepared.strategy),
@@ -388,7 +388,7 @@ def build_record(prepared: Prepared, state: dict, command: str) -> dict:
     }
 
 
-def validation_fields(state: dict, whole_stream: bool) -> dict:
+def validation_fields(state: dict) -> dict:
     """The validation accuracy matrix (row i: after experience i, on every experience's held-out training data)
     and its metrics; with an attack, the clean branch's too. Nothing without ``scenario.validation_fraction``."""
     rows = state.get("validation_rows")
