@@ -41,7 +41,6 @@ CPU cores, seed 0; vit_micro trains at about 3,500 images/s there, both methods)
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -64,7 +63,7 @@ from tqdm.auto import tqdm
 from cl_bench import pretrain_pool
 from cl_bench.config import ComponentConfig, build_config, config_to_dict, param, parse_set, split_model_name
 from cl_bench.errors import UserError
-from cl_bench.records import atomic_write_text, environment
+from cl_bench.records import atomic_write_text, environment, strict_json
 from cl_bench.scenario import ScenarioData
 
 METHODS = ("supervised", "mae")
@@ -406,7 +405,7 @@ def write_entry(target: Path, tensors: dict[str, torch.Tensor], card: dict) -> N
         staging.chmod(0o755)
         save_file(tensors, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
         card["sha256"] = file_sha256(staging / WEIGHTS_FILE)
-        atomic_write_text(staging / CARD_FILE, json.dumps(card, indent=2) + "\n")
+        atomic_write_text(staging / CARD_FILE, strict_json(card, indent=2) + "\n")  # a NaN loss is refused
         if target.exists():
             retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
             os.replace(target, retired / target.name)
