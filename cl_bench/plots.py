@@ -7,6 +7,7 @@ Every PNG is written atomically (temporary file + rename).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -270,7 +271,9 @@ def plot_attack_boards(rows: list[dict], out_path: Path, effect: str = "bwt") ->
         # each panel has its own budgets (input units differ between scenarios): smaller budget first
         budgets = {bar_label(row): float(json.loads(row["attack_config"] or "{}").get("epsilon", 0.0))
                    for row in panel_rows}
-        labels = sorted(budgets, key=lambda label: (budgets[label], label))
+        # within a budget, natural order of the other settings (steps=50 before steps=200)
+        labels = sorted(budgets, key=lambda label: (budgets[label], [int(part) if part.isdigit() else part
+                                                                     for part in re.split(r"(\d+)", label)]))
         colors = _task_colors(len(labels))
         width = 0.8 / len(labels)
         for index, label in enumerate(labels):
