@@ -305,7 +305,8 @@ class RunRecord(_Schema):
         return self
 
 
-def _schema_problem(error: ValidationError) -> str:
+def schema_problem(error: ValidationError) -> str:
+    """The first problem a pydantic schema found, as ``location: message`` (one line)."""
     first = error.errors()[0]
     location = ".".join(str(part) for part in first["loc"]) or "record"
     return f"{location}: {first['msg']}"
@@ -320,7 +321,7 @@ def record_problem(record: Any) -> Optional[str]:
     try:
         RunRecord.model_validate(record)
     except ValidationError as error:
-        return _schema_problem(error)
+        return schema_problem(error)
     return None
 
 

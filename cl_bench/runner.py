@@ -39,8 +39,8 @@ from cl_bench.config import RunConfig, TrainConfig, resolve
 from cl_bench.errors import UserError
 from cl_bench.registry import ATTACKS, MODELS, SCENARIOS, STRATEGIES
 from cl_bench.scenario import ScenarioConfig, split_validation
-from cl_bench.tensor_data import make_loader
 from cl_bench.templates import DivergenceGuard, ProgressPlugin, StrategyContext, eval_mode, predict_logits
+from cl_bench.tensor_data import make_loader
 
 
 def seed_everything(seed: int) -> None:
@@ -71,11 +71,15 @@ def accuracy(strategy, batches: Iterable) -> float:
     return correct / max(total, 1)
 
 
+def evaluate_datasets(strategy, datasets: Iterable, batch_size: int, num_workers: int = 0) -> list[float]:
+    """Accuracy of the strategy's current model on each Avalanche dataset (in its eval transforms)."""
+    return [accuracy(strategy, make_loader(dataset.eval(), batch_size, shuffle=False, num_workers=num_workers))
+            for dataset in datasets]
+
+
 def evaluate_stream(strategy, test_stream, batch_size: int, num_workers: int = 0) -> list[float]:
     """Accuracy of the strategy's current model on every experience of ``test_stream``."""
-    return [accuracy(strategy, make_loader(experience.dataset.eval(), batch_size, shuffle=False,
-                                           num_workers=num_workers))
-            for experience in test_stream]
+    return evaluate_datasets(strategy, (experience.dataset for experience in test_stream), batch_size, num_workers)
 
 
 def loader_options(train: TrainConfig) -> dict:
@@ -273,9 +277,8 @@ def train_and_evaluate(prepared: Prepared, train_data, state: dict, branch: Opti
                           prepared.config.train.eval_batch_size, prepared.config.train.num_workers)
     if prepared.scenario.validation:  # the held-out part of every experience's training data
         state.setdefault("validation_rows", {}).setdefault(branch or "main", []).append(
-            [accuracy(prepared.strategy, make_loader(part.eval(), prepared.config.train.eval_batch_size, shuffle=False,
-                                                     num_workers=prepared.config.train.num_workers))
-             for part in prepared.scenario.validation])
+            evaluate_datasets(prepared.strategy, prepared.scenario.validation, prepared.config.train.eval_batch_size,
+                              prepared.config.train.num_workers))
     timing = {"train_s": eval_start - train_start, "eval_s": time.perf_counter() - eval_start}
     state["per_experience"].append({"branch": branch, **timing} if branch else timing)
     return row

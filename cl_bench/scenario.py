@@ -127,17 +127,18 @@ def tensor_scenario(train_parts: Sequence[tuple[torch.Tensor, torch.Tensor]],
         description=description, input_range=input_range))
 
 
-def stratified_holdout(targets: Sequence[int], fraction: float, rng: np.random.Generator) -> tuple[list, list]:
-    """(kept rows, held-out rows) with ``round(fraction * n_c)`` rows of each class c held out (at least one
-    when the class has two or more rows), both sorted."""
+def stratified_holdout(targets: Sequence[int], fraction: float,
+                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(kept rows, held-out rows), both sorted: each class c loses ``round(fraction * n_c)`` rows, at least one
+    and never all of them (a class of one row keeps it). Used for test splits and validation hold-outs."""
     targets = np.asarray(targets)
     kept, held = [], []
     for label in np.unique(targets):
         rows = rng.permutation(np.flatnonzero(targets == label))
-        n_held = min(max(int(round(len(rows) * fraction)), 1 if len(rows) > 1 else 0), len(rows) - 1)
+        n_held = min(max(int(round(len(rows) * fraction)), 1), len(rows) - 1)
         held.append(rows[:n_held])
         kept.append(rows[n_held:])
-    return sorted(np.concatenate(kept).tolist()), sorted(np.concatenate(held).tolist())
+    return np.sort(np.concatenate(kept)), np.sort(np.concatenate(held))
 
 
 def split_validation(scenario: ScenarioData, fraction: float, seed: int) -> ScenarioData:
@@ -153,11 +154,11 @@ def split_validation(scenario: ScenarioData, fraction: float, seed: int) -> Scen
         dataset = experience.dataset
         kept, held = stratified_holdout(list(dataset.targets), fraction,
                                         np.random.default_rng((seed, VALIDATION_STREAM, index)))
-        if not held:
+        if not len(held):
             raise UserError(f"scenario.validation_fraction={fraction} holds out nothing of experience {index + 1} "
                             f"({len(dataset)} samples); raise it or set it to 0")
-        train.append(dataset.subset(kept))
-        validation.append(dataset.subset(held))
+        train.append(dataset.subset(kept.tolist()))
+        validation.append(dataset.subset(held.tolist()))
     test = [experience.dataset for experience in scenario.benchmark.test_stream]
     scenario.benchmark = with_task_labels(benchmark_from_datasets(train=train, test=test))
     scenario.validation = validation

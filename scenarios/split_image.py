@@ -73,7 +73,7 @@ from cl_bench.config import param
 from cl_bench.data import CIFAR_LAYOUTS, ImageArrays, cifar_root, fmnist_dir, load_cifar, load_fmnist
 from cl_bench.errors import UserError
 from cl_bench.registry import SCENARIOS
-from cl_bench.scenario import ScenarioConfig, ScenarioData, add_classes_timeline, tensor_scenario
+from cl_bench.scenario import ScenarioConfig, ScenarioData, add_classes_timeline, stratified_holdout, tensor_scenario
 
 # published per-channel statistics of the CIFAR training sets (fixed, so nothing is computed from data)
 CIFAR_MEAN_STD = {
@@ -256,14 +256,7 @@ def _bundled_digits_csv() -> Optional[np.ndarray]:
 
 def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(train rows, test rows), each class split in the same proportion; rows sorted."""
-    rng = np.random.default_rng(seed)
-    train, test = [], []
-    for label in np.unique(labels):
-        rows = rng.permutation(np.flatnonzero(labels == label))
-        n_test = min(max(int(round(len(rows) * test_fraction)), 1), len(rows) - 1)
-        test.append(rows[:n_test])
-        train.append(rows[n_test:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+    return stratified_holdout(labels, test_fraction, np.random.default_rng(seed))
 
 
 @SCENARIOS.register("split_digits", config=SplitDigitsConfig, default_model="mlp",

@@ -24,7 +24,7 @@ def test_stratified_holdout_by_hand():
     kept, held = stratified_holdout(targets, 0.25, np.random.default_rng(0))
     # class 0: round(4 * 0.25) = 1 row; class 1: round(6 * 0.25) = round(1.5) = 2 rows
     assert sorted(np.asarray(targets)[held].tolist()) == [0, 1, 1]
-    assert sorted(kept + held) == list(range(10)) and not set(kept) & set(held)
+    assert sorted(kept.tolist() + held.tolist()) == list(range(10)) and not set(kept) & set(held)
     # a class of one row keeps it; a small fraction still holds one row out of a class of two or more
     held = stratified_holdout([0, 1, 1], 0.01, np.random.default_rng(0))[1]
     assert len(held) == 1 and held[0] in (1, 2)

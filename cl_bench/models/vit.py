@@ -358,7 +358,7 @@ class BackboneCard(_CardPart):
 
 def read_card(weights_path: Path) -> Optional[dict]:
     """The card.json next to a weight file (strict JSON checked against :class:`BackboneCard`), or None."""
-    from cl_bench.records import read_json
+    from cl_bench.records import read_json, schema_problem
 
     card_path = weights_path.parent / CARD_FILE
     if not card_path.is_file():
@@ -376,9 +376,7 @@ def read_card(weights_path: Path) -> Optional[dict]:
     try:
         BackboneCard.model_validate(card)
     except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise UserError(f"backbone card {card_path} is damaged ({where}: {first['msg']}); {fix}") from None
+        raise UserError(f"backbone card {card_path} is damaged ({schema_problem(error)}); {fix}") from None
     return card
 
 
