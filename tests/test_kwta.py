@@ -319,3 +319,55 @@ def test_full_ratio_with_hd_is_heterogeneous_dropout_on_relu_units():
     assert torch.equal(out[:, 10:], z[:, 10:])
     layer.eval()
     assert torch.equal(layer(z), z)  # no dropout in evaluation
+
+
+# the two flags for the train/eval mismatch (suite flags, both off by default)
+def test_rescale_divides_retained_units_by_their_keep_probability():
+    layer = KWTA(1.0, (4,), rescale=True).train()
+    layer.hd_enabled = True
+    layer.keep_probability.copy_(torch.tensor([1.0, 0.5, 0.25, 1.0]))
+    torch.manual_seed(0)
+    z = torch.ones(2000, 4)
+    out = layer(z)
+    retained = out != 0
+    assert torch.equal(out[retained], (1 / layer.keep_probability).expand(2000, 4)[retained])
+    # inverted dropout: the mean output is the evaluation output, 1, up to sampling error
+    assert torch.allclose(out.mean(0), torch.ones(4), atol=0.1)
+    layer.eval()
+    assert torch.equal(layer(z), z)
+
+
+def test_rescale_changes_which_units_win():
+    """With k-WTA the 1/p factor acts before the winner selection: a rare unit can beat a larger, frequent one."""
+    layer = KWTA(0.5, (2,), rescale=True).train()
+    layer.hd_enabled = True
+    layer.keep_probability.copy_(torch.tensor([1.0, 0.25]))
+    torch.manual_seed(0)
+    z = torch.tensor([[1.0, 0.5]]).expand(400, 2)
+    out = layer(z)
+    kept_second = out[:, 1] != 0
+    assert kept_second.any() and torch.all(out[kept_second, 1] == 2.0) and torch.all(out[kept_second, 0] == 0)
+
+
+def test_expected_eval_mask_scales_by_the_keep_probability_the_last_task_trained_with():
+    layer = KWTA(1.0, (3,), eval_mask="expected")
+    layer.hd_enabled = True
+    layer.activation_count.copy_(torch.tensor([4.0, 2.0, 0.0], dtype=torch.float64))
+    layer.update_keep_probability(1.0)  # for the next task; the last one trained with all ones
+    z = torch.ones(5, 3)
+    layer.eval()
+    assert torch.equal(layer(z), z)
+    trained_with = layer.keep_probability.clone()
+    layer.update_keep_probability(2.0)
+    assert torch.equal(layer.trained_keep_probability, trained_with)
+    assert torch.equal(layer(z), trained_with.expand(5, 3))
+    layer.train()
+    layer.hd_enabled = False
+    assert torch.equal(layer(z), z)  # training: the usual path (HD off here)
+
+
+def test_the_two_mismatch_flags_are_not_combined():
+    with pytest.raises(ValueError, match="use one"):
+        KWTA(0.5, (4,), rescale=True, eval_mask="expected")
+    with pytest.raises(ValueError, match="eval_mask"):
+        KWTA(0.5, (4,), eval_mask="always")

@@ -11,7 +11,8 @@ k-WTA, for one sample's pre-activation z in R^n:
 Heterogeneous dropout, with A_j the cumulative number of training samples in which unit j was a winner:
     p_j = exp(-rho * A_j / max_i A_i)     (p = 1 when max_i A_i = 0 or rho = 0)
     Unit j is retained with probability p_j; dropped units cannot win, so the winners are chosen among
-    the retained units: z -> HD mask -> k-WTA -> output. No 1/p rescaling.
+    the retained units: z -> HD mask -> k-WTA -> output. No 1/p rescaling, no mask in evaluation (the
+    spec's recollection; both are flags, below).
 
 Suite choices (not known from the paper; each behind a flag):
 * [suite choice] `relu=True`: the layer computes kWTA(relu(z)), so negative winners output 0.
@@ -29,6 +30,13 @@ Suite choices (not known from the paper; each behind a flag):
 * [suite choice] counting: A_j is incremented on the outputs (!= 0) of every training forward pass, with
   the HD mask applied; never in eval mode. Keep-probabilities are recomputed from the cumulative counts
   only when `update_keep_probability` is called (by the strategy, at the end of each task).
+* [suite flag] `rescale=True`: inverted dropout, retained units are scaled by 1/p_j in training (before the
+  winner selection), so a unit's expected training output equals its evaluation output. Default off.
+* [suite flag] `eval_mask="expected"`: in evaluation every unit's scores are multiplied by the keep-probability
+  the latest task was trained with (`trained_keep_probability`, the mean of its training mask), before the
+  winner selection, so evaluation sees on average what that task's training saw; the GPM representation pass
+  and `count_on=clean`'s counting pass (both in eval mode) see it too. Default `"off"`: no mask in evaluation.
+  With `rescale=True` the mean of the rescaled mask is 1, so the two flags are not combined.
 * HD is applied only when `hd_enabled` and the module is in training mode, and it is skipped entirely
   (no random numbers drawn) while all keep-probabilities are 1, so that rho = 0 and ratio 1.0 reproduce
   the plain-ReLU training trajectory bitwise. Numenta-style boosting is not implemented (the paper does
@@ -44,6 +52,7 @@ from torch import nn
 
 CONV_MODES = ("global", "channel")
 HD_SAMPLERS = ("bernoulli", "subset")
+EVAL_MASKS = ("off", "expected")
 
 
 def keep_probability(counts: torch.Tensor, rho: float) -> torch.Tensor:
@@ -62,7 +71,8 @@ class KWTA(nn.Module):
     """ReLU replacement: k-WTA over each sample's units, optional heterogeneous dropout and winner counts."""
 
     def __init__(self, ratio: float, feature_shape: tuple[int, ...], relu: bool = True,
-                 conv_mode: str = "global", hd_sampling: str = "bernoulli", subset_factor: float = 1.1):
+                 conv_mode: str = "global", hd_sampling: str = "bernoulli", subset_factor: float = 1.1,
+                 rescale: bool = False, eval_mask: str = "off"):
         super().__init__()
         if not 0 < ratio <= 1:
             raise ValueError(f"ratio must be in (0, 1], got {ratio}")
@@ -70,6 +80,10 @@ class KWTA(nn.Module):
             raise ValueError(f"conv_mode must be one of {CONV_MODES}, got {conv_mode!r}")
         if hd_sampling not in HD_SAMPLERS:
             raise ValueError(f"hd_sampling must be one of {HD_SAMPLERS}, got {hd_sampling!r}")
+        if eval_mask not in EVAL_MASKS:
+            raise ValueError(f"eval_mask must be one of {EVAL_MASKS}, got {eval_mask!r}")
+        if rescale and eval_mask != "off":
+            raise ValueError("rescale and eval_mask='expected' both correct the train/eval mismatch; use one")
         if subset_factor < 1:
             raise ValueError(f"subset_factor must be >= 1, got {subset_factor}")
         self.feature_shape = tuple(int(size) for size in feature_shape)
@@ -80,6 +94,8 @@ class KWTA(nn.Module):
         self.conv_mode = conv_mode
         self.hd_sampling = hd_sampling
         self.subset_factor = subset_factor
+        self.rescale = rescale
+        self.eval_mask = eval_mask
         num_units = math.prod(self.feature_shape)
         # a "group" is the set of units that compete with each other: the whole map, or the channels of one location
         self.per_location = conv_mode == "channel" and len(self.feature_shape) == 3
@@ -89,10 +105,13 @@ class KWTA(nn.Module):
         self.hd_enabled = False
         self.register_buffer("activation_count", torch.zeros(num_units, dtype=torch.float64))
         self.register_buffer("keep_probability", torch.ones(num_units, dtype=torch.float32))
+        # the keep-probabilities the latest task trained with (keep_probability already serves the next task)
+        self.register_buffer("trained_keep_probability", torch.ones(num_units, dtype=torch.float32))
 
     def extra_repr(self) -> str:
         return (f"k={self.k}, group_size={self.group_size}, feature_shape={self.feature_shape}, relu={self.relu}, "
-                f"conv_mode={self.conv_mode!r}, hd_sampling={self.hd_sampling!r}")
+                f"conv_mode={self.conv_mode!r}, hd_sampling={self.hd_sampling!r}, rescale={self.rescale}, "
+                f"eval_mask={self.eval_mask!r}")
 
     # (N, *feature_shape) <-> (N, groups, group_size), so that top-k always runs over the last dim
     def _to_groups(self, t: torch.Tensor) -> torch.Tensor:
@@ -110,6 +129,20 @@ class KWTA(nn.Module):
         if not (self.hd_enabled and self.training):
             return False
         return not bool(torch.all(self.keep_probability == 1))
+
+    def eval_scaling_active(self) -> bool:
+        """``eval_mask="expected"`` scales by the latest task's keep-probabilities in eval mode, when HD is on."""
+        if not (self.hd_enabled and not self.training and self.eval_mask == "expected"):
+            return False
+        return not bool(torch.all(self.trained_keep_probability == 1))
+
+    def _unit_scale(self, keep: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """The training mask as a float factor: 0 / 1, or 0 / (1/p_j) with ``rescale``."""
+        factor = keep.to(scores.dtype)
+        if self.rescale:
+            # a retained unit has p_j > 0, so the division is finite; dropped ones stay 0
+            factor = factor / self.keep_probability.to(scores.device, scores.dtype).reshape(self.feature_shape)
+        return factor
 
     def sample_keep_mask(self, batch_size: int, device: torch.device | str | None = None) -> torch.Tensor:
         """Draw a bool keep mask of shape (batch_size, *feature_shape), guard applied. Uses the global RNG."""
@@ -132,9 +165,10 @@ class KWTA(nn.Module):
         return self._from_groups(keep)
 
     @torch.no_grad()
-    def winners(self, z: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+    def winners(self, z: torch.Tensor, keep: torch.Tensor | None = None,
+                already_rectified: bool = False) -> torch.Tensor:
         """Bool mask of the k winners of each group among the retained units (`keep`, all units if None)."""
-        scores = torch.relu(z) if self.relu else z
+        scores = torch.relu(z) if self.relu and not already_rectified else z
         grouped = self._to_groups(scores.detach())
         if keep is not None:
             grouped = grouped.masked_fill(~self._to_groups(keep), float("-inf"))  # dropped units cannot win
@@ -148,14 +182,17 @@ class KWTA(nn.Module):
         if tuple(z.shape[1:]) != self.feature_shape:
             raise ValueError(f"KWTA expects inputs of shape (N, {self.feature_shape}), got {tuple(z.shape)}")
         scores = torch.relu(z) if self.relu else z
+        keep = self.sample_keep_mask(z.shape[0], z.device) if self.hd_active() else None
+        if keep is not None and self.rescale:
+            scores = scores * self._unit_scale(keep, scores)
+        elif self.eval_scaling_active():
+            scores = scores * self.trained_keep_probability.to(scores.device, scores.dtype).reshape(self.feature_shape)
         if self.k == self.group_size:
             # every unit wins: untouched scores keep ReLU bitwise; HD alone is plain (heterogeneous) dropout
-            output = scores * self.sample_keep_mask(z.shape[0], z.device).to(scores.dtype) if self.hd_active() \
-                else scores
+            output = scores if keep is None or self.rescale else scores * keep.to(scores.dtype)
         else:
-            keep = self.sample_keep_mask(z.shape[0], z.device) if self.hd_active() else None
             # the mask is a detached constant, so gradients flow through the winners only
-            output = scores * self.winners(z, keep).to(scores.dtype)
+            output = scores * self.winners(scores, keep, already_rectified=True).to(scores.dtype)
         if self.training and self.counting:
             with torch.no_grad():
                 used = (output != 0).sum(0).reshape(-1)
@@ -165,6 +202,7 @@ class KWTA(nn.Module):
     @torch.no_grad()
     def update_keep_probability(self, rho: float) -> None:
         """Recompute the HD keep-probabilities from the cumulative winner counts (call at task end)."""
+        self.trained_keep_probability.copy_(self.keep_probability)
         self.keep_probability.copy_(keep_probability(self.activation_count, rho))
 
 
