@@ -79,8 +79,9 @@ class ProgressPlugin(SupervisedPlugin):
             return
         steps = strategy.train_epochs * len(strategy.dataloader)
         index = strategy.experience.current_experience
+        # disable=None: no bar when stderr is not a terminal (redirected logs)
         self.bar = tqdm(total=steps, desc=f"experience {index + 1}/{self.n_experiences}", unit="step",
-                        leave=False, dynamic_ncols=True)
+                        leave=False, dynamic_ncols=True, disable=None)
 
     def after_training_iteration(self, strategy, **kwargs):
         if self.bar is not None:
@@ -144,11 +145,26 @@ class StrategyContext:
                     evaluator=_silent_evaluator())
 
 
+class _SilentEvaluator(EvaluationPlugin):
+    """An evaluator with no metrics and no loggers that also costs nothing per callback.
+
+    Avalanche's ``EvaluationPlugin`` answers every ``before_*`` / ``after_*`` lookup through a Python
+    ``__getattribute__`` and copies the experience for logging on each callback, with or without metrics:
+    about 0.06 ms per training iteration, a tenth of a batch-10 step of the 2x100 MLP. The runner
+    evaluates by itself, so the lookups go back to the plain ones and the update is a no-op.
+    """
+
+    __getattribute__ = object.__getattribute__
+
+    def _update_metrics_and_loggers(self, strategy, callback: str):
+        return []
+
+
 def _silent_evaluator() -> EvaluationPlugin:
     """The runner evaluates by itself; Avalanche's own metrics and loggers would only cost time."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="No loggers specified")
-        return EvaluationPlugin(loggers=[])
+        return _SilentEvaluator(loggers=[])
 
 
 def predict_logits(strategy, inputs: torch.Tensor, task_labels: torch.Tensor) -> torch.Tensor:
