@@ -371,7 +371,9 @@ def optimise_noise(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor
     objective = make_batch_objective(model, config, input_range, task, proxy_set.group_tasks)
     params = {name: value.detach() for name, value in model.named_parameters()}
     history: list[float] = []
-    bar = tqdm(range(config.steps), desc="brainwash noise", unit="step", leave=False, disable=not progress)
+    # disable=None: no bar when stderr is not a terminal (redirected logs)
+    bar = tqdm(range(config.steps), desc="brainwash noise", unit="step", leave=False,
+               disable=None if progress else True)
     for _ in bar:
         proxy = proxy_set.sample(per_group, generator, n_batches)  # redrawn for every batch
         gradient, old_losses = noise_gradient(model, params, objective, inputs, delta, targets, order, proxy,

@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--address", help="Ray cluster address (with --executor ray)")
     sweep.add_argument("--force", action="store_true", help="redo runs that already have a complete record")
     sweep.add_argument("--dry-run", action="store_true", help="list the expanded runs and exit")
+    sweep.add_argument("--only", action="append", default=[], metavar="KEY=NAME[,NAME]",
+                       help="run only the part of the sweep whose scenario / model / strategy / attack / seed is one "
+                            "of the names (repeatable; keys combine with and), e.g. --only scenario=continual_swiss_roll")
 
     board = commands.add_parser("leaderboard", help="aggregate run records into leaderboard CSVs",
                                 description="Group complete records by board and write one CSV per board "
@@ -234,8 +237,9 @@ def command_pretrain(args: argparse.Namespace, argv: Sequence[str]) -> None:
 def command_sweep(args: argparse.Namespace) -> None:
     from cl_bench import sweep
 
+    selection = sweep.parse_selection(args.only)
     spec = sweep.load_sweep(args.file)
-    runs = sweep.expand(spec)
+    runs = sweep.select(sweep.expand(spec), selection)
     out_dir = args.out or Path(getattr(spec, "out", None) or "runs")
     if args.dry_run:
         # expand() already resolved every run: reuse its run ids and labels
@@ -372,6 +376,9 @@ def command_list(args: argparse.Namespace) -> None:
             if args.verbose:
                 for name, type_name, default, doc in describe_fields(entry.config_class):
                     print(f"      {name} ({type_name}, default {default!r}): {doc}")
+                for scenario, chosen in entry.meta.get("scenario_defaults", {}).items():
+                    values = ", ".join(f"{name}={value!r}" for name, value in chosen.items())
+                    print(f"      on {scenario}: {values}")
         print()
 
 

@@ -220,8 +220,9 @@ def train_loop(module: nn.Module, loss_of_batch: Callable[[torch.Tensor, torch.T
     module.train()
     for epoch in range(config.epochs):
         order = torch.randperm(len(images), generator=generator, device=generator.device).to(images.device)
+        # disable=None: no bar when stderr is not a terminal (redirected logs)
         bar = tqdm(total=steps_per_epoch, desc=f"{config.method} epoch {epoch + 1}/{config.epochs}", unit="step",
-                   leave=False, dynamic_ncols=True, disable=not progress)
+                   leave=False, dynamic_ncols=True, disable=None if progress else True)
         running = torch.zeros((), device=images.device)
         for start in range(0, len(images), config.batch_size):
             rows = order[start:start + config.batch_size]

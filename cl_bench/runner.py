@@ -299,8 +299,9 @@ def train_online(prepared: Prepared, state: dict, run_dir: Path, started: float,
                                            "anytime": {"eval_every": online.eval_every, "samples": [],
                                                        "accuracy": [], "n_classes": []}})
     batch_counts = [-(-len(task.dataset) // online.batch_size) for task in hidden_tasks]
+    # disable=None: no bar when stderr is not a terminal (redirected logs)
     bar = tqdm(total=sum(batch_counts), initial=progress["batches"], desc="stream", unit="batch", leave=False,
-               dynamic_ncols=True, disable=not prepared.progress)
+               dynamic_ncols=True, disable=None if prepared.progress else True)
     for task_index in range(len(state["accuracy_matrix"]), len(hidden_tasks)):
         train_start, anytime_s = time.perf_counter(), 0.0
         batches = split_online_stream([hidden_tasks[task_index]], experience_size=online.batch_size, shuffle=False,

@@ -92,6 +92,7 @@ class RunSpec:
     run_id: str
     config_id: str
     label: str  # short human description, for progress lines and error messages
+    names: dict = field(default_factory=dict)  # component kind -> registered name, and "seed", as resolved
 
 
 @dataclass
@@ -341,8 +342,31 @@ def expand(sweep: SweepSpec) -> list[RunSpec]:
         if run_id in seen:
             continue
         seen.add(run_id)
-        runs.append(RunSpec(spec=spec, sets=sets, run_id=run_id, config_id=config.config_id(), label=label))
+        names = {"scenario": config.scenario, "model": config.model, "strategy": config.strategy,
+                 "attack": config.attack or "none", "seed": str(config.seed)}
+        runs.append(RunSpec(spec=spec, sets=sets, run_id=run_id, config_id=config.config_id(), label=label,
+                            names=names))
     return runs
+
+
+SELECTABLE = ("scenario", "model", "strategy", "attack", "seed")
+
+
+def parse_selection(assignments: Sequence[str]) -> dict[str, set[str]]:
+    """``["scenario=continual_swiss_roll", "strategy=gpm,gpm_sparse"]`` -> kind -> accepted names."""
+    selection: dict[str, set[str]] = {}
+    for assignment in assignments:
+        key, sep, value = assignment.partition("=")
+        if not sep or key not in SELECTABLE or not value.strip(","):
+            raise UserError(f"--only {assignment!r}: expected KEY=NAME[,NAME...] with KEY one of "
+                            f"{', '.join(SELECTABLE)}, e.g. --only scenario=continual_swiss_roll")
+        selection.setdefault(key, set()).update(name for name in value.split(",") if name)
+    return selection
+
+
+def select(runs: Sequence[RunSpec], selection: dict[str, set[str]]) -> list[RunSpec]:
+    """The runs whose resolved names match every key of ``selection`` (one of its names per key)."""
+    return [run for run in runs if all(run.names.get(key) in names for key, names in selection.items())]
 
 
 # ----------------------------------------------------------------------------- execution
@@ -398,7 +422,9 @@ class _Reporter:
 
         self.total = total
         self.count = 0
-        self.bar = tqdm(total=total, desc="sweep", unit="run", disable=not progress, leave=False)
+        # disable=None: no bar when stderr is not a terminal (redirected logs)
+        self.bar = tqdm(total=total, desc="sweep", unit="run", disable=None if progress else True,
+                        leave=False)
         self.echo = echo
 
     def finished(self, run: RunSpec, run_dir: Path, seconds: float) -> None:

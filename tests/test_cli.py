@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -128,3 +129,13 @@ def test_data_prepare_from_a_directory(tmp_path, capsys, fake_fmnist):
     assert out.strip() == str(tmp_path / "root" / "fashion-mnist")
     code, _, err = run_cli(["data", "prepare", "imagenet", "--root", str(tmp_path / "root")], capsys)
     assert code == 2 and "fmnist" in err
+
+
+def test_no_progress_bar_in_a_redirected_log(tmp_path):
+    """Bars are for terminals: a run whose stderr is a file writes no bar into it."""
+    log = tmp_path / "log.txt"
+    with log.open("w") as stderr:
+        subprocess.run([sys.executable, "-m", "cl_bench.cli", "run", "--scenario", "split_digits", "--strategy",
+                        "naive", "--out", str(tmp_path / "runs"), "--set", "train.epochs=1"], stderr=stderr,
+                       stdout=subprocess.DEVNULL, check=True, cwd=Path(__file__).resolve().parents[1])
+    assert "step/s" not in log.read_text() and "experience 1/" not in log.read_text()
