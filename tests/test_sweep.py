@@ -336,3 +336,28 @@ def test_ray_executor_runs_tasks(tmp_path: Path) -> None:
     assert {f.error for f in result.failures} == {"RuntimeError: loss diverged"}
     assert all("loss diverged" in f.traceback for f in result.failures)
     assert all(is_complete(d / "record.json") for d in result.done_dirs)
+
+
+def test_only_selects_a_slice_of_a_sweep_by_resolved_names(tmp_path, capsys):
+    from conftest import run_cli
+
+    from cl_bench.sweep import parse_selection, select
+
+    sweep = parse_sweep({"grid": {"scenario": ["split_digits", "continual_swiss_roll"],
+                                  "strategy": ["naive", "ewc"], "seed": [0, 1]},
+                         "runs": [{"scenario": "split_digits", "strategy": "lwf", "seed": 5}]})
+    runs = expand(sweep)
+    digits = select(runs, parse_selection(["scenario=split_digits"]))
+    assert len(digits) == 5 and all(run.names["scenario"] == "split_digits" for run in digits)
+    both = select(runs, parse_selection(["scenario=split_digits", "strategy=ewc,lwf", "seed=5"]))
+    assert [run.label for run in both] == ["runs[0] split_digits/lwf seed=5"]
+    assert select(runs, parse_selection([])) == runs
+    for bad in ("scenari=split_digits", "scenario", "scenario="):
+        with pytest.raises(UserError, match="KEY=NAME"):
+            parse_selection([bad])
+    path = tmp_path / "sweep.yaml"
+    path.write_text("grid: {scenario: [split_digits, continual_swiss_roll], strategy: [naive], seed: [0]}\n")
+    code, out, _ = run_cli(["sweep", str(path), "--only", "scenario=continual_swiss_roll", "--dry-run"], capsys)
+    assert code == 0 and out.strip().endswith("1 runs") and "split_digits" not in out
+    code, _, err = run_cli(["sweep", str(path), "--only", "strategies=naive", "--dry-run"], capsys)
+    assert code == 2 and "KEY=NAME" in err
