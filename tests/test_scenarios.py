@@ -24,6 +24,8 @@ def build(name: str, seed: int = 0, **values):
 
 
 def swiss(**values) -> ContinualSwissRollConfig:
+    """The raw generator (lift off) unless the test says otherwise: its geometry is what these tests check."""
+    values = {"lift_dim": 0, **values}
     return build_config(ContinualSwissRollConfig, values, "scenario")  # type: ignore[return-value]
 
 
@@ -175,10 +177,13 @@ def test_swiss_roll_scenario_settings_and_build_time():
     elapsed = time.perf_counter() - start
     assert elapsed < 1.0, f"building the Swiss roll took {elapsed:.2f}s"
     assert scenario.setting == "domain-incremental" and not scenario.task_labels
-    assert scenario.n_experiences == 10 and scenario.input_shape == (3,) and scenario.num_classes == 2
-    assert "suite variant" in scenario.description
+    assert scenario.n_experiences == 10 and scenario.input_shape == (100,) and scenario.num_classes == 2
+    assert "suite variant v2, lifted to 100 random Fourier features (bandwidth 0.25)" in scenario.description
     x, y, t = gather(scenario.benchmark.test_stream[9].dataset)
-    assert x.shape == (500, 3) and set(t.tolist()) == {0}
+    assert x.shape == (500, 100) and set(t.tolist()) == {0}
+    assert SCENARIOS.get("continual_swiss_roll").config_class().validation_fraction == 0.1  # the runner holds it out
+    raw = build("continual_swiss_roll", lift_dim=0)
+    assert raw.input_shape == (3,) and "suite variant, raw input" in raw.description
     multi = build("continual_swiss_roll", task_labels=True, n_tasks=3, n_train=5, n_test=2)
     assert multi.setting == "task-incremental" and multi.task_labels
     assert [e.task_labels for e in multi.benchmark.train_stream] == [[0], [1], [2]]
@@ -424,7 +429,7 @@ def test_split_cifar_registration():
 def test_swiss_roll_lift_is_a_fixed_fourier_map_of_the_raw_points():
     from scenarios.continual_swiss_roll import lift_map
 
-    raw = ContinualSwissRollConfig(n_train=200, n_test=50)
+    raw = ContinualSwissRollConfig(n_train=200, n_test=50, lift_dim=0)
     lifted = ContinualSwissRollConfig(n_train=200, n_test=50, lift_dim=64, lift_bandwidth=0.5)
     x_raw, y_raw, _, _ = generate_task(raw, 0, 4)
     x_lift, y_lift, x_lift_test, _ = generate_task(lifted, 0, 4)
@@ -443,8 +448,11 @@ def test_swiss_roll_lift_is_a_fixed_fourier_map_of_the_raw_points():
     assert lift_map(raw, 0) is None
 
 
-def test_swiss_roll_lift_keeps_old_run_ids_at_its_default():
+def test_swiss_roll_variant_enters_the_config_id():
+    """v1 (raw) and v2 (lifted) runs never share an id: the lift fields are always in the resolved config."""
     from cl_bench.config import resolve
-
-    assert "lift_dim" not in resolve({}, {}).to_dict()["scenario"]
-    assert resolve({}, {}, ["scenario.lift_dim=100"]).to_dict()["scenario"]["lift_dim"] == 100
+    v2 = resolve({}, {}).to_dict()
+    v1 = resolve({}, {}, ["scenario.lift_dim=0"]).to_dict()
+    assert v2["scenario"]["lift_dim"] == 100 and v2["scenario"]["lift_bandwidth"] == 0.25
+    assert v1["scenario"]["lift_dim"] == 0
+    assert resolve({}, {}).config_id() != resolve({}, {}, ["scenario.lift_dim=0"]).config_id()
