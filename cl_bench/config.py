@@ -6,7 +6,8 @@ A run's configuration is resolved in this order, later layers winning:
 
 1. the component defaults (and, for ``train``, the scenario's and strategy's recommended
    ``train_defaults`` registered with them; for the scenario's default model, its
-   ``model_defaults``);
+   ``model_defaults``; for the strategy, the values its registration chose for this scenario,
+   ``scenario_defaults``, e.g. gpm_sparse's k and rho selected on validation data per scenario family);
 2. a named preset (``--preset NAME`` or ``preset:`` in a config or sweep file), then a YAML
    file (``--config FILE``, read with ``yaml.safe_load``);
 3. the CLI flags (``--epochs``, ``--batch-size``, ``--lr``, ``--device``, ``--seed`` ...);
@@ -417,6 +418,11 @@ def resolve(spec: Optional[dict] = None, flags: Optional[dict] = None, sets: Seq
             preset_values = {k: v for k, v in preset_values.items() if k in known}
         values[kind] = {**preset_values, **values[kind]}
 
+    strategy_entry = REGISTRIES["strategy"].get(names["strategy"])
+    # the strategy's values chosen for this scenario sit just above its own defaults
+    values["strategy"] = {**strategy_entry.meta.get("scenario_defaults", {}).get(names["scenario"], {}),
+                          **values["strategy"]}
+
     if names["model"] == scenario_entry.meta.get("default_model", "mlp"):
         # the scenario's recommended model settings (e.g. the Swiss roll's bias-free 100-100 MLP)
         values["model"] = {**scenario_entry.meta.get("model_defaults", {}), **values["model"]}
@@ -428,7 +434,6 @@ def resolve(spec: Optional[dict] = None, flags: Optional[dict] = None, sets: Seq
         entry = REGISTRIES[kind].get(names[kind])
         components[kind] = build_config(entry.config_class, values[kind], kind)
 
-    strategy_entry = REGISTRIES["strategy"].get(names["strategy"])
     train_layers = {**scenario_entry.meta.get("train_defaults", {}),
                     **strategy_entry.meta.get("train_defaults", {}), **values["train"]}
     train = build_config(TrainConfig, train_layers, "train")

@@ -4,6 +4,7 @@ import pytest
 
 from cl_bench.config import load_yaml, parse_set, resolve
 from cl_bench.errors import UserError
+from cl_bench.registry import REGISTRIES
 
 
 def test_layers_defaults_yaml_flags_set(tmp_path):
@@ -64,3 +65,18 @@ def test_yaml_errors(tmp_path):
     unsafe.write_text("scenario: !!python/object/apply:os.system ['true']\n")
     with pytest.raises(UserError):
         load_yaml(unsafe)
+
+
+@pytest.mark.parametrize("strategy", [entry.name for entry in REGISTRIES["strategy"].entries()
+                                      if entry.meta.get("scenario_defaults")])
+def test_scenario_defaults_name_real_scenarios_and_fields_and_sit_below_every_override(strategy):
+    entry = REGISTRIES["strategy"].get(strategy)
+    for scenario, chosen in entry.meta["scenario_defaults"].items():
+        assert scenario in REGISTRIES["scenario"]
+        resolved = resolve({}, {"scenario": scenario, "strategy": strategy}).to_dict()["strategy"]
+        assert all(resolved[name] == value for name, value in chosen.items())
+        name, value = next(iter(chosen.items()))
+        override = [0.3] if isinstance(value, list) else 0.3
+        assigned = f"strategy.{name}={override}".replace(" ", "")
+        assert resolve({}, {"scenario": scenario, "strategy": strategy}, [assigned]).to_dict()["strategy"][name] \
+            == override

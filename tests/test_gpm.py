@@ -11,6 +11,7 @@ from torch import nn
 
 from cl_bench import runner
 from cl_bench.config import resolve
+from cl_bench.errors import UserError
 from cl_bench.models.kwta import KWTA
 from strategies.gpm import (GPMConfig, GPMPlugin, energy_rank, layer_input_matrix, project_out, projected_layers,
                             update_basis)
@@ -381,3 +382,12 @@ def test_gpm_sparse_counting_on_a_clean_pass_runs_and_counts(tmp_path, capsys):
     assert code == 0, err
     record = json.loads((Path(out.strip().splitlines()[-1]) / "record.json").read_text())
     assert len(record["accuracy_matrix"]) == 5 and record["config"]["strategy"]["count_on"] == "clean"
+
+
+def test_gpm_sparse_refuses_both_mismatch_flags_and_keeps_old_ids():
+    with pytest.raises(UserError, match="set one of them"):
+        resolve({}, {"strategy": "gpm_sparse"}, ["strategy.hd_rescale=true", "strategy.hd_eval=expected"])
+    strategy = resolve({}, {"strategy": "gpm_sparse"}).to_dict()["strategy"]
+    assert "hd_rescale" not in strategy and "hd_eval" not in strategy
+    assert resolve({}, {"strategy": "gpm_sparse"}, ["strategy.hd_eval=expected"]).to_dict()["strategy"]["hd_eval"] \
+        == "expected"
