@@ -134,6 +134,15 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("kind", nargs="?", choices=("scenario", "model", "strategy", "attack", "evaluator", "preset"))
     listing.add_argument("--verbose", "-v", action="store_true", help="also list every config field and default")
 
+    docs = commands.add_parser("docs", help="write the generated documentation pages (catalog, results)",
+                               description="Write docs/catalog.md from the registries and docs/results/*.md from "
+                                           "the committed leaderboard CSVs; --check only compares.")
+    docs.add_argument("--docs", type=Path, default=Path("docs"), help="documentation directory (default docs)")
+    docs.add_argument("--leaderboards", type=Path, default=Path("leaderboards"),
+                      help="directory of the committed boards (default leaderboards)")
+    docs.add_argument("--check", action="store_true",
+                      help="write nothing; exit 1 and name the pages that differ from what would be written")
+
     data = commands.add_parser("data", help="dataset preparation")
     data_commands = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     data_prepare = data_commands.add_parser("prepare", help="put a dataset where the loaders find it")
@@ -405,6 +414,19 @@ def command_data(args: argparse.Namespace) -> None:
     print(data.prepare(args.dataset, args.source, args.root or data_root()))
 
 
+def command_docs(args: argparse.Namespace) -> None:
+    from cl_bench.docs import write_pages
+
+    if not args.leaderboards.is_dir():
+        raise UserError(f"leaderboards directory {args.leaderboards} does not exist; pass --leaderboards DIR")
+    differing = write_pages(args.docs, args.leaderboards, check=args.check)
+    if args.check and differing:
+        print(f"generated pages out of date: {', '.join(differing)}; run `cl-bench docs` and commit them",
+              file=sys.stderr)
+        raise SystemExit(1)
+    print(f"{len(differing)} page(s) {'differ' if args.check else 'written'}")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
@@ -423,6 +445,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             command_list(args)
         elif args.command == "data":
             command_data(args)
+        elif args.command == "docs":
+            command_docs(args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(UserError.exit_code) from None
