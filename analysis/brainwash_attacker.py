@@ -8,7 +8,8 @@ set) with no noise (``surrogate_clean``), with the initial random noise (``surro
 optimised noise (``surrogate_final``). A summary per surrogate follows: how flat the objective is (its
 clean value), and in how many runs the optimisation raised it, by how much.
 
-    python analysis/brainwash_attacker.py [--runs runs_brainwash_ablation] [--out analysis/results/brainwash_attacker.txt]
+    python analysis/brainwash_attacker.py [--runs runs_brainwash_ablation] \
+        [--out analysis/results/brainwash_attacker.txt]
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def main() -> None:
         rose = [row for row in group if row["final"] > row["initial"]]
         changes = [(row["final"] - row["initial"]) / row["initial"] for row in group if row["initial"]]
         accuracies = [row["inversion_accuracy"] for row in group if row["inversion_accuracy"] is not None]
-        summary = (f"{proxy}: {len(group)} runs; objective without noise: median {statistics.median(r['clean'] for r in group):.4f} "
+        median_clean = statistics.median(r['clean'] for r in group)
+        summary = (f"{proxy}: {len(group)} runs; objective without noise: median {median_clean:.4f} "
                    f"(range {min(r['clean'] for r in group):.4f}-{max(r['clean'] for r in group):.4f}); "
                    f"the noise raised it in {len(rose)} of {len(group)} runs, relative change "
                    f"{min(changes):+.2%} to {max(changes):+.2%}")

@@ -3,7 +3,8 @@
 Trains gpm_sparse (suite defaults) on the Continual Swiss Roll and, after each task, measures the
 accuracy on that task's test set twice: as the runner does (eval mode: no dropout, every unit
 competes in k-WTA) and with the dropout keep-probabilities that task was trained with (mean over 20
-mask draws; no counting, no gradients; the run itself is not changed). A large gap means the units that a new task was trained through lose the
+mask draws; no counting, no gradients; the run itself is not changed). A large gap means the units that a new
+task was trained through lose the
 k-WTA competition to old tasks' units at test time.
 
     python analysis/hd_eval_mismatch.py [--seed 0] [--scenario continual_swiss_roll]

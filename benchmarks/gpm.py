@@ -88,7 +88,8 @@ def bare_step_seconds(basis_sizes: list[int], batch: int, steps: int = 2000) -> 
     (``G' = g^T (X - X M M^T)``), with the layer inputs and output gradients kept by the loop itself.
     """
     torch.manual_seed(0)
-    weights = [torch.nn.Parameter(torch.randn(out, dim) * dim ** -0.5) for dim, out in ((784, 100), (100, 100), (100, 10))]
+    shapes = ((784, 100), (100, 100), (100, 10))
+    weights = [torch.nn.Parameter(torch.randn(out, dim) * dim ** -0.5) for dim, out in shapes]
     bases = [torch.linalg.qr(torch.randn(w.shape[1], size))[0] for w, size in zip(weights, basis_sizes)]
     optimizer = torch.optim.SGD(weights, lr=0.01)
     inputs, targets = torch.randn(batch, 784), torch.randint(0, 10, (batch,))

@@ -83,7 +83,8 @@ def main() -> None:
     baseline = throughput[args.workers[0]]
     lines = [
         f"benchmark: training loader of split_cifar100 (image_size 224, augment: SLCA's RandomResizedCrop + flip + "
-        f"ColorJitter, normalize), {len(dataset)} images of the first experience, batch {args.batch_size}, {args.epochs} timed "
+        f"ColorJitter, normalize), {len(dataset)} images of the first experience, batch {args.batch_size}, "
+        f"{args.epochs} timed "
         f"epochs after a warm-up epoch, no model",
         f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
         f"torch {torch.__version__}",

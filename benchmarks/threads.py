@@ -66,7 +66,8 @@ def main() -> None:
     args = parser.parse_args()
     lines = [f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, python "
              f"{platform.python_version()}", ""]
-    for label, run_args in (("(a) default scenario, naive", DEFAULT), ("(b) pmnist prefix, gpm, batch 10", PMNIST_PREFIX)):
+    cases = (("(a) default scenario, naive", DEFAULT), ("(b) pmnist prefix, gpm, batch 10", PMNIST_PREFIX))
+    for label, run_args in cases:
         one, two = timed(run_args, 1)[0], timed(run_args, 2)[0]
         lines.append(f"{label:36s} 1 thread {one:6.1f} s   2 threads {two:6.1f} s   2/1 = {two / one:.2f}")
         print(lines[-1], flush=True)

@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--dry-run", action="store_true", help="list the expanded runs and exit")
     sweep.add_argument("--only", action="append", default=[], metavar="KEY=NAME[,NAME]",
                        help="run only the part of the sweep whose scenario / model / strategy / attack / seed is one "
-                            "of the names (repeatable; keys combine with and), e.g. --only scenario=continual_swiss_roll")
+                            "of the names (repeatable; keys combine with and), "
+                            "e.g. --only scenario=continual_swiss_roll")
 
     board = commands.add_parser("leaderboard", help="aggregate run records into leaderboard CSVs",
                                 description="Group complete records by board and write one CSV per board "
@@ -96,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--anytime", action="store_true",
                       help="task-free runs: anytime accuracy against stream samples seen, one panel per stream mode, "
                            "loss plateaus (Online-LoRA) marked")
-    plot.add_argument("--out", type=Path, help="PNG path (default: forgetting_curve.png in the run dir, or overlay.png; "
+    plot.add_argument("--out", type=Path, help="PNG path (default: forgetting_curve.png in the run dir, or "
+                                               "overlay.png; "
                                                "with --memory, gpm_memory.png; with --anytime, anytime_accuracy.png)")
 
     pretrain = commands.add_parser("pretrain", help="pre-train a ViT backbone on the held-out pre-training pool",
@@ -148,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     data_prepare = data_commands.add_parser("prepare", help="put a dataset where the loaders find it")
     data_prepare.add_argument("dataset", help="fmnist, cifar10, cifar100 or imagenet-r")
     data_prepare.add_argument("--from", dest="source", type=Path,
-                              help="directory holding the files (default for fmnist: /usr/share/datasets/fashion-mnist); "
+                              help="directory holding the files (default for fmnist: "
+                                   "/usr/share/datasets/fashion-mnist); "
                                    "imagenet-r: the class folders, a directory holding imagenet-r/, or imagenet-r.tar")
     data_prepare.add_argument("--root", type=Path, help="data root (default $CL_BENCH_DATA or ~/.cache/cl_bench/data)")
     return parser
@@ -357,7 +360,8 @@ def command_plot(args: argparse.Namespace) -> None:
     elif args.anytime:
         print(plots.plot_anytime(selected, args.out or Path("anytime_accuracy.png")))
     elif len(selected) == 1 and args.runs is None:
-        out = args.out or Path(args.paths[0] if args.paths[0].is_dir() else args.paths[0].parent) / "forgetting_curve.png"
+        run_dir = args.paths[0] if args.paths[0].is_dir() else args.paths[0].parent
+        out = args.out or Path(run_dir) / "forgetting_curve.png"
         print(plots.plot_run(selected[0], out))
     else:
         scenarios = {r["scenario"] for r in selected}

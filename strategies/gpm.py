@@ -32,7 +32,8 @@ projected weight, computed as ``(G M) M^T`` when ``2 r < d`` and with the cached
 ``M M^T`` otherwise (same result, cheaper form). For a Linear layer used once per step,
 ``G = g^T X`` (``g`` the output gradient, ``X`` the batch's input rows), so the projected gradient
 is also ``g^T (X - X M M^T)``; when the batch is small this input-side form is much cheaper and
-is used instead (mathematically the same; the tests check both forms against the oracle). One-dimensional parameters of the shared
+is used instead (mathematically the same; the tests check both forms against the oracle). One-dimensional
+parameters of the shared
 network (biases, BatchNorm affine) get zero gradient from task 2 on.
 
 Official behaviour vs paper, and the flags (official is the default everywhere):

@@ -145,7 +145,8 @@ def test_plugin_projects_every_shared_weight_and_freezes_biases():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 3))
     plugin = GPMPlugin(GPMConfig())
-    plugin.bases = {"0": update_basis(None, _low_rank(8, 20, 3), 0.99), "2": update_basis(None, _low_rank(6, 20, 2), 0.99)}
+    plugin.bases = {"0": update_basis(None, _low_rank(8, 20, 3), 0.99),
+                    "2": update_basis(None, _low_rank(6, 20, 2), 0.99)}
     plugin.tasks_done = 1
     strategy = _fake_strategy(model)
     plugin.before_training_exp(strategy)

@@ -55,8 +55,8 @@ def test_mlp_gpm_is_the_bias_free_100_100_mlp():
     assert isinstance(model, SingleHeadNet)
     assert not [name for name, _ in model.named_parameters() if "bias" in name]
     layers = weight_layers(model)
-    assert [(l.in_features, l.out_features) for l in layers] == [(784, 100), (100, 100), (100, 10)]
-    assert all(l.bias is None for l in layers)
+    assert [(layer.in_features, layer.out_features) for layer in layers] == [(784, 100), (100, 100), (100, 10)]
+    assert all(layer.bias is None for layer in layers)
     assert sum(p.numel() for p in model.parameters()) == 784 * 100 + 100 * 100 + 100 * 10
     assert [type(m) for m in model.backbone] == [nn.Flatten, nn.Linear, nn.ReLU, nn.Linear, nn.ReLU]
     assert model(torch.rand(4, 1, 28, 28)).shape == (4, 10)
@@ -66,8 +66,8 @@ def test_mlp_gpm_widths_and_multi_head():
     scenario = digits(task_labels=True)
     model = build_model("mlp_gpm", scenario, widths=[32])
     assert isinstance(model, MultiHeadNet) and len(model.heads) == 5
-    assert all(l.bias is None for l in weight_layers(model))
-    assert [fan_in(l) for l in weight_layers(model)] == [64] + [32] * 5
+    assert all(layer.bias is None for layer in weight_layers(model))
+    assert [fan_in(layer) for layer in weight_layers(model)] == [64] + [32] * 5
     x = torch.rand(6, 1, 8, 8)
     logits = model(x, torch.tensor([0, 0, 1, 1, 4, 4]))
     assert logits.shape == (6, 10)
@@ -91,8 +91,8 @@ def test_alexnet_gpm_official_shapes_on_cifar():
     assert [fan_in(c) for c in convs] == [48, 576, 512]  # GPM's representation sizes (spec section 4)
     assert [c.kernel_size for c in convs] == [(4, 4), (3, 3), (2, 2)]
     assert all(c.padding == (0, 0) and c.stride == (1, 1) for c in convs)
-    assert [(l.in_features, l.out_features) for l in linears] == [(1024, 2048), (2048, 2048), (2048, 10)]
-    assert all(l.bias is None for l in weight_layers(model))
+    assert [(layer.in_features, layer.out_features) for layer in linears] == [(1024, 2048), (2048, 2048), (2048, 10)]
+    assert all(layer.bias is None for layer in weight_layers(model))
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     assert len(norms) == 5 and all(not n.track_running_stats and n.running_mean is None for n in norms)
     assert sum(p.numel() for p in model.parameters()) == CIFAR_PARAMS + 2048 * 10
@@ -129,12 +129,12 @@ def test_alexnet_gpm_eval_is_deterministic_and_uses_batch_statistics():
 
 def test_alexnet_gpm_on_fashion_mnist_shape_and_custom_config():
     model = build_model("alexnet_gpm", fake_scenario((1, 28, 28)))
-    assert [fan_in(l) for l in weight_layers(model)] == [16, 576, 512, 1024, 2048, 2048]
+    assert [fan_in(layer) for layer in weight_layers(model)] == [16, 576, 512, 1024, 2048, 2048]
     assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
     small = build_model("alexnet_gpm", fake_scenario((1, 28, 28)), channels=[8, 16], kernel_sizes=[3, 3],
                         conv_dropout=[0.0, 0.1], hidden=32, fc_dropout=0.0)
     # 28 -conv3-> 26 -pool-> 13 -conv3-> 11 -pool-> 5: 16 * 5 * 5 = 400
-    assert [fan_in(l) for l in weight_layers(small)] == [9, 72, 400, 32, 32]
+    assert [fan_in(layer) for layer in weight_layers(small)] == [9, 72, 400, 32, 32]
 
 
 def test_alexnet_gpm_two_dimensional_inputs_get_one_channel():

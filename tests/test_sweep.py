@@ -65,8 +65,8 @@ TOYS = [
 
 def install_toys(setitem) -> None:
     load_catalogs()  # first, so a later catalog import cannot clash with the toys
-    for registry, entry in TOYS:
-        setitem(registry._entries, entry.name, entry)
+    for toy_registry, entry in TOYS:
+        setitem(toy_registry._entries, entry.name, entry)
 
 
 @pytest.fixture(autouse=True)

@@ -74,7 +74,8 @@ def test_blurry_tasks_leak_a_share_of_the_blurry_classes_only(fmnist):
             at_home = int((labels[task] == c).sum())
             assert at_home == (per_class if c in disjoint else per_class - 10)  # M = 0.25 of 40 moved away
     assert sum(len(y) for y in labels) == 400
-    assert [sorted(c) for c in home] == [sorted(c) for c in build(mode="blurry", blurry_sample_ratio=0.25).classes_per_experience]
+    quarter = build(mode="blurry", blurry_sample_ratio=0.25)
+    assert [sorted(c) for c in home] == [sorted(c) for c in quarter.classes_per_experience]
     assert home != build(seed=1, mode="blurry").classes_per_experience  # the split follows the run seed
 
 
@@ -128,7 +129,8 @@ def test_record_has_the_anytime_curve_and_resume_gives_the_same_record(fmnist, t
 
 
 def test_cli_run_prints_the_anytime_numbers_and_draws_the_curve(fmnist, tmp_path, capsys):
-    args = ["run", "--scenario", "task_free_fmnist", "--device", "cpu", "--no-progress", "--out", str(tmp_path / "runs")]
+    args = ["run", "--scenario", "task_free_fmnist", "--device", "cpu", "--no-progress",
+            "--out", str(tmp_path / "runs")]
     sets = [item for assignment in TINY + ["scenario.mode=blurry"] for item in ("--set", assignment)]
     code, out, err = run_cli(args + sets, capsys)
     assert code == 0, err
