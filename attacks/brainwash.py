@@ -76,7 +76,6 @@ from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
-from avalanche.models import MultiTaskModule
 from torch import nn
 from torch.func import functional_call
 from tqdm.auto import tqdm

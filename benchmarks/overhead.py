@@ -116,8 +116,8 @@ def main() -> None:
         f"benchmark: runner overhead, split_fmnist, naive, {title}, batch 128, 1 epoch/experience",
         f"machine: {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}, "
         f"torch {torch.__version__}",
-        f"(a) cl-bench runner  : " + ", ".join(f"{t:.2f}s" for t in runner_times) + f"  (best {best_runner:.2f}s)",
-        f"(b) bare PyTorch loop: " + ", ".join(f"{t:.2f}s" for t in bare_times) + f"  (best {best_bare:.2f}s)",
+        "(a) cl-bench runner  : " + ", ".join(f"{t:.2f}s" for t in runner_times) + f"  (best {best_runner:.2f}s)",
+        "(b) bare PyTorch loop: " + ", ".join(f"{t:.2f}s" for t in bare_times) + f"  (best {best_bare:.2f}s)",
         f"ratio a/b of the whole run (best of {args.repeats}): {best_runner / best_bare:.3f}   target <= 1.3",
         f"training throughput (best of {args.repeats}): runner {images / runner_train:.0f} images/s, bare loop "
         f"{images / bare_train:.0f} images/s, ratio {runner_train / bare_train:.3f}",
@@ -126,7 +126,7 @@ def main() -> None:
         per_item_times = [total for total, _ in per_item_runs]
         per_item_train = min(train for _, train in per_item_runs)
         lines += [
-            f"(c) runner, Avalanche's per-item loaders: " + ", ".join(f"{t:.2f}s" for t in per_item_times)
+            "(c) runner, Avalanche's per-item loaders: " + ", ".join(f"{t:.2f}s" for t in per_item_times)
             + f"  (best {min(per_item_times):.2f}s)",
             f"ratio c/a of the whole run: {min(per_item_times) / best_runner:.2f}; training throughput "
             f"{images / per_item_train:.0f} images/s, {per_item_train / runner_train:.2f}x the slicing runner's time",
