@@ -142,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     docs.add_argument("--docs", type=Path, default=Path("docs"), help="documentation directory (default docs)")
     docs.add_argument("--leaderboards", type=Path, default=Path("leaderboards"),
                       help="directory of the committed boards (default leaderboards)")
+    docs.add_argument("--readme", type=Path, default=Path("README.md"),
+                      help="README whose registered-components block is regenerated (default README.md)")
     docs.add_argument("--check", action="store_true",
                       help="write nothing; exit 1 and name the pages that differ from what would be written")
 
@@ -423,7 +425,7 @@ def command_docs(args: argparse.Namespace) -> None:
 
     if not args.leaderboards.is_dir():
         raise UserError(f"leaderboards directory {args.leaderboards} does not exist; pass --leaderboards DIR")
-    differing = write_pages(args.docs, args.leaderboards, check=args.check)
+    differing = write_pages(args.docs, args.leaderboards, check=args.check, readme=args.readme)
     if args.check and differing:
         print(f"generated pages out of date: {', '.join(differing)}; run `cl-bench docs` and commit them",
               file=sys.stderr)

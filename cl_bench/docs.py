@@ -1,6 +1,9 @@
-"""The generated pages of the documentation site: the catalog (from the registries) and the results (from the
-committed leaderboard CSVs). ``cl-bench docs`` writes them; ``cl-bench docs --check`` (run by a test and by CI)
-fails when a committed page differs from what the code and the CSVs give today, so no page is ever pasted.
+"""The generated pages of the documentation site.
+
+The catalog comes from the registries, the results pages from the committed leaderboard CSVs and
+``leaderboards/README.md``, and the README's table of registered components from the registries.
+``cl-bench docs`` writes them; ``cl-bench docs --check`` (run by a test) fails when a committed page differs
+from what the code and the CSVs give today, so no page is ever pasted.
 """
 
 from __future__ import annotations
@@ -121,22 +124,67 @@ def results_page(csv_path: Path, root: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def results_page_name(csv_path: Path, leaderboards: Path) -> str:
+    return csv_path.relative_to(leaderboards).with_suffix(".md").as_posix().replace("/", "__")
+
+
+def results_index(leaderboards: Path) -> str:
+    """The results home page: ``leaderboards/README.md`` (how every board is produced), then a link per board."""
+    readme = leaderboards / "README.md"
+    text = readme.read_text().strip() if readme.is_file() else "# Leaderboards"
+    lines = [GENERATED_NOTE, "", text.replace("# Leaderboards", "# Results", 1), "", "## Every board", ""]
+    for csv_path in sorted(leaderboards.rglob("*.csv")):
+        relative = csv_path.relative_to(leaderboards).as_posix()
+        lines.append(f"- [`{relative}`]({results_page_name(csv_path, leaderboards)})")
+    return "\n".join(lines) + "\n"
+
+
 def generated_pages(leaderboards: Path) -> dict[str, str]:
     """Path under docs/ -> page text, for every generated page."""
-    pages = {"catalog.md": catalog_page()}
+    pages = {"catalog.md": catalog_page(), "results/index.md": results_index(leaderboards)}
     for csv_path in sorted(leaderboards.rglob("*.csv")):
-        name = csv_path.relative_to(leaderboards).with_suffix(".md").as_posix().replace("/", "__")
-        pages[f"results/{name}"] = results_page(csv_path, leaderboards)
+        pages[f"results/{results_page_name(csv_path, leaderboards)}"] = results_page(csv_path, leaderboards)
     return pages
 
 
-def write_pages(docs: Path, leaderboards: Path, check: bool = False) -> list[str]:
+REGISTERED_START, REGISTERED_END = "<!-- registered:start -->", "<!-- registered:end -->"
+
+
+def registered_table() -> str:
+    """One row per component kind with every registered name, linked to the catalog (for the README)."""
+    from cl_bench.presets import preset_names
+    from cl_bench.registry import REGISTRIES
+
+    lines = ["| kind | registered (see the catalog for every field and default) |", "|---|---|"]
+    for kind, registry in REGISTRIES.items():
+        names = ", ".join(f"`{entry.name}`" for entry in registry.entries()) or "none yet"
+        lines.append(f"| {KIND_TITLES.get(kind, kind).lower()} | {names} |")
+    lines.append(f"| presets | {', '.join(f'`{name}`' for name in preset_names())} |")
+    return "\n".join(lines)
+
+
+def with_registered_table(readme: str) -> str:
+    """``readme`` with the block between the registered markers replaced by :func:`registered_table`."""
+    start, end = readme.find(REGISTERED_START), readme.find(REGISTERED_END)
+    if start < 0 or end < start:
+        return readme
+    return readme[:start + len(REGISTERED_START)] + "\n" + registered_table() + "\n" + readme[end:]
+
+
+def write_pages(docs: Path, leaderboards: Path, check: bool = False, readme: Path | None = None) -> list[str]:
     """Write (or with ``check`` only compare) every generated page; the paths that differed (or were written).
 
-    Generated result pages whose board no longer exists are removed (reported as differing under check).
+    Generated result pages whose board no longer exists are removed (reported as differing under check). With
+    ``readme``, its registered-components block is part of the generated set.
     """
     pages = generated_pages(leaderboards)
     differing = []
+    if readme is not None and readme.is_file():
+        current = readme.read_text()
+        if with_registered_table(current) != current:
+            differing.append(readme.name)
+            if not check:
+                readme.write_text(with_registered_table(current))
     for relative, text in pages.items():
         path = docs / relative
         if not path.is_file() or path.read_text() != text:
