@@ -69,6 +69,45 @@ def catalog_page() -> str:
 CONFIG_COLUMNS = ("scenario_config", "model_config", "strategy_config", "train_config")
 
 
+def _schema_type(node: dict) -> str:
+    """A JSON-schema node as a short type: ``number in [0, 1]``, ``list of Metrics``, ``Metrics or null``."""
+    if "$ref" in node:
+        return node["$ref"].rsplit("/", 1)[-1]
+    if "anyOf" in node:
+        return " or ".join(_schema_type(option) for option in node["anyOf"])
+    if "const" in node:
+        return json.dumps(node["const"])
+    kind = node.get("type", "any")
+    if kind == "array":
+        return f"list of {_schema_type(node.get('items', {}))}"
+    if kind == "object":
+        values = node.get("additionalProperties")
+        return f"object of {_schema_type(values)}" if isinstance(values, dict) and values else "object"
+    bounds = [f"{sign} {node[key]}" for key, sign in (("minimum", ">="), ("maximum", "<=")) if key in node]
+    return f"{kind} ({', '.join(bounds)})" if bounds else str(kind)
+
+
+def record_schema_page() -> str:
+    """The run record's schema (``cl_bench.records.RunRecord``, what every reader checks), one table per part."""
+    from cl_bench.records import RunRecord
+
+    schema = RunRecord.model_json_schema()
+    parts = [("RunRecord", schema)] + sorted(schema.get("$defs", {}).items())
+    lines = [GENERATED_NOTE, "", "# The run record", "",
+             "`record.json` is strict JSON (no NaN or Infinity) and is read back only if it matches this schema "
+             "(`cl_bench.records.RunRecord`, pydantic, strict types); other fields are kept as plain data. A "
+             "record that does not match is skipped by `leaderboard`, refused by `plot` and redone by `run` and "
+             "`sweep`. Numbers are finite; accuracies lie in [0, 1]; matrices are square, one row and column per "
+             "experience.", ""]
+    for name, part in parts:
+        required = set(part.get("required", []))
+        lines += [f"## {name}", "", "| field | type | required |", "|---|---|---|"]
+        lines += [f"| `{field}` | {_cell(_schema_type(node))} | {'yes' if field in required else ''} |"
+                  for field, node in part.get("properties", {}).items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
 def _headline_columns(stem: str, header: list[str]) -> list[str]:
     if stem.startswith("attack_"):
         wanted = list(ATTACK_MARKDOWN_COLUMNS)
@@ -141,7 +180,8 @@ def results_index(leaderboards: Path) -> str:
 
 def generated_pages(leaderboards: Path) -> dict[str, str]:
     """Path under docs/ -> page text, for every generated page."""
-    pages = {"catalog.md": catalog_page(), "results/index.md": results_index(leaderboards)}
+    pages = {"catalog.md": catalog_page(), "record.md": record_schema_page(),
+             "results/index.md": results_index(leaderboards)}
     for csv_path in sorted(leaderboards.rglob("*.csv")):
         pages[f"results/{results_page_name(csv_path, leaderboards)}"] = results_page(csv_path, leaderboards)
     return pages
