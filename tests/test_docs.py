@@ -27,7 +27,7 @@ def test_check_names_an_edited_page_and_a_missing_one_and_docs_rewrites_them(tmp
     readme.write_text("# x\n<!-- registered:start -->\nold\n<!-- registered:end -->\ntail\n")
     code, out, _ = run_cli(["docs", "--docs", str(docs), "--leaderboards", str(boards), "--readme", str(readme)],
                            capsys)
-    assert code == 0 and "4 page(s) written" in out
+    assert code == 0 and "5 page(s) written" in out  # README, catalog, record, results index, one board
     assert "old" not in readme.read_text() and "`gpm_sparse`" in readme.read_text() and "tail" in readme.read_text()
     page = (docs / "results" / "cl_toy.md").read_text()
     assert "| gpm_sparse | k_ratio=[0.2] | 1 | 0.6000 |" in page  # only the field that differs is shown
