@@ -4,8 +4,9 @@ An attack module registers ``build(config, scenario) -> Attack`` with
 ``ATTACKS.register(name, config=...)``. The runner asks the attack which training experience it
 poisons (``target_index``), trains the stream up to that experience once, and then trains the
 rest twice from the same saved state: once on clean data and once with ``poison`` applied to the
-target experience (the paired measurement of the record). ``transform_test`` is the hook for
-test-time attacks (identity here; no registered attack uses it yet).
+target experience (the paired measurement of the record). Only training-time attacks exist so far: an
+attack that does not set ``poisons_training`` is refused by the runner (test-time attacks need a measurement
+phase on the trained model, not built yet).
 
 Rules every attack follows:
 
@@ -30,7 +31,7 @@ from cl_bench.tensor_data import TensorBank, gather
 
 
 class Attack:
-    """Base class: poisons nothing, transforms nothing. Subclasses override ``poison``."""
+    """Base class: poisons nothing. Subclasses set ``poisons_training`` and override ``poison``."""
 
     poisons_training = False
     progress = False  # the runner sets it: show a progress bar on long work
@@ -51,9 +52,6 @@ class Attack:
 
     def poison(self, experience, strategy):
         return experience
-
-    def transform_test(self, stream, model):
-        return stream
 
     def budget(self) -> dict:
         return {}

@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from cl_bench.errors import UserError
+from cl_bench.metrics import seen_average_curve
 from cl_bench.records import atomic_output, stream_mode
 
 DPI = 120
@@ -29,8 +30,8 @@ def _matrix(record: dict) -> np.ndarray:
 
 
 def seen_accuracy(matrix: np.ndarray) -> np.ndarray:
-    """Mean accuracy over the experiences seen so far: entry i = mean_{j<=i} R[i][j]."""
-    return np.array([matrix[i, : i + 1].mean() for i in range(matrix.shape[0])])
+    """Mean accuracy over the experiences seen so far: entry i = mean_{j<=i} R[i][j] (see metrics)."""
+    return np.asarray(seen_average_curve(matrix))
 
 
 def _task_colors(n_tasks: int) -> list:

@@ -126,6 +126,10 @@ def prepare(config: RunConfig, out_dir: Path, progress: bool) -> Prepared:
     if config.attack is not None:
         attack = ATTACKS.get(config.attack).builder(config.components["attack"], scenario, config.seed)
         attack.progress = progress
+        if not attack.poisons_training:
+            # the measurement phase that test-time attacks need does not exist yet: a run would record clean numbers
+            raise UserError(f"attack {config.attack} does not poison training data; test-time attacks are not "
+                            f"supported by `cl-bench run` yet (choose brainwash or uniform_noise)")
         attack.target_index(scenario.n_experiences)  # validates the target before any work
         if getattr(strategy, "train_whole_stream", False):
             raise UserError(f"strategy {config.strategy} trains once on the whole stream; "

@@ -119,3 +119,20 @@ def test_attack_board_pairs_clean_and_attacked_per_victim_and_stays_off_the_cl_b
     records = [_record(path) for path in sorted((tmp_path / "runs").iterdir())]
     mean_drop = sum(r["attack_effect"]["bwt"]["difference"] for r in records) / 2
     assert float(row["bwt_difference_mean"]) == pytest.approx(mean_drop, abs=1e-4)
+
+
+def test_a_test_time_attack_is_refused_until_the_measurement_phase_exists(tmp_path, capsys, monkeypatch):
+    """An attack that poisons no training data would record clean numbers under its name: exit 2 instead."""
+    from cl_bench.attack import Attack
+    from cl_bench.config import ComponentConfig
+    from cl_bench.registry import Entry
+
+    ATTACKS.entries()  # load the catalogs before adding the toy
+    toy = Entry("test_time_toy", "attack", lambda config, scenario, seed: Attack(config, scenario, seed),
+                ComponentConfig, "a test-time attack", {})
+    monkeypatch.setitem(ATTACKS._entries, "test_time_toy", toy)
+    out = tmp_path / "runs"
+    code, _, err = run_cli(["run", "--scenario", "split_digits", "--attack", "test_time_toy", "--out", str(out),
+                            "--set", "train.epochs=1"], capsys)
+    assert code == 2 and "does not poison training data" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() or not any(out.iterdir())
