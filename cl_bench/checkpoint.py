@@ -34,7 +34,7 @@ import random
 import re
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, cast
 
 import numpy as np
 import torch
@@ -204,7 +204,8 @@ class _Decoder:
                 dataset = dataset.concat(part)
             return dataset
         if "__object__" in value:
-            cls = self.allowed.get(value["__object__"]) if isinstance(value["__object__"], str) else None
+            cls: Optional[type[object]] = (self.allowed.get(value["__object__"])
+                                           if isinstance(value["__object__"], str) else None)
             if cls is None:
                 # looked up, never imported: a name outside the allow-list is refused, whatever it names
                 raise CorruptCheckpoint(f"it names the class {str(value['__object__'])[:80]!r}, which is not one "
@@ -226,7 +227,8 @@ class _Decoder:
 
 
 def rng_state() -> dict:
-    numpy_state = np.random.get_state()
+    # legacy=True (the default) returns the tuple form; numpy's stubs match the dict overload first
+    numpy_state = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
     return {"torch": torch.get_rng_state(), "python": random.getstate(),
             "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]]}
 

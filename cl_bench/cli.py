@@ -244,7 +244,9 @@ def command_pretrain(args: argparse.Namespace, argv: Sequence[str]) -> None:
     command = "cl-bench " + " ".join(shlex.quote(part) for part in argv)
     weights = pretrain.pretrain(args.model, args.set, values, name=args.name, force=args.force,
                                 progress=not args.no_progress, command=command)
-    print(pretrain.card_summary(read_card(weights)))
+    card = read_card(weights)
+    assert card is not None  # pretrain() returns only weights it wrote (or found) with their card
+    print(pretrain.card_summary(card))
     print(weights)
 
 

@@ -26,7 +26,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Optional, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Optional, Sequence, cast
 
 import yaml
 
@@ -126,7 +126,7 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     raise UserError(f"{where} has unsupported value {value!r}")
 
 
-def _check_bounds(value: Any, metadata: dict, where: str) -> None:
+def _check_bounds(value: Any, metadata: Mapping[str, Any], where: str) -> None:
     if value is None:
         return
     choices = metadata.get("choices")
@@ -335,6 +335,10 @@ def _split_component(value: Any, kind: str) -> tuple[Optional[str], dict]:
 TIMM_PREFIX = "timm:"
 
 
+@typing.overload
+def split_model_name(name: str, values: dict) -> tuple[str, dict]: ...
+@typing.overload
+def split_model_name(name: Optional[str], values: dict) -> tuple[Optional[str], dict]: ...
 def split_model_name(name: Optional[str], values: dict) -> tuple[Optional[str], dict]:
     """``timm:NAME`` -> model ``timm`` with ``arch=NAME`` (so the record shows "timm" and the arch)."""
     if not isinstance(name, str) or not name.startswith(TIMM_PREFIX):
@@ -400,25 +404,27 @@ def resolve(spec: Optional[dict] = None, flags: Optional[dict] = None, sets: Seq
         kind, name, value = parse_set(assignment)
         values[kind][name] = value
 
-    names["scenario"] = names["scenario"] or DEFAULT_SCENARIO
-    names["strategy"] = names["strategy"] or DEFAULT_STRATEGY
-    scenario_entry = REGISTRIES["scenario"].get(names["scenario"])
-    names["model"] = names["model"] or scenario_entry.meta.get("default_model", "mlp")
+    scenario_name = names["scenario"] = names["scenario"] or DEFAULT_SCENARIO
+    strategy_name = names["strategy"] = names["strategy"] or DEFAULT_STRATEGY
+    scenario_entry = REGISTRIES["scenario"].get(scenario_name)
+    model_name: str = names["model"] or scenario_entry.meta.get("default_model", "mlp")
+    names["model"] = model_name
     if names["attack"] in ("none", "null"):
         names["attack"] = None
     if names["attack"] is None and values["attack"]:
         raise UserError("attack settings were given but no attack; add --attack NAME")
 
     for kind, (preset_name_of_kind, preset_values) in preset_components.items():
-        if names[kind] is None or not preset_values:
+        name_of_kind = names[kind]
+        if name_of_kind is None or not preset_values:
             continue
-        if names[kind] != preset_name_of_kind:
+        if name_of_kind != preset_name_of_kind:
             # another component than the preset's: keep the preset settings it understands
-            known = config_fields(REGISTRIES[kind].get(names[kind]).config_class)
+            known = config_fields(REGISTRIES[kind].get(name_of_kind).config_class)
             preset_values = {k: v for k, v in preset_values.items() if k in known}
         values[kind] = {**preset_values, **values[kind]}
 
-    strategy_entry = REGISTRIES["strategy"].get(names["strategy"])
+    strategy_entry = REGISTRIES["strategy"].get(strategy_name)
     # the strategy's values chosen for this scenario sit just above its own defaults
     values["strategy"] = {**strategy_entry.meta.get("scenario_defaults", {}).get(names["scenario"], {}),
                           **values["strategy"]}
@@ -429,21 +435,21 @@ def resolve(spec: Optional[dict] = None, flags: Optional[dict] = None, sets: Seq
 
     components = {}
     for kind in COMPONENT_KINDS:
-        if names[kind] is None:
+        name_of_kind = names[kind]
+        if name_of_kind is None:
             continue
-        entry = REGISTRIES[kind].get(names[kind])
+        entry = REGISTRIES[kind].get(name_of_kind)
         components[kind] = build_config(entry.config_class, values[kind], kind)
 
     train_layers = {**scenario_entry.meta.get("train_defaults", {}),
                     **strategy_entry.meta.get("train_defaults", {}), **values["train"]}
-    train = build_config(TrainConfig, train_layers, "train")
+    train = cast(TrainConfig, build_config(TrainConfig, train_layers, "train"))
 
     seed = flags.get("seed", spec.get("seed", preset.get("seed", 0)))
     seed = _coerce(seed, int, "seed")
     if not 0 <= seed <= MAX_SEED:
         raise UserError(f"seed must be between 0 and {MAX_SEED}, got {seed}")
-    return RunConfig(names["scenario"], names["model"], names["strategy"], names["attack"], seed,
-                     train, components)  # type: ignore[arg-type]
+    return RunConfig(scenario_name, model_name, strategy_name, names["attack"], seed, train, components)
 
 
 def describe_fields(config_class: type) -> list[tuple[str, str, Any, str]]:
@@ -451,7 +457,7 @@ def describe_fields(config_class: type) -> list[tuple[str, str, Any, str]]:
     hints = typing.get_type_hints(config_class)
     rows = []
     for f in dataclasses.fields(config_class):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        default = f.default if f.default is not dataclasses.MISSING else cast(Callable[[], Any], f.default_factory)()
         type_name = getattr(hints[f.name], "__name__", str(hints[f.name]))
         rows.append((f.name, type_name, default, f.metadata.get("doc", "")))
     return rows

@@ -256,7 +256,7 @@ def _numpy_frombuffer() -> Any:
         from numpy._core import numeric  # numpy >= 2
     except ImportError:  # pragma: no cover - numpy 1.x
         from numpy.core import numeric  # type: ignore[no-redef]
-    return numeric._frombuffer
+    return numeric._frombuffer  # type: ignore[attr-defined]  # private numpy function, absent from its stubs
 
 
 class _ArrayOnlyUnpickler(pickle.Unpickler):

@@ -51,7 +51,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence, cast
 
 import numpy as np
 import timm
@@ -65,6 +65,12 @@ from cl_bench.config import ComponentConfig, build_config, config_to_dict, param
 from cl_bench.errors import UserError
 from cl_bench.records import atomic_write_text, environment, strict_json
 from cl_bench.scenario import ScenarioData
+
+if TYPE_CHECKING:
+    from timm.models.vision_transformer import VisionTransformer
+
+    from cl_bench.models.heads import SingleHeadNet
+    from cl_bench.models.mae import MaskedAutoencoder
 
 METHODS = ("supervised", "mae")
 DATASETS = ("fmnist",)
@@ -122,7 +128,8 @@ def pool_scenario(input_shape: Sequence[int], num_classes: int = 10) -> Scenario
                         classes_per_experience=[list(range(num_classes))], description="pre-training pool")
 
 
-def build_model(model_name: str, model_values: dict, input_shape: Sequence[int]) -> tuple[str, object, nn.Module]:
+def build_model(model_name: str, model_values: dict,
+                input_shape: Sequence[int]) -> tuple[str, ComponentConfig, SingleHeadNet]:
     """(model name, validated config, SingleHeadNet) of a registered ViT model; UserError otherwise."""
     from cl_bench.models.vit import find_vit
     from cl_bench.registry import MODELS
@@ -138,7 +145,7 @@ def build_model(model_name: str, model_values: dict, input_shape: Sequence[int])
     return model_name, config, model
 
 
-def backbone_from_card(card: dict) -> nn.Module:
+def backbone_from_card(card: dict) -> VisionTransformer:
     """A freshly initialised VisionTransformer with the architecture a card records (weights not loaded)."""
     from timm.models.vision_transformer import VisionTransformer
 
@@ -192,7 +199,8 @@ def augment_batch(images: torch.Tensor, generator: torch.Generator, shift: int =
 
 
 def make_optimizer(module: nn.Module, config: PretrainConfig, betas: tuple[float, float]) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, parameter in module.named_parameters():
         exempt = parameter.ndim <= 1 or name.split(".")[-1] in ("pos_embed", "cls_token", "mask_token")
         (no_decay if exempt else decay).append(parameter)
@@ -347,7 +355,7 @@ def card_summary(card: dict) -> str:
         f"sha256     {card['sha256']}"])
 
 
-def build_mae(model: nn.Module, config: PretrainConfig) -> nn.Module:
+def build_mae(model: SingleHeadNet, config: PretrainConfig) -> MaskedAutoencoder:
     from timm.models.vision_transformer import VisionTransformer
 
     from cl_bench.models.mae import MaskedAutoencoder
@@ -362,7 +370,7 @@ def _cpu_tensors(module: nn.Module, prefix: str = "") -> dict[str, torch.Tensor]
     return {prefix + key: value.detach().cpu().contiguous() for key, value in module.state_dict().items()}
 
 
-def train_supervised(model: nn.Module, _, data: tuple, config: PretrainConfig, generator: torch.Generator,
+def train_supervised(model: SingleHeadNet, _, data: tuple, config: PretrainConfig, generator: torch.Generator,
                      progress: bool) -> tuple[list[float], dict, dict]:
     """(losses per epoch, quality, tensors to store): backbone keys + ``pretrain_head.``."""
     from cl_bench.models.vit import find_vit
@@ -376,8 +384,8 @@ def train_supervised(model: nn.Module, _, data: tuple, config: PretrainConfig, g
     return losses, quality, {**_cpu_tensors(find_vit(model)), **_cpu_tensors(model.head, "pretrain_head.")}
 
 
-def train_mae(model: nn.Module, mae: nn.Module, data: tuple, config: PretrainConfig, generator: torch.Generator,
-              progress: bool) -> tuple[list[float], dict, dict]:
+def train_mae(model: SingleHeadNet, mae: MaskedAutoencoder, data: tuple, config: PretrainConfig,
+              generator: torch.Generator, progress: bool) -> tuple[list[float], dict, dict]:
     """(losses per epoch, quality, tensors to store): encoder under the backbone's keys + ``decoder.``."""
     from cl_bench.models.mae import mae_tensors
 
@@ -425,7 +433,8 @@ def pretrain(model_name: str, model_sets: Sequence[str], values: dict, name: Opt
     from cl_bench.runner import seed_everything, select_device
 
     method = values.get("method", "supervised")
-    config = build_config(PretrainConfig, {**METHOD_DEFAULTS.get(method, {}), **values}, "pretrain")
+    config = cast(PretrainConfig, build_config(PretrainConfig, {**METHOD_DEFAULTS.get(method, {}), **values},
+                                               "pretrain"))
     images, labels, test_images, test_labels, data = pool_images(config.data)
     seed_everything(config.seed)
     model_name, model_config, model = build_model(model_name, parse_model_sets(model_sets), data["input_shape"])
@@ -447,7 +456,7 @@ def pretrain(model_name: str, model_sets: Sequence[str], values: dict, name: Opt
     mae = build_mae(model, config) if config.method == "mae" else None
 
     started = time.perf_counter()
-    train = train_supervised if mae is None else train_mae
+    train: Callable[..., tuple[list[float], dict, dict]] = train_supervised if mae is None else train_mae
     on_device = tuple(t.to(device) for t in (images, labels, test_images, test_labels))
     losses, quality, tensors = train(model, mae, on_device, config,
                                      torch.Generator(device=device).manual_seed(config.seed), progress)

@@ -26,7 +26,7 @@ import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -35,10 +35,11 @@ from avalanche.benchmarks.scenarios.online import split_online_stream
 from tqdm.auto import tqdm
 
 from cl_bench import checkpoint, metrics, records
+from cl_bench.attack import Attack
 from cl_bench.config import RunConfig, TrainConfig, resolve
 from cl_bench.errors import UserError
 from cl_bench.registry import ATTACKS, MODELS, SCENARIOS, STRATEGIES
-from cl_bench.scenario import ScenarioConfig, split_validation
+from cl_bench.scenario import ScenarioConfig, ScenarioData, split_validation
 from cl_bench.templates import DivergenceGuard, ProgressPlugin, StrategyContext, eval_mode, predict_logits
 from cl_bench.tensor_data import make_loader
 
@@ -96,10 +97,10 @@ class Prepared:
 
     config: RunConfig
     run_dir: Path
-    scenario: object
-    strategy: object
+    scenario: ScenarioData
+    strategy: Any  # an Avalanche strategy template (with the slicing data path)
     device: torch.device
-    attack: object = None  # cl_bench.attack.Attack, or None
+    attack: Optional[Attack] = None
     progress: bool = False
     backbone_card: Optional[dict] = None  # the card of a pre-trained backbone (strategies may rebuild the model)
 
@@ -259,6 +260,7 @@ def train_offline(prepared: Prepared, state: dict, run_dir: Path, started: float
         attack_start = time.perf_counter()
         # whatever global randomness the attack uses (dropout in its lookahead), the victim's stream stays
         # the one of the clean branch
+        assert attack is not None  # target is set only when there is a training-time attack
         with torch.random.fork_rng(devices=[prepared.device] if prepared.device.type == "cuda" else []):
             poisoned = attack.poison(train_stream[target], strategy)
         state["attack_s"] = time.perf_counter() - attack_start
@@ -298,6 +300,8 @@ def train_online(prepared: Prepared, state: dict, run_dir: Path, started: float,
     checkpoints there; ``stop_after`` counts hidden tasks.
     """
     strategy, scenario, online = prepared.strategy, prepared.scenario, prepared.scenario.online
+    if online is None:
+        raise ValueError("train_online needs a task-free scenario (scenario.online is None)")
     hidden_tasks = scenario.benchmark.train_stream
     progress = state.setdefault("online", {"batches": 0, "samples": 0, "seen_classes": [], "boundaries": [],
                                            "anytime": {"eval_every": online.eval_every, "samples": [],
@@ -339,7 +343,10 @@ def train_online(prepared: Prepared, state: dict, run_dir: Path, started: float,
 
 def anytime_accuracy(prepared: Prepared, seen_classes: Sequence[int]) -> float:
     """Accuracy on the anytime evaluation images of the classes seen so far."""
-    anytime_test = prepared.scenario.online.anytime_test
+    online = prepared.scenario.online
+    if online is None:
+        raise ValueError("anytime_accuracy needs a task-free scenario (scenario.online is None)")
+    anytime_test = online.anytime_test
     targets = torch.as_tensor(list(anytime_test.targets), dtype=torch.long)
     rows = torch.isin(targets, torch.as_tensor(list(seen_classes), dtype=torch.long)).nonzero().flatten()
     subset = anytime_test.subset(rows.tolist()).eval()

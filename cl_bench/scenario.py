@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Optional, Sequence
+from typing import Any, ClassVar, Optional, Sequence
 
 import numpy as np
 import torch
@@ -51,7 +51,7 @@ class OnlineStream:
     mode: str  # e.g. "disjoint" or "blurry"
     batch_size: int  # images per incoming mini-batch
     eval_every: int  # stream samples between two anytime evaluations
-    anytime_test: object  # Avalanche dataset: the anytime evaluation images (test images of every class)
+    anytime_test: Any  # Avalanche dataset: the anytime evaluation images (test images of every class)
 
     def metadata(self) -> dict:
         return {"mode": self.mode, "batch_size": self.batch_size, "eval_every": self.eval_every,
@@ -62,7 +62,7 @@ class OnlineStream:
 class ScenarioData:
     """An Avalanche benchmark plus the metadata models, strategies and records need."""
 
-    benchmark: object  # avalanche CLScenario with train_stream and test_stream
+    benchmark: Any  # avalanche CLScenario with train_stream and test_stream
     input_shape: tuple[int, ...]
     num_classes: int
     setting: str
@@ -127,14 +127,14 @@ def tensor_scenario(train_parts: Sequence[tuple[torch.Tensor, torch.Tensor]],
         description=description, input_range=input_range))
 
 
-def stratified_holdout(targets: Sequence[int], fraction: float,
+def stratified_holdout(targets: Sequence[int] | np.ndarray, fraction: float,
                        rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(kept rows, held-out rows), both sorted: each class c loses ``round(fraction * n_c)`` rows, at least one
     and never all of them (a class of one row keeps it). Used for test splits and validation hold-outs."""
-    targets = np.asarray(targets)
+    target_array = np.asarray(targets)
     kept, held = [], []
-    for label in np.unique(targets):
-        rows = rng.permutation(np.flatnonzero(targets == label))
+    for label in np.unique(target_array):
+        rows = rng.permutation(np.flatnonzero(target_array == label))
         n_held = min(max(int(round(len(rows) * fraction)), 1), len(rows) - 1)
         held.append(rows[:n_held])
         kept.append(rows[n_held:])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, TypeVar
 
 import torch
 from avalanche.core import SupervisedPlugin
@@ -27,13 +27,16 @@ from cl_bench.tensor_data import SliceLoader, gather
 class SlicingDataMixin:
     """Replaces Avalanche's per-item loaders by slicing loaders when the data is bank-backed."""
 
+    device: torch.device  # provided by the Avalanche template this is mixed into
+
     def _slice_loader(self, dataset, batch_size: int, shuffle: bool, drop_last: bool) -> Optional[SliceLoader]:
         tensors = gather(dataset)
         if tensors is None:
             return None
         if self.device.type != "cpu":
             # small scenarios fit on the accelerator: one copy per experience, no per-batch transfer
-            tensors = tuple(t.to(self.device) for t in tensors)
+            inputs, targets, task_labels = tensors
+            tensors = (inputs.to(self.device), targets.to(self.device), task_labels.to(self.device))
         return SliceLoader(tensors, batch_size, shuffle, drop_last)
 
     def make_train_dataloader(self, num_workers=0, shuffle=True, pin_memory=None,
@@ -175,8 +178,11 @@ def predict_logits(strategy, inputs: torch.Tensor, task_labels: torch.Tensor) ->
     return avalanche_forward(strategy.model, inputs, task_labels)
 
 
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
 @contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+def eval_mode(model: ModuleT) -> Iterator[ModuleT]:
     """``model`` in eval mode for the block, then back in the mode it was in (also on errors)."""
     was_training = model.training
     model.eval()

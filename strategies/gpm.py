@@ -56,7 +56,7 @@ Official behaviour vs paper, and the flags (official is the default everywhere):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, cast
 
 import torch
 import torch.nn.functional as F
@@ -140,8 +140,10 @@ def layer_input_matrix(module: nn.Module, layer_input: torch.Tensor) -> torch.Te
     """``R`` of one layer from its input batch: columns are inputs (Linear) or im2col patches (Conv2d)."""
     if isinstance(module, nn.Linear):
         return layer_input.reshape(-1, module.in_features).T
-    patches = F.unfold(layer_input, module.kernel_size, dilation=module.dilation, padding=module.padding,
-                       stride=module.stride)  # (N, C*kh*kw, L), rows in weight.view(out, -1) order
+    conv = cast(nn.Conv2d, module)  # projected_layers holds only Linear and Conv2d layers
+    padding = cast(tuple[int, ...], conv.padding)  # numeric: unfold takes no padding="same"
+    patches = F.unfold(layer_input, conv.kernel_size, dilation=conv.dilation, padding=padding,
+                       stride=conv.stride)  # (N, C*kh*kw, L), rows in weight.view(out, -1) order
     return patches.permute(1, 0, 2).reshape(patches.shape[1], -1)
 
 
@@ -161,7 +163,7 @@ def head_modules(model: nn.Module) -> set[int]:
 def projected_layers(model: nn.Module) -> dict[str, nn.Module]:
     """Every Linear/Conv2d of the shared network, in module order, keyed by qualified name."""
     heads = head_modules(model)
-    layers = {}
+    layers: dict[str, nn.Module] = {}
     for name, module in model.named_modules():
         if id(module) in heads or not isinstance(module, (nn.Linear, nn.Conv2d)):
             continue

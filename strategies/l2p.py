@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from avalanche.training.supervised import LearningToPrompt
@@ -63,6 +64,9 @@ from cl_bench.errors import UserError
 from cl_bench.models.vit import find_vit
 from cl_bench.registry import STRATEGIES
 from cl_bench.templates import StrategyContext, eval_mode, fast
+
+if TYPE_CHECKING:
+    from avalanche.models.timm_vit import ViTWithPrompt
 
 # the parameter-name prefixes Avalanche (and the official code) freeze in the prompted ViT
 FROZEN_PREFIXES = ("blocks", "patch_embed", "cls_token", "norm", "pos_embed")
@@ -115,7 +119,7 @@ def _vit_with_prompt_class():
     return ViTWithPrompt
 
 
-def build_prompted_vit(vit, num_classes: int, config: L2PConfig) -> nn.Module:
+def build_prompted_vit(vit, num_classes: int, config: L2PConfig) -> ViTWithPrompt:
     """Avalanche's ViTWithPrompt with ``vit``'s weights, a fresh head, and the backbone frozen."""
     model = _vit_with_prompt_class()(
         **vit_dimensions(vit), num_classes=num_classes, prompt_length=config.prompt_length,
@@ -216,10 +220,11 @@ def build_l2p(config: L2PConfig, context: StrategyContext):
         raise UserError("l2p trains with Adam (Avalanche re-creates it at every experience); "
                         "remove train.optimizer=sgd")
     vit = find_vit(context.model)
-    if not isinstance(getattr(context.model, "backbone", None), nn.Module):
+    backbone = getattr(context.model, "backbone", None)
+    if not isinstance(backbone, nn.Module):
         raise UserError("l2p needs a single-head model whose model.backbone returns the ViT's [CLS] feature")
     query = build_query_vit(vit)
-    check_query_matches_backbone(query, context.model.backbone, tuple(context.scenario.input_shape))
+    check_query_matches_backbone(query, backbone, tuple(context.scenario.input_shape))
     model = build_prompted_vit(vit, context.scenario.num_classes, config).to(context.device)
     model.backbone_card = getattr(context.model, "backbone_card", None)  # the runner records it from strategy.model
     kwargs = context.template_kwargs()

@@ -88,7 +88,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -101,6 +101,9 @@ from cl_bench.config import ComponentConfig, param
 from cl_bench.errors import UserError
 from cl_bench.registry import STRATEGIES
 from cl_bench.templates import StrategyContext, eval_mode, fast
+
+if TYPE_CHECKING:
+    from timm.models.vision_transformer import VisionTransformer
 
 ONLINE_LORA_TRAIN_DEFAULTS = {"optimizer": "adam", "lr": 3e-4, "batch_size": 64, "epochs": 1, "weight_decay": 0.0}
 
@@ -130,6 +133,18 @@ class OnlineLoRAConfig(ComponentConfig):
 class LoRAQKV(nn.Module):
     """A timm fused ``qkv`` Linear with trainable and frozen low-rank updates of the q and v slices."""
 
+    # parameters and buffers registered by name in __init__ (the frozen ones depend on merge_mode)
+    lora_A_q: nn.Parameter
+    lora_B_q: nn.Parameter
+    lora_A_v: nn.Parameter
+    lora_B_v: nn.Parameter
+    frozen_delta_q: torch.Tensor  # merge_mode "paper"
+    frozen_delta_v: torch.Tensor
+    frozen_A_q: torch.Tensor  # other merge modes
+    frozen_B_q: torch.Tensor
+    frozen_A_v: torch.Tensor
+    frozen_B_v: torch.Tensor
+
     def __init__(self, qkv: nn.Linear, rank: int, merge_mode: str = "paper"):
         super().__init__()
         if qkv.out_features % 3:
@@ -137,7 +152,7 @@ class LoRAQKV(nn.Module):
         self.base = qkv
         self.merge_mode = merge_mode
         self.dim = qkv.out_features // 3
-        factory = {"device": qkv.weight.device, "dtype": qkv.weight.dtype}
+        factory: dict[str, Any] = {"device": qkv.weight.device, "dtype": qkv.weight.dtype}
         for name in ("q", "v"):
             setattr(self, f"lora_A_{name}", nn.Parameter(torch.empty(rank, qkv.in_features, **factory)))
             setattr(self, f"lora_B_{name}", nn.Parameter(torch.zeros(self.dim, rank, **factory)))
@@ -184,7 +199,7 @@ class LoRAQKV(nn.Module):
             lora_b.zero_()
 
 
-def find_vit(model: nn.Module) -> nn.Module:
+def find_vit(model: nn.Module) -> VisionTransformer:
     from timm.models.vision_transformer import VisionTransformer
 
     vit = next((m for m in model.modules() if isinstance(m, VisionTransformer)), None)
@@ -199,12 +214,13 @@ def add_lora(model: nn.Module, rank: int, merge_mode: str) -> nn.Module:
     for parameter in getattr(model, "backbone", vit).parameters():
         parameter.requires_grad_(False)
     for index, block in enumerate(vit.blocks):
-        qkv = getattr(getattr(block, "attn", None), "qkv", None)
+        attn: Any = getattr(block, "attn", None)
+        qkv = getattr(attn, "qkv", None)
         if isinstance(qkv, LoRAQKV):
             raise UserError("this model already carries LoRA adapters")
         if not isinstance(qkv, nn.Linear):
             raise UserError(f"online_lora expects block {index} to have attn.qkv as one fused Linear")
-        block.attn.qkv = LoRAQKV(qkv, rank, merge_mode)
+        attn.qkv = LoRAQKV(qkv, rank, merge_mode)
     return model
 
 
@@ -238,8 +254,10 @@ class PlateauDetector:
         self.window = (self.window + [float(value)])[-self.window_length:]
         mean = sum(self.window) / len(self.window)
         var = sum((v - mean) ** 2 for v in self.window) / len(self.window)
-        if not self.peak and mean > self.last_mean + math.sqrt(self.last_var):
-            self.peak = True
+        if not self.peak:
+            assert self.last_mean is not None  # set whenever peak turns False
+            if mean > self.last_mean + math.sqrt(self.last_var):
+                self.peak = True
         if self.peak and mean < self.tau_mean and var < self.tau_var:
             self.peak, self.last_mean, self.last_var = False, mean, var
             return True

@@ -51,7 +51,7 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -66,12 +66,14 @@ from cl_bench.registry import STRATEGIES
 from cl_bench.templates import StrategyContext, eval_mode, fast
 
 
-def require_single_head(model: nn.Module, strategy: str) -> None:
-    """A UserError unless ``model`` has a ``backbone`` and one linear ``head`` over all classes."""
-    if not isinstance(getattr(model, "backbone", None), nn.Module) or not isinstance(
-            getattr(model, "head", None), nn.Linear):
+def require_single_head(model: nn.Module, strategy: str) -> tuple[nn.Module, nn.Linear]:
+    """``(model.backbone, model.head)``; a UserError unless ``model`` has a ``backbone`` and one linear ``head``
+    over all classes."""
+    backbone, head = getattr(model, "backbone", None), getattr(model, "head", None)
+    if not isinstance(backbone, nn.Module) or not isinstance(head, nn.Linear):
         raise UserError(f"{strategy} needs a single-head model (model.backbone + one linear model.head); "
                         f"task-incremental multi-head models are not supported (drop scenario.task_labels)")
+    return backbone, head
 
 
 # ----------------------------------------------------------------------------- linear probe
@@ -100,11 +102,11 @@ class LinearProbeTemplate(SupervisedTemplate):
 @STRATEGIES.register("linear_probe", config=LinearProbeConfig)
 def build_linear_probe(config: LinearProbeConfig, context: StrategyContext):
     """Frozen backbone (eval mode, no grad) with a trainable linear head over all classes."""
-    require_single_head(context.model, "linear_probe")
-    for parameter in context.model.backbone.parameters():
+    backbone, head = require_single_head(context.model, "linear_probe")
+    for parameter in backbone.parameters():
         parameter.requires_grad_(False)
     kwargs = context.template_kwargs()
-    kwargs["optimizer"] = context.optimizer(context.model.head.parameters())
+    kwargs["optimizer"] = context.optimizer(head.parameters())
     return fast(LinearProbeTemplate)(**kwargs)
 
 
@@ -241,6 +243,7 @@ class ReservoirMemory(SupervisedPlugin):
             self.inputs = inputs.new_zeros((self.capacity, *inputs.shape[1:]))
             self.targets = targets.new_zeros(self.capacity)
             self.task_labels = task_labels.new_zeros(self.capacity)
+        assert self.targets is not None and self.task_labels is not None  # allocated together with self.inputs
         device = inputs.device
         self.inputs, self.targets, self.task_labels = (t.to(device) for t in
                                                        (self.inputs, self.targets, self.task_labels))
@@ -265,6 +268,7 @@ class ReservoirMemory(SupervisedPlugin):
         """``count`` distinct memory samples drawn uniformly (fewer if the memory holds fewer), or None."""
         if self.size == 0 or count == 0:
             return None
+        assert self.inputs is not None and self.targets is not None and self.task_labels is not None  # size > 0
         rows = self._draw(lambda g: torch.randperm(self.size, generator=g)[:count])
         return [t[rows.to(t.device)].to(device) for t in (self.inputs, self.targets, self.task_labels)]
 
@@ -277,6 +281,8 @@ class ReservoirMemory(SupervisedPlugin):
 
 class OnlineERTemplate(SupervisedTemplate):
     """Every incoming mini-batch: ``updates_per_batch`` steps on it plus a memory draw, then the reservoir."""
+
+    dataloader: Any  # Avalanche's loader of the experience; swapped for each incoming mini-batch's updates
 
     def __init__(self, *, memory: ReservoirMemory, replay_batch_size: int, updates_per_batch: int, **kwargs):
         super().__init__(**kwargs)

@@ -66,7 +66,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence, cast
 
 import torch
 import torch.nn.functional as F
@@ -191,12 +191,19 @@ def reset_final_norm(model: nn.Module) -> bool:
 class SLCAClassifier(nn.Module):
     """One linear head per experience; logits in the original label space, unstarted experiences masked."""
 
+    # buffers registered in __init__
+    columns: torch.Tensor
+    task_of_class: torch.Tensor
+    position_in_task: torch.Tensor
+    started_tasks: torch.Tensor
+
     def __init__(self, feature_dim: int, classes_per_task: list[list[int]], num_classes: int):
         super().__init__()
         self.classes_per_task = [list(classes) for classes in classes_per_task]
         self.num_classes = num_classes
-        self.heads = nn.ModuleList(nn.Linear(feature_dim, len(classes)) for classes in classes_per_task)
-        for head in self.heads:
+        heads = [nn.Linear(feature_dim, len(classes)) for classes in classes_per_task]
+        self.heads = nn.ModuleList(heads)
+        for head in heads:
             nn.init.trunc_normal_(head.weight, std=0.02)
             nn.init.zeros_(head.bias)
         self.offsets = [0]
@@ -215,7 +222,7 @@ class SLCAClassifier(nn.Module):
 
     def head_logits(self, features: torch.Tensor, n_tasks: int) -> list[torch.Tensor]:
         """Logits of heads 0..n_tasks-1, computed as one matrix product (far cheaper than one per head)."""
-        heads = self.heads[:n_tasks]
+        heads = cast(Sequence[nn.Linear], self.heads[:n_tasks])
         weight, bias = torch.cat([head.weight for head in heads]), torch.cat([head.bias for head in heads])
         logits = F.linear(features, weight, bias)
         return list(logits.split([head.out_features for head in heads], dim=1))
@@ -238,11 +245,13 @@ class SLCAClassifier(nn.Module):
         return F.cross_entropy(task_logits, positions, ignore_index=IGNORED_TARGET)
 
     def head_state(self) -> list[torch.Tensor]:
-        return [tensor.detach().clone() for head in self.heads for tensor in (head.weight, head.bias)]
+        heads = cast(Sequence[nn.Linear], self.heads)
+        return [tensor.detach().clone() for head in heads for tensor in (head.weight, head.bias)]
 
     @torch.no_grad()
     def load_head_state(self, state: list[torch.Tensor]) -> None:
-        for parameter, saved in zip((p for head in self.heads for p in (head.weight, head.bias)), state):
+        heads = cast(Sequence[nn.Linear], self.heads)
+        for parameter, saved in zip((p for head in heads for p in (head.weight, head.bias)), state):
             parameter.copy_(saved)
 
 
@@ -424,7 +433,7 @@ def build_slca_strategy(config: SLCAConfig, context: StrategyContext):
     check_supported(context)
     model, scenario = context.model, context.scenario
     final_norm_reset = config.reinit_final_norm and reset_final_norm(model)
-    model.head = SLCAClassifier(model.head.in_features, scenario.classes_per_experience,
+    model.head = SLCAClassifier(cast(nn.Linear, model.head).in_features, scenario.classes_per_experience,
                                 scenario.num_classes).to(context.device)
     plugin = SLCAPlugin(config, scenario.classes_per_experience, final_norm_reset)
     # the optimizer in the kwargs is a placeholder: make_optimizer builds SLCA's own at every experience

@@ -7,6 +7,8 @@ usual task-incremental protocol, as in GPM's multi-head evaluation).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from avalanche.models import MultiTaskModule
 from torch import nn
@@ -16,6 +18,8 @@ MASKED_LOGIT = -1e9
 
 class SingleHeadNet(nn.Module):
     """backbone -> one linear classifier over all classes."""
+
+    backbone_card: dict[str, Any]  # set by the ViT builders when the backbone's weights have a card
 
     def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int, bias: bool = True):
         super().__init__()
@@ -28,6 +32,8 @@ class SingleHeadNet(nn.Module):
 
 class MultiHeadNet(MultiTaskModule):
     """backbone -> one linear head per task, logits outside the task's classes masked."""
+
+    backbone_card: dict[str, Any]  # set by the ViT builders when the backbone's weights have a card
 
     def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int,
                  classes_per_task: list[list[int]], bias: bool = True):
@@ -65,7 +71,8 @@ class MultiHeadNet(MultiTaskModule):
         return logits
 
 
-def attach_head(backbone: nn.Module, feature_dim: int, scenario, bias: bool = True) -> nn.Module:
+def attach_head(backbone: nn.Module, feature_dim: int, scenario,
+                bias: bool = True) -> SingleHeadNet | MultiHeadNet:
     """Single head, or one head per experience when the scenario gives task labels."""
     if scenario.task_labels:
         return MultiHeadNet(backbone, feature_dim, scenario.num_classes, scenario.classes_per_experience, bias)

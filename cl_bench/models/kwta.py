@@ -70,6 +70,11 @@ def keep_probability(counts: torch.Tensor, rho: float) -> torch.Tensor:
 class KWTA(nn.Module):
     """ReLU replacement: k-WTA over each sample's units, optional heterogeneous dropout and winner counts."""
 
+    # buffers registered in __init__ (nn.Module.__getattr__ would type them as Tensor | Module)
+    activation_count: torch.Tensor
+    keep_probability: torch.Tensor
+    trained_keep_probability: torch.Tensor
+
     def __init__(self, ratio: float, feature_shape: tuple[int, ...], relu: bool = True,
                  conv_mode: str = "global", hd_sampling: str = "bernoulli", subset_factor: float = 1.1,
                  rescale: bool = False, eval_mask: str = "off"):

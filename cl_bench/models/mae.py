@@ -76,6 +76,8 @@ class MAEDecoder(nn.Module):
 class MaskedAutoencoder(nn.Module):
     """A timm VisionTransformer encoder on the visible patches + :class:`MAEDecoder`."""
 
+    card: dict  # set by load_mae: the card.json of the weights it loaded
+
     def __init__(self, encoder: VisionTransformer, decoder_embed_dim: int = 64, decoder_depth: int = 2,
                  decoder_num_heads: int = 4, decoder_mlp_ratio: float = 4.0, norm_pix_loss: bool = False):
         super().__init__()
@@ -115,7 +117,10 @@ class MaskedAutoencoder(nn.Module):
         """Bool (N, L), True = masked; each row hides the same number of uniformly random patches."""
         if not 0.0 <= mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
-        device = device or self.encoder.cls_token.device
+        if not device:
+            cls_token = self.encoder.cls_token
+            assert cls_token is not None  # __init__ refuses a ViT without a class token
+            device = cls_token.device
         num_keep = max(1, int(self.num_patches * (1.0 - mask_ratio)))
         noise = torch.rand(batch, self.num_patches, generator=generator, device=device)
         mask = torch.ones(batch, self.num_patches, dtype=torch.bool, device=device)
@@ -132,6 +137,7 @@ class MaskedAutoencoder(nn.Module):
         ids_shuffle = torch.argsort(mask.to(torch.int8), dim=1, stable=True)
         ids_restore = torch.argsort(ids_shuffle, dim=1)
         vit = self.encoder
+        assert vit.pos_embed is not None and vit.cls_token is not None  # __init__ refuses a ViT without them
         x = vit.patch_embed(images) + vit.pos_embed[:, 1:]
         x = torch.gather(x, 1, ids_shuffle[:, :num_keep].unsqueeze(-1).expand(-1, -1, x.shape[-1]))
         cls = (vit.cls_token + vit.pos_embed[:, :1]).expand(x.shape[0], -1, -1)

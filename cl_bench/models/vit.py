@@ -38,7 +38,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Iterator, Optional, Union
+from typing import Annotated, Any, Iterator, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -193,8 +193,8 @@ def timm_backbone(config: TimmViTConfig, input_shape: tuple[int, ...]) -> nn.Mod
                             f"{channels} channels; set model.input_size=0")
     else:
         in_chans, seen = channels, (height, width)
-    kwargs = dict(num_classes=0, img_size=config.img_size or seen, in_chans=in_chans,
-                  drop_path_rate=config.drop_path_rate)
+    kwargs: dict[str, Any] = dict(num_classes=0, img_size=config.img_size or seen, in_chans=in_chans,
+                                  drop_path_rate=config.drop_path_rate)
     not_a_vit = "choose a VisionTransformer-family arch (e.g. vit_tiny_patch16_224, deit_tiny_patch16_224)"
     try:
         if config.pretrained not in (False, ""):
@@ -243,7 +243,7 @@ def _hub_offline() -> Iterator[None]:
     """HF_HUB_OFFLINE=1 for the block (also in huggingface_hub's constants, read once at its import)."""
     previous = os.environ.get("HF_HUB_OFFLINE")
     os.environ["HF_HUB_OFFLINE"] = "1"
-    constants = None
+    constants: Any = None  # huggingface_hub.constants when installed
     with contextlib.suppress(ImportError):
         from huggingface_hub import constants
     old_flag = getattr(constants, "HF_HUB_OFFLINE", None)
@@ -293,7 +293,7 @@ def _create_pretrained(config: TimmViTConfig, kwargs: dict) -> nn.Module:
     path = _local_pretrained_file(pretrained_cfg.to_dict())
     if path is None:
         raise UserError(missing)
-    overlay = {"file": str(path)}
+    overlay: dict[str, Union[str, bool]] = {"file": str(path)}
     if path.suffix != ".npz":
         overlay["custom_load"] = False  # the cached file is a plain state dict, not the original npz
     with _hub_offline():
