@@ -31,7 +31,7 @@ def _matrix(record: dict) -> np.ndarray:
 
 def seen_accuracy(matrix: np.ndarray) -> np.ndarray:
     """Mean accuracy over the experiences seen so far: entry i = mean_{j<=i} R[i][j] (see metrics)."""
-    return np.asarray(seen_average_curve(matrix))
+    return np.array(seen_average_curve(matrix.tolist()), dtype=float)
 
 
 def _task_colors(n_tasks: int) -> list:
