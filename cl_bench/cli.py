@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import shlex
 import sys
 from pathlib import Path
 from typing import NoReturn, Optional, Sequence
 
+from cl_bench.config import TRAIN_SHORTCUTS, TrainConfig
 from cl_bench.errors import UserError
+from cl_bench.flags import add_config_flags, given
+from cl_bench.pretrain_config import PretrainConfig
 
 
 def _positive_int(text: str) -> int:
@@ -43,10 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--strategy", help="strategy name (default naive; see `cl-bench list strategy`)")
     run.add_argument("--attack", help="attack name (default none)")
     run.add_argument("--seed", type=int, help="random seed (default 0)")
-    run.add_argument("--epochs", type=int, help="epochs per experience (default: the scenario's)")
-    run.add_argument("--batch-size", type=int, dest="batch_size", help="training mini-batch size")
-    run.add_argument("--lr", type=float, help="learning rate")
-    run.add_argument("--device", help="auto (CUDA when present), cpu or cuda")
+    add_config_flags(run, TrainConfig, TRAIN_SHORTCUTS)  # --epochs, --batch-size, --lr, --device
     run.add_argument("--out", type=Path, default=Path("runs"), help="output directory (default runs)")
     run.add_argument("--preset", help="a paper's hyperparameters for a benchmark, e.g. pmnist, cifar100_10split, "
                                       "swiss_roll (see `cl-bench list preset`); --config, flags and --set override it")
@@ -109,23 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                "Use it with --set model.weights=NAME. The last line printed is the "
                                                "weights path.")
     pretrain.add_argument("--model", default="vit_micro", help="a ViT model: vit_micro (default) or timm:NAME")
-    pretrain.add_argument("--method", help="supervised (default; linear head, cross-entropy) or mae (masked "
-                                           "autoencoder)")
-    pretrain.add_argument("--data", help="dataset whose pre-training pool is used (fmnist, the default and only one)")
-    pretrain.add_argument("--epochs", type=int, help="passes over the pool (default: supervised 15, mae 60)")
-    pretrain.add_argument("--batch-size", type=int, dest="batch_size", help="mini-batch size (default 128)")
-    pretrain.add_argument("--lr", type=float, help="peak AdamW learning rate (default: supervised 1e-3, mae 1.5e-3)")
-    pretrain.add_argument("--weight-decay", type=float, dest="weight_decay", help="AdamW weight decay (default 0.05)")
-    pretrain.add_argument("--warmup-epochs", type=int, dest="warmup_epochs", help="linear warm-up epochs (default 1)")
-    pretrain.add_argument("--augment", action="store_true", default=None, help="random 2-px shifts and flips")
-    pretrain.add_argument("--mask-ratio", type=float, dest="mask_ratio", help="mae: fraction of patches masked (0.75)")
-    pretrain.add_argument("--decoder-dim", type=int, dest="decoder_embed_dim", help="mae: decoder width (64)")
-    pretrain.add_argument("--decoder-depth", type=int, dest="decoder_depth", help="mae: decoder blocks (2)")
-    pretrain.add_argument("--decoder-heads", type=int, dest="decoder_num_heads", help="mae: decoder heads (4)")
-    pretrain.add_argument("--norm-pix-loss", action="store_true", default=None, dest="norm_pix_loss",
-                          help="mae: regress per-patch normalised pixels")
-    pretrain.add_argument("--seed", type=int, help="random seed (default 0)")
-    pretrain.add_argument("--device", help="auto (CUDA when present), cpu or cuda")
+    # every PretrainConfig field is a flag; --decoder-dim and --decoder-heads are the older short names
+    add_config_flags(pretrain, PretrainConfig,
+                     aliases={"decoder_embed_dim": ["--decoder-dim"], "decoder_num_heads": ["--decoder-heads"]})
     pretrain.add_argument("--set", action="append", default=[], metavar="model.FIELD=VALUE",
                           help="a model field, e.g. model.embed_dim=128 (repeatable)")
     pretrain.add_argument("--name", help="cache entry name (default MODEL-DATA-METHOD-sSEED)")
@@ -219,8 +206,7 @@ def command_run(args: argparse.Namespace, argv: Sequence[str]) -> None:
 
     spec = load_yaml(args.config) if args.config else {}
     flags = {"scenario": args.scenario, "model": args.model, "strategy": args.strategy, "attack": args.attack,
-             "seed": args.seed, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-             "device": args.device, "preset": args.preset}
+             "seed": args.seed, "preset": args.preset, **given(args, TRAIN_SHORTCUTS)}
     config = resolve(spec, flags, args.set)
     command = "cl-bench " + " ".join(shlex.quote(part) for part in argv)
     run_dir = runner.execute(config, args.out, command=command, resume=args.resume, force=args.force,
@@ -231,16 +217,11 @@ def command_run(args: argparse.Namespace, argv: Sequence[str]) -> None:
     print(run_dir)
 
 
-PRETRAIN_OPTIONS = ("method", "data", "epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", "augment",
-                    "mask_ratio", "decoder_embed_dim", "decoder_depth", "decoder_num_heads", "norm_pix_loss", "seed",
-                    "device")
-
-
 def command_pretrain(args: argparse.Namespace, argv: Sequence[str]) -> None:
     from cl_bench import pretrain
     from cl_bench.models.vit import read_card
 
-    values = {key: getattr(args, key) for key in PRETRAIN_OPTIONS if getattr(args, key) is not None}
+    values = given(args, [spec.name for spec in dataclasses.fields(PretrainConfig)])
     command = "cl-bench " + " ".join(shlex.quote(part) for part in argv)
     weights = pretrain.pretrain(args.model, args.set, values, name=args.name, force=args.force,
                                 progress=not args.no_progress, command=command)

@@ -351,6 +351,10 @@ def split_model_name(name: Optional[str], values: dict) -> tuple[Optional[str], 
     return "timm", {**values, "arch": arch}
 
 
+# the train fields with their own command-line flag (`--epochs` ...; the rest is `--set train.FIELD=VALUE`)
+TRAIN_SHORTCUTS = ("epochs", "batch_size", "lr", "device")
+
+
 def resolve(spec: Optional[dict] = None, flags: Optional[dict] = None, sets: Sequence[str] = ()) -> RunConfig:
     """Resolve a run config from a YAML-like ``spec``, CLI ``flags`` and ``--set`` assignments.
 
@@ -397,7 +401,7 @@ def resolve(spec: Optional[dict] = None, flags: Optional[dict] = None, sets: Seq
         raise UserError(f"train must be a mapping of training settings, got {train_values!r}")
     values["train"] = {**(preset.get("train") or {}), **train_values}
 
-    for flag in ("epochs", "batch_size", "lr", "device"):
+    for flag in TRAIN_SHORTCUTS:
         if flag in flags:
             values["train"][flag] = flags[flag]
     for assignment in sets:

@@ -48,7 +48,6 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional, Sequence, cast
@@ -61,8 +60,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cl_bench import pretrain_pool
-from cl_bench.config import ComponentConfig, build_config, config_to_dict, param, parse_set, split_model_name
+from cl_bench.config import ComponentConfig, build_config, config_to_dict, parse_set, split_model_name
 from cl_bench.errors import UserError
+from cl_bench.pretrain_config import PretrainConfig
 from cl_bench.records import atomic_write_text, environment, strict_json
 from cl_bench.scenario import ScenarioData
 
@@ -72,53 +72,10 @@ if TYPE_CHECKING:
     from cl_bench.models.heads import SingleHeadNet
     from cl_bench.models.mae import MaskedAutoencoder
 
-METHODS = ("supervised", "mae")
-DATASETS = ("fmnist",)
 # the defaults that differ per method (2 idle CPU cores: supervised about 1 min, mae about 3.5 min, see above)
 METHOD_DEFAULTS = {"supervised": {"epochs": 15, "lr": 1e-3}, "mae": {"epochs": 60, "lr": 1.5e-3}}
 PROBE_K, PROBE_TEMPERATURE, PROBE_ITERATIONS = 20, 0.07, 100
 CARD_SCHEMA_VERSION = 1
-
-
-@dataclass
-class PretrainConfig(ComponentConfig):
-    method: str = param("supervised", "supervised (linear head, cross-entropy) or mae (masked autoencoder)",
-                        choices=METHODS)
-    data: str = param("fmnist", "the dataset whose pre-training pool is used", choices=DATASETS)
-    epochs: int = param(15, "passes over the pool (default per method)", low=1)
-    batch_size: int = param(128, "mini-batch size", low=1)
-    lr: float = param(1e-3, "peak AdamW learning rate (default per method)", low=0.0, low_open=True)
-    weight_decay: float = param(0.05, "AdamW weight decay (not on biases, norms, positions, tokens)", low=0.0)
-    warmup_epochs: int = param(1, "epochs of linear learning-rate warm-up before the cosine decay", low=0)
-    augment: bool = param(False, "random shifts of up to 2 px and horizontal flips")
-    mask_ratio: float = param(0.75, "mae: fraction of patches masked per image", low=0.0, high=1.0, high_open=True)
-    decoder_embed_dim: int = param(64, "mae: decoder width", low=1)
-    decoder_depth: int = param(2, "mae: decoder Transformer blocks", low=1)
-    decoder_num_heads: int = param(4, "mae: decoder attention heads", low=1)
-    norm_pix_loss: bool = param(False, "mae: regress per-patch normalised pixels")
-    seed: int = param(0, "seed of the initialisation, the batch order, the masks and the augmentation", low=0)
-    device: str = param("auto", "auto (CUDA when present), cpu or cuda", choices=("auto", "cpu", "cuda"))
-
-    def validate(self) -> None:
-        if self.warmup_epochs > self.epochs:
-            raise UserError(f"pretrain warm-up ({self.warmup_epochs} epochs) exceeds the {self.epochs} epochs; "
-                            f"lower --warmup-epochs")
-        if self.decoder_embed_dim % self.decoder_num_heads:
-            raise UserError(f"--decoder-heads {self.decoder_num_heads} must divide --decoder-dim "
-                            f"{self.decoder_embed_dim}")
-
-    def method_settings(self) -> dict:
-        """The method and its hyperparameters, as recorded in the card."""
-        settings = {"name": self.method, "batch_size": self.batch_size, "lr": self.lr,
-                    "weight_decay": self.weight_decay, "warmup_epochs": self.warmup_epochs,
-                    "schedule": "linear warm-up, cosine decay per step", "augment": self.augment}
-        if self.method == "mae":
-            settings.update(optimizer="AdamW(betas=(0.9, 0.95))", mask_ratio=self.mask_ratio,
-                            decoder_embed_dim=self.decoder_embed_dim, decoder_depth=self.decoder_depth,
-                            decoder_num_heads=self.decoder_num_heads, norm_pix_loss=self.norm_pix_loss)
-        else:
-            settings.update(optimizer="AdamW(betas=(0.9, 0.999))", loss="cross-entropy")
-        return settings
 
 
 def pool_scenario(input_shape: Sequence[int], num_classes: int = 10) -> ScenarioData:

@@ -139,3 +139,29 @@ def test_no_progress_bar_in_a_redirected_log(tmp_path):
                         "naive", "--out", str(tmp_path / "runs"), "--set", "train.epochs=1"], stderr=stderr,
                        stdout=subprocess.DEVNULL, check=True, cwd=Path(__file__).resolve().parents[1])
     assert "step/s" not in log.read_text() and "experience 1/" not in log.read_text()
+
+
+def test_flags_come_from_the_config_dataclasses():
+    """Every PretrainConfig field is a pretrain flag and the train shortcuts are TrainConfig's fields, with the
+    field's doc as help; the values a flag collects are the config's to validate."""
+    import dataclasses
+
+    from cl_bench.cli import build_parser
+    from cl_bench.config import TRAIN_SHORTCUTS, TrainConfig
+    from cl_bench.flags import flag_name
+    from cl_bench.pretrain_config import PretrainConfig
+
+    parser = build_parser()
+    pretrain_help = parser.parse_args(["pretrain"]).__dict__
+    for spec in dataclasses.fields(PretrainConfig):
+        assert spec.name in pretrain_help and pretrain_help[spec.name] is None  # not given: no override
+    args = parser.parse_args(["pretrain", "--decoder-dim", "8", "--norm-pix-loss", "--method", "mae"])
+    assert (args.decoder_embed_dim, args.norm_pix_loss, args.method) == (8, True, "mae")
+    run_args = parser.parse_args(["run", "--batch-size", "7", "--lr", "0.5"])
+    assert (run_args.batch_size, run_args.lr, run_args.epochs) == (7, 0.5, None)
+    train_fields = {spec.name: spec for spec in dataclasses.fields(TrainConfig)}
+    run_parser = next(action for action in parser._subparsers._group_actions[0].choices.values()
+                      if action.prog.endswith(" run"))
+    helps = {option: action.help for action in run_parser._actions for option in action.option_strings}
+    for name in TRAIN_SHORTCUTS:
+        assert train_fields[name].metadata["doc"] in helps[flag_name(name)]
