@@ -17,8 +17,9 @@ import argparse
 from pathlib import Path
 
 from cl_bench import pretrain
+from cl_bench.backbone import build_model
 from cl_bench.models.vit import backbones_dir, read_card, resolve_weights
-from cl_bench.runner import seed_everything
+from cl_bench.device import seed_everything
 from cl_bench.records import publish_report
 
 DEFAULT_BACKBONES = ("vit_micro-fmnist-supervised-s0", "vit_micro-fmnist-mae-s0")
@@ -41,7 +42,7 @@ def main() -> None:
                           "linear_probe_accuracy": pretrain.linear_probe_accuracy(pixels, labels, test_pixels,
                                                                                   test_labels)})
     seed_everything(0)
-    _, _, random_model = pretrain.build_model("vit_micro", {}, [1, 28, 28])
+    _, _, random_model = build_model("vit_micro", {}, [1, 28, 28])
     report("vit_micro, random initialisation (seed 0)",
            pretrain.feature_probes(random_model.backbone, images, labels, test_images, test_labels))
     names = args.names or [name for name in DEFAULT_BACKBONES if (backbones_dir() / name).is_dir()]
@@ -49,7 +50,7 @@ def main() -> None:
     for name in names:
         card = read_card(resolve_weights(name))
         values = {key: value for key, value in card["model"].items() if key != "name"}
-        _, _, model = pretrain.build_model(card["model"]["name"], {**values, "weights": name},
+        _, _, model = build_model(card["model"]["name"], {**values, "weights": name},
                                            card["data"]["input_shape"])
         report(name, pretrain.feature_probes(model.backbone, images, labels, test_images, test_labels))
         cards.append(card)

@@ -24,13 +24,16 @@ import json
 import math
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping, Optional, Sequence, cast
 
 import yaml
 
 from cl_bench.errors import UserError
+from cl_bench.params import ComponentConfig, param
+from cl_bench.presets import load_preset
+from cl_bench.registry import REGISTRIES
 
 COMPONENT_KINDS = ("scenario", "model", "strategy", "attack")
 SETTABLE_KINDS = COMPONENT_KINDS + ("train",)
@@ -42,32 +45,6 @@ MAX_SEED = 2**32 - 1
 MAX_INT = 2**63 - 1
 # models compute in float32: a larger hyperparameter (an lr of 1e308) overflows in the optimizer's first step
 MAX_FLOAT = 3.4028234663852886e38
-
-
-def param(default: Any, doc: str, *, low: Optional[float] = None, high: Optional[float] = None,
-          low_open: bool = False, high_open: bool = False, choices: Optional[Sequence[Any]] = None) -> Any:
-    """A config field with its one-line doc and the checks its values must pass."""
-    metadata = {"doc": doc, "low": low, "high": high, "low_open": low_open, "high_open": high_open,
-                "choices": tuple(choices) if choices is not None else None}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata=metadata)
-    return field(default=default, metadata=metadata)
-
-
-@dataclass
-class ComponentConfig:
-    """Base class of every component's config; subclasses add fields and may override validate.
-
-    ``omitted_at_default`` names fields added after results were committed: the resolved config (and so
-    the run id, the config id and the board rows) leaves them out while they hold their default, so that
-    earlier runs keep their ids and a rerun reproduces the committed boards byte for byte. A subclass's tuple adds
-    to those of its bases.
-    """
-
-    omitted_at_default: ClassVar[tuple[str, ...]] = ()
-
-    def validate(self) -> None:
-        """Cross-field checks; raise UserError with a one-line message."""
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
@@ -362,10 +339,6 @@ def resolve(spec: Optional[dict] = None, flags: Optional[dict] = None, sets: Seq
     preset (None means "not given"). A preset (flag or ``preset:`` key of ``spec``) is the layer
     just above the registered defaults; see :mod:`cl_bench.presets`.
     """
-    from cl_bench.registry import REGISTRIES
-
-    from cl_bench.presets import load_preset
-
     spec = dict(spec or {})
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
     for kind in COMPONENT_KINDS + ("preset",):

@@ -60,14 +60,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cl_bench import pretrain_pool
-from cl_bench.config import ComponentConfig, build_config, config_to_dict, parse_set, split_model_name
+from cl_bench.config import build_config, config_to_dict, parse_set
+from cl_bench.backbone import build_model
 from cl_bench.errors import UserError
 from cl_bench.pretrain_config import PretrainConfig
 from cl_bench.records import atomic_write_text, environment, strict_json
-from cl_bench.scenario import ScenarioData
 
 if TYPE_CHECKING:
-    from timm.models.vision_transformer import VisionTransformer
 
     from cl_bench.models.heads import SingleHeadNet
     from cl_bench.models.mae import MaskedAutoencoder
@@ -76,47 +75,6 @@ if TYPE_CHECKING:
 METHOD_DEFAULTS = {"supervised": {"epochs": 15, "lr": 1e-3}, "mae": {"epochs": 60, "lr": 1.5e-3}}
 PROBE_K, PROBE_TEMPERATURE, PROBE_ITERATIONS = 20, 0.07, 100
 CARD_SCHEMA_VERSION = 1
-
-
-def pool_scenario(input_shape: Sequence[int], num_classes: int = 10) -> ScenarioData:
-    """A stand-in scenario for building a model outside a stream (its pool is its own, so no pool check)."""
-    return ScenarioData(benchmark=None, input_shape=tuple(input_shape), num_classes=num_classes,
-                        setting="class-incremental", task_labels=False,
-                        classes_per_experience=[list(range(num_classes))], description="pre-training pool")
-
-
-def build_model(model_name: str, model_values: dict,
-                input_shape: Sequence[int]) -> tuple[str, ComponentConfig, SingleHeadNet]:
-    """(model name, validated config, SingleHeadNet) of a registered ViT model; UserError otherwise."""
-    from cl_bench.models.vit import find_vit
-    from cl_bench.registry import MODELS
-
-    model_name, model_values = split_model_name(model_name, model_values)
-    entry = MODELS.get(model_name)
-    config = build_config(entry.config_class, model_values, "model")
-    model = entry.builder(config, pool_scenario(input_shape))
-    try:
-        find_vit(model)
-    except UserError:
-        raise UserError(f"cl-bench pretrain needs a ViT model (vit_micro or timm:NAME), got {model_name}") from None
-    return model_name, config, model
-
-
-def backbone_from_card(card: dict) -> VisionTransformer:
-    """A freshly initialised VisionTransformer with the architecture a card records (weights not loaded)."""
-    from timm.models.vision_transformer import VisionTransformer
-
-    if not isinstance(card.get("model"), dict) or not (card.get("data") or {}).get("input_shape"):
-        raise UserError(f"card {card.get('name')!r} does not say which model and input shape it was trained with; "
-                        f"re-create it with cl-bench pretrain --force")
-    values = {k: v for k, v in card["model"].items() if k != "name"}
-    # the architecture only: the initial weights the backbone was trained from are not reloaded
-    values.update({"weights": ""} if "weights" in values else {})
-    values.update({"pretrained": False} if "pretrained" in values else {})
-    _, _, model = build_model(card["model"]["name"], values, card["data"]["input_shape"])
-    if not isinstance(model.backbone, VisionTransformer):
-        raise UserError(f"the backbone of card {card.get('name')!r} is not a plain VisionTransformer")
-    return model.backbone
 
 
 def pool_images(data: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
@@ -387,7 +345,7 @@ def pretrain(model_name: str, model_sets: Sequence[str], values: dict, name: Opt
              log: Callable[[str], None] = lambda line: print(line, file=sys.stderr)) -> Path:
     """Pre-train (or find) a backbone; returns its weights path. Every check runs before anything is written."""
     from cl_bench.models.vit import WEIGHTS_FILE, backbones_dir, read_card
-    from cl_bench.runner import seed_everything, select_device
+    from cl_bench.device import seed_everything, select_device
 
     method = values.get("method", "supervised")
     config = cast(PretrainConfig, build_config(PretrainConfig, {**METHOD_DEFAULTS.get(method, {}), **values},

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from cl_bench.errors import UserError
+from cl_bench.params import ComponentConfig
 
 CATALOG_PACKAGES = ("cl_bench.models", "scenarios", "strategies", "attacks", "evaluators")
 
@@ -44,8 +45,6 @@ class Registry:
 
     def register(self, name: str, config: Optional[type] = None, **meta: Any) -> Callable:
         """Decorator registering a builder under ``name`` with its config dataclass."""
-        from cl_bench.config import ComponentConfig
-
         def decorate(builder: Callable) -> Callable:
             if name in self._entries:
                 raise ValueError(f"duplicate {self.kind} name {name!r}")

@@ -18,7 +18,6 @@ stream's own mini-batches are read in the main process (one pass, each image onc
 from __future__ import annotations
 
 import copy
-import random
 import shutil
 import sys
 import time
@@ -28,7 +27,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence
 
-import numpy as np
 import torch
 from avalanche.benchmarks.scenarios.dataset_scenario import DatasetExperience
 from avalanche.benchmarks.scenarios.online import split_online_stream
@@ -37,26 +35,12 @@ from tqdm.auto import tqdm
 from cl_bench import checkpoint, metrics, records
 from cl_bench.attack import Attack
 from cl_bench.config import RunConfig, TrainConfig, resolve
+from cl_bench.device import seed_everything, select_device
 from cl_bench.errors import UserError
 from cl_bench.registry import ATTACKS, MODELS, SCENARIOS, STRATEGIES
 from cl_bench.scenario import ScenarioConfig, ScenarioData, split_validation
 from cl_bench.templates import DivergenceGuard, ProgressPlugin, StrategyContext, eval_mode, predict_logits
 from cl_bench.tensor_data import make_loader
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-def select_device(requested: str) -> torch.device:
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was requested but no CUDA device is available; use --device auto or cpu")
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
 
 
 @torch.no_grad()

@@ -9,6 +9,7 @@ import torch
 from conftest import run_cli
 
 from cl_bench import pretrain
+from cl_bench.backbone import pool_scenario
 from cl_bench.config import resolve
 from cl_bench.errors import UserError
 from cl_bench.models.mae import MaskedAutoencoder, load_mae
@@ -68,7 +69,7 @@ def test_the_pool_never_appears_in_a_held_out_stream(fake_data):
 
 def test_mae_encoder_is_the_vit_and_the_loss_sees_only_masked_patches():
     torch.manual_seed(0)
-    scenario = pretrain.pool_scenario((1, 28, 28))
+    scenario = pool_scenario((1, 28, 28))
     vit = find_vit(MODELS.get("vit_micro").builder(
         resolve({}, {"scenario": "split_digits", "model": "vit_micro"}, TINY_MODEL).components["model"], scenario))
     mae = MaskedAutoencoder(vit, 8, 1, 2).eval()
@@ -100,7 +101,7 @@ def test_load_mae_rebuilds_encoder_and_decoder_and_reconstructs(fake_data):
     assert not torch.equal(reconstruction[~visible], images[~visible])
     # the same tensors as a vit_micro built with model.weights=PATH
     config = resolve({}, {"scenario": "split_digits", "model": "vit_micro"}, TINY_MODEL + [f"model.weights={weights}"])
-    model = MODELS.get("vit_micro").builder(config.components["model"], pretrain.pool_scenario((1, 28, 28))).eval()
+    model = MODELS.get("vit_micro").builder(config.components["model"], pool_scenario((1, 28, 28))).eval()
     assert torch.equal(model.backbone(images), mae.encoder(images))
     assert set(mae.decoder.state_dict()) and all(torch.equal(v, mae.state_dict()[f"decoder.{k}"])
                                                  for k, v in mae.decoder.state_dict().items())

@@ -14,7 +14,7 @@ from cl_bench.config import build_config, resolve
 from cl_bench.errors import UserError
 from cl_bench.models.heads import MultiHeadNet, SingleHeadNet
 from cl_bench.models.vit import ResizedInput, file_sha256, find_vit
-from cl_bench.pretrain import pool_scenario
+from cl_bench.backbone import pool_scenario
 from cl_bench.pretrain_pool import POOL_NAME
 from cl_bench.registry import MODELS, SCENARIOS
 

@@ -209,7 +209,7 @@ def load_mae(name_or_path: str, device: str = "cpu") -> MaskedAutoencoder:
     card.json next to it says how to rebuild the model). ``mae.card`` holds the card.
     """
     from cl_bench.models.vit import file_sha256, load_state_strictly, read_card, read_weights, resolve_weights
-    from cl_bench.pretrain import backbone_from_card
+    from cl_bench.backbone import backbone_from_card
 
     path = resolve_weights(name_or_path)
     card = read_card(path)
