@@ -80,7 +80,7 @@ from torch import nn
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
-from cl_bench.attack import Attack, attack_generator, clip_to_range, experience_tensors, with_inputs
+from cl_bench.attack import Attack, attack_generator, clip_to_range, experience_tensors, linf_budget, with_inputs
 from cl_bench.config import ComponentConfig, param
 from cl_bench.errors import UserError
 from cl_bench.models.heads import MASKED_LOGIT, MultiHeadNet
@@ -476,8 +476,7 @@ class BrainWash(Attack):
         return torch.stack(inputs).to(device), torch.stack(labels).to(device), {"proxy": "real_data"}
 
     def budget(self) -> dict:
-        return {"epsilon": self.config.epsilon, "norm": "linf", "poison_rate": 1.0,
-                "input_range": list(self.scenario.input_range) if self.scenario.input_range else None}
+        return linf_budget(self.config.epsilon, self.scenario)
 
     def metrics(self) -> dict:
         return dict(self._metrics)

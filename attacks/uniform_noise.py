@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from cl_bench.attack import Attack, attack_generator, clip_to_range, experience_tensors, with_inputs
+from cl_bench.attack import Attack, attack_generator, clip_to_range, experience_tensors, linf_budget, with_inputs
 from cl_bench.config import ComponentConfig, param
 from cl_bench.registry import ATTACKS
 
@@ -37,8 +37,7 @@ class UniformNoise(Attack):
         return with_inputs(experience, clip_to_range(inputs + noise, self.scenario.input_range), "uniform_noise")
 
     def budget(self) -> dict:
-        return {"epsilon": self.config.epsilon, "norm": "linf", "poison_rate": 1.0,
-                "input_range": list(self.scenario.input_range) if self.scenario.input_range else None}
+        return linf_budget(self.config.epsilon, self.scenario)
 
 
 @ATTACKS.register("uniform_noise", config=UniformNoiseConfig)

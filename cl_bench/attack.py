@@ -60,6 +60,12 @@ class Attack:
         return {}
 
 
+def linf_budget(epsilon: float, scenario) -> dict:
+    """The recorded budget of an L-infinity attack on every input of the poisoned experience."""
+    return {"epsilon": epsilon, "norm": "linf", "poison_rate": 1.0,
+            "input_range": list(scenario.input_range) if scenario.input_range else None}
+
+
 def attack_generator(seed: int, experience_index: int, device: Optional[torch.device] = None) -> torch.Generator:
     """The attack's own random stream, fixed by the run seed and the poisoned experience."""
     generator = torch.Generator(device=device or "cpu")

@@ -235,17 +235,15 @@ def command_sweep(args: argparse.Namespace) -> None:
     from cl_bench import sweep
 
     selection = sweep.parse_selection(args.only)
-    spec = sweep.load_sweep(args.file)
-    runs = sweep.select(sweep.expand(spec), selection)
-    out_dir = args.out or Path(getattr(spec, "out", None) or "runs")
     if args.dry_run:
-        # expand() already resolved every run: reuse its run ids and labels
+        # planned_runs() resolves every run: print their run ids and labels
+        _, runs = sweep.planned_runs(args.file, selection)
         for run_spec in runs:
             print(f"{run_spec.run_id}  {run_spec.label}")
         print(f"{len(runs)} runs")
         return
-    result = sweep.execute(runs, out_dir, workers=args.workers, executor=args.executor, address=args.address,
-                           force=args.force)
+    result = sweep.run_sweep(args.file, args.out, selection, workers=args.workers, executor=args.executor,
+                             address=args.address, force=args.force)
     print(f"{result.done} done, {result.skipped} skipped, {result.failed} failed")
     if result.failed:
         raise SystemExit(1)

@@ -292,7 +292,7 @@ def _check_name(name: Any, kind: str) -> str:
     return name
 
 
-def _split_component(value: Any, kind: str) -> tuple[Optional[str], dict]:
+def split_component(value: Any, kind: str) -> tuple[Optional[str], dict]:
     """A YAML/sweep component entry is either a bare name or {name: ..., field: value ...}."""
     if value is None:
         return None, {}
@@ -358,8 +358,8 @@ def resolve(spec: Optional[dict] = None, flags: Optional[dict] = None, sets: Seq
     values: dict[str, dict] = {}
     preset_components: dict[str, tuple[Optional[str], dict]] = {}
     for kind in COMPONENT_KINDS:
-        name, fields_ = _split_component(spec.get(kind), kind)
-        preset_components[kind] = _split_component(preset.get(kind), kind)
+        name, fields_ = split_component(spec.get(kind), kind)
+        preset_components[kind] = split_component(preset.get(kind), kind)
         if kind == "model":
             name, fields_ = split_model_name(name, fields_)
             preset_components[kind] = split_model_name(*preset_components[kind])

@@ -47,6 +47,8 @@ def catalog_page() -> str:
         lines.append("")
         for entry in entries:
             lines += [f"### {kind}: {entry.name} {{#{kind}-{entry.name.replace('_', '-')}}}", "", entry.summary, ""]
+            if entry.meta.get("requires_data"):
+                lines.append(f"- needs data: `cl-bench data prepare {entry.meta['requires_data']}`")
             for key in ("default_model", "model_defaults", "train_defaults"):
                 if entry.meta.get(key):
                     lines.append(f"- {key.replace('_', ' ')}: `{json.dumps(entry.meta[key])}`")

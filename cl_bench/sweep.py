@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from cl_bench.config import COMPONENT_KINDS, SETTABLE_KINDS, load_yaml, resolve
+from cl_bench.config import COMPONENT_KINDS, SETTABLE_KINDS, load_yaml, resolve, split_component
 from cl_bench.errors import UserError
 from cl_bench.records import RECORD_FILE, check_output_dir, is_complete
 
@@ -212,11 +212,9 @@ def load_sweep(path: Path) -> SweepSpec:
 
 # ----------------------------------------------------------------------------- expansion
 
-def _component_parts(value: Any) -> tuple[Optional[str], dict]:
-    if isinstance(value, dict):
-        fields = dict(value)
-        return fields.pop("name", None), fields
-    return value, {}
+def _component_parts(value: Any, kind: str = "component") -> tuple[Optional[str], dict]:
+    """A component given by name or as a mapping with a ``name``: the one parser of ``cl_bench.config``."""
+    return split_component(value, kind)
 
 
 def _merge_component(lower: Any, upper: Any) -> Any:
@@ -594,8 +592,14 @@ def sweep_out_dir(sweep: SweepSpec, out: Optional[Path] = None) -> Path:
     return Path(out) if out is not None else (sweep.out or Path("runs"))
 
 
-def run_sweep(path: Path, out: Optional[Path] = None, **execute_options: Any) -> SweepResult:
-    """Load, expand (validating every run) and execute a sweep file: the `cl-bench sweep` path."""
+def planned_runs(path: Path, selection: Optional[dict[str, set[str]]] = None) -> tuple[SweepSpec, list[RunSpec]]:
+    """Load a sweep file and expand it (validating every run), keeping the ``selection`` (see ``--only``)."""
     sweep = load_sweep(path)
-    runs = expand(sweep)
+    return sweep, select(expand(sweep), selection or {})
+
+
+def run_sweep(path: Path, out: Optional[Path] = None, selection: Optional[dict[str, set[str]]] = None,
+              **execute_options: Any) -> SweepResult:
+    """Load, expand (validating every run), select and execute a sweep file: the `cl-bench sweep` path."""
+    sweep, runs = planned_runs(path, selection)
     return execute(runs, sweep_out_dir(sweep, out), **execute_options)

@@ -88,7 +88,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -101,9 +101,6 @@ from cl_bench.config import ComponentConfig, param
 from cl_bench.errors import UserError
 from cl_bench.registry import STRATEGIES
 from cl_bench.templates import StrategyContext, eval_mode, fast
-
-if TYPE_CHECKING:
-    from timm.models.vision_transformer import VisionTransformer
 
 ONLINE_LORA_TRAIN_DEFAULTS = {"optimizer": "adam", "lr": 3e-4, "batch_size": 64, "epochs": 1, "weight_decay": 0.0}
 
@@ -199,17 +196,10 @@ class LoRAQKV(nn.Module):
             lora_b.zero_()
 
 
-def find_vit(model: nn.Module) -> VisionTransformer:
-    from timm.models.vision_transformer import VisionTransformer
-
-    vit = next((m for m in model.modules() if isinstance(m, VisionTransformer)), None)
-    if vit is None:
-        raise UserError("online_lora needs a timm ViT backbone; use --model vit_micro or --model timm:NAME")
-    return vit
-
-
 def add_lora(model: nn.Module, rank: int, merge_mode: str) -> nn.Module:
     """Freeze the ViT backbone and wrap the qkv of every block (in place); the head stays trainable."""
+    from cl_bench.models.vit import find_vit
+
     vit = find_vit(model)
     for parameter in getattr(model, "backbone", vit).parameters():
         parameter.requires_grad_(False)

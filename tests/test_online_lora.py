@@ -499,7 +499,7 @@ def test_bad_settings_are_user_errors():
     with pytest.raises(UserError, match="Adam"):
         build_online_lora(config(), StrategyContext(tiny_vit_model(), train, scenario, torch.device("cpu")))
     train = TrainConfig(optimizer="adam", device="cpu")
-    with pytest.raises(UserError, match="timm ViT"):
+    with pytest.raises(UserError, match="holds no timm VisionTransformer"):
         build_online_lora(config(), StrategyContext(SingleHeadNet(nn.Flatten(), 64, 10), train, scenario,
                                                     torch.device("cpu")))
     scenario.task_labels = True
