@@ -395,10 +395,10 @@ def _list_presets(verbose: bool) -> None:
 
 
 def command_data(args: argparse.Namespace) -> None:
-    from cl_bench import data
+    from cl_bench.data_prepare import prepare
     from cl_bench.scenario import data_root
 
-    print(data.prepare(args.dataset, args.source, args.root or data_root()))
+    print(prepare(args.dataset, args.source, args.root or data_root()))
 
 
 def command_docs(args: argparse.Namespace) -> None:

@@ -20,7 +20,7 @@ from attacks.brainwash import (BrainWash, BrainWashConfig, ProxySet, attacker_co
                                optimise_noise, surrogate_loss)
 from cl_bench import runner
 from cl_bench.config import TrainConfig, resolve
-from cl_bench.data import FMNIST_DEBIAN_DIR, prepare
+from cl_bench.data_prepare import FMNIST_DEBIAN_DIR, prepare
 from cl_bench.models.heads import MultiHeadNet
 from cl_bench.models.mlp import MLPConfig
 from cl_bench.registry import MODELS, STRATEGIES

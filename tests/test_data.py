@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 
 from cl_bench import data
-from cl_bench.data import load_cifar, load_fmnist, prepare, read_cifar_batch, read_idx
+from cl_bench import data_prepare
+from cl_bench.data import load_cifar, load_fmnist, read_cifar_batch, read_idx
+from cl_bench.data_prepare import prepare
 from cl_bench.errors import UserError
 
 FMNIST_NAMES = data.FMNIST_FILES
@@ -39,7 +41,7 @@ def tree(root: Path) -> list[str]:
 @pytest.fixture(autouse=True)
 def no_debian_copy(monkeypatch, tmp_path):
     """Tests must not depend on whether the Debian package is installed on this machine."""
-    monkeypatch.setattr(data, "FMNIST_DEBIAN_DIR", tmp_path / "no-debian-package")
+    monkeypatch.setattr(data_prepare, "FMNIST_DEBIAN_DIR", tmp_path / "no-debian-package")
 
 
 def closed_port_url() -> str:
@@ -188,7 +190,7 @@ def test_prepare_fmnist_source_not_a_directory(tmp_path):
 def test_prepare_fmnist_uses_debian_directory(tmp_path, fake_fmnist, monkeypatch):
     debian = tmp_path / "usr-share-datasets-fashion-mnist"
     written = fake_fmnist(debian)
-    monkeypatch.setattr(data, "FMNIST_DEBIAN_DIR", debian)
+    monkeypatch.setattr(data_prepare, "FMNIST_DEBIAN_DIR", debian)
     prepared = prepare("fmnist", source=None, root=tmp_path / "root", allow_download=False)
     assert np.array_equal(load_fmnist(prepared).test_images, written["test_images"])
 
@@ -203,7 +205,7 @@ def test_prepare_fmnist_no_source_no_download(tmp_path):
 
 
 def test_prepare_fmnist_download_failure(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "FMNIST_URLS", (closed_port_url(),))
+    monkeypatch.setattr(data_prepare, "FMNIST_URLS", (closed_port_url(),))
     root = tmp_path / "root"
     with pytest.raises(UserError, match="could not download Fashion-MNIST") as error:
         prepare("fmnist", source=None, root=root)
@@ -214,7 +216,7 @@ def test_prepare_fmnist_download_failure(tmp_path, monkeypatch):
 def test_prepare_fmnist_download(tmp_path, monkeypatch, fake_fmnist, file_server):
     served, url = file_server
     written = fake_fmnist(served, train_per_class=3, test_per_class=2)
-    monkeypatch.setattr(data, "FMNIST_URLS", (closed_port_url(), url))  # first mirror down, second works
+    monkeypatch.setattr(data_prepare, "FMNIST_URLS", (closed_port_url(), url))  # first mirror down, second works
     monkeypatch.setattr(data, "FMNIST_REAL_COUNTS", {"train": 30, "test": 20})
     prepared = prepare("fmnist", source=None, root=tmp_path / "root")
     assert np.array_equal(load_fmnist(prepared).train_images, written["train_images"])
@@ -224,7 +226,7 @@ def test_prepare_fmnist_download(tmp_path, monkeypatch, fake_fmnist, file_server
 def test_prepare_fmnist_download_checks_real_counts(tmp_path, monkeypatch, fake_fmnist, file_server):
     served, url = file_server
     fake_fmnist(served, train_per_class=3, test_per_class=2)
-    monkeypatch.setattr(data, "FMNIST_URLS", (url,))
+    monkeypatch.setattr(data_prepare, "FMNIST_URLS", (url,))
     with pytest.raises(UserError, match="could not download Fashion-MNIST .*has 30 samples, expected 60000") as error:
         prepare("fmnist", source=None, root=tmp_path / "root")
     assert ".tmp-" not in str(error.value)  # names the file, not the temporary directory

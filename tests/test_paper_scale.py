@@ -19,7 +19,8 @@ from conftest import run_cli
 
 from cl_bench import runner
 from cl_bench.config import build_config, resolve
-from cl_bench.data import IMAGE_EXTENSIONS, prepare
+from cl_bench.data import IMAGE_EXTENSIONS
+from cl_bench.data_prepare import prepare
 from cl_bench.errors import UserError
 from cl_bench.presets import preset_names
 from cl_bench.registry import SCENARIOS

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from cl_bench.config import build_config
-from cl_bench.data import FMNIST_DEBIAN_DIR, prepare
+from cl_bench.data_prepare import FMNIST_DEBIAN_DIR, prepare
 from cl_bench.errors import UserError
 from cl_bench.registry import SCENARIOS
 from cl_bench.tensor_data import gather, make_loader
