@@ -11,7 +11,7 @@ import dataclasses
 import shlex
 import sys
 from pathlib import Path
-from typing import NoReturn, Optional, Sequence
+from typing import Any, NoReturn, Optional, Sequence
 
 from cl_bench.config import TRAIN_SHORTCUTS, TrainConfig
 from cl_bench.errors import UserError
@@ -37,7 +37,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineErrorParser(
         prog="cl-bench", description="Continual learning under attack: run, sweep, tabulate and plot.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_run_command(commands)
+    _add_sweep_command(commands)
+    _add_leaderboard_command(commands)
+    _add_plot_command(commands)
+    _add_pretrain_command(commands)
+    _add_list_command(commands)
+    _add_docs_command(commands)
+    _add_data_command(commands)
+    return parser
 
+
+def _add_run_command(commands: Any) -> None:
     run = commands.add_parser("run", help="train one strategy on one scenario and write a run record",
                               description="Train one strategy on one scenario; write runs/<run_id>/record.json, "
                                           "accuracy_matrix.csv and forgetting_curve.png. The last line printed is "
@@ -59,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="redo the run even if a complete record exists")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
+
+def _add_sweep_command(commands: Any) -> None:
     sweep = commands.add_parser("sweep", help="run a grid of configs from a sweep YAML file",
                                 description="Expand a sweep file (scenarios x strategies x seeds ...) and run every "
                                             "config whose complete record does not exist yet.")
@@ -74,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "of the names (repeatable; keys combine with and), "
                             "e.g. --only scenario=continual_swiss_roll")
 
+
+def _add_leaderboard_command(commands: Any) -> None:
     board = commands.add_parser("leaderboard", help="aggregate run records into leaderboard CSVs",
                                 description="Group complete records by board and write one CSV per board "
                                             "(mean and std over seeds).")
@@ -81,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--out", type=Path, default=Path("leaderboards"), help="output directory (default leaderboards)")
     board.add_argument("--markdown", action="store_true", help="also print each board's headline columns as Markdown")
 
+
+def _add_plot_command(commands: Any) -> None:
     plot = commands.add_parser("plot", help="draw forgetting curves of one run or overlay several",
                                description="One run directory: its forgetting curve. Several runs (or --runs with "
                                            "filters): an overlay, seeds of the same strategy averaged.")
@@ -102,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                "overlay.png; "
                                                "with --memory, gpm_memory.png; with --anytime, anytime_accuracy.png)")
 
+
+def _add_pretrain_command(commands: Any) -> None:
     pretrain = commands.add_parser("pretrain", help="pre-train a ViT backbone on the held-out pre-training pool",
                                    description="Pre-train a ViT backbone on the pre-training pool (10,000 "
                                                "Fashion-MNIST training images that streams with "
@@ -119,10 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--force", action="store_true", help="re-train even if the entry exists")
     pretrain.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
+
+def _add_list_command(commands: Any) -> None:
     listing = commands.add_parser("list", help="list registered scenarios, models, strategies, attacks, evaluators")
     listing.add_argument("kind", nargs="?", choices=("scenario", "model", "strategy", "attack", "evaluator", "preset"))
     listing.add_argument("--verbose", "-v", action="store_true", help="also list every config field and default")
 
+
+def _add_docs_command(commands: Any) -> None:
     docs = commands.add_parser("docs", help="write the generated documentation pages (catalog, results)",
                                description="Write docs/catalog.md from the registries and docs/results/*.md from "
                                            "the committed leaderboard CSVs; --check only compares.")
@@ -134,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     docs.add_argument("--check", action="store_true",
                       help="write nothing; exit 1 and name the pages that differ from what would be written")
 
+
+def _add_data_command(commands: Any) -> None:
     data = commands.add_parser("data", help="dataset preparation")
     data_commands = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     data_prepare = data_commands.add_parser("prepare", help="put a dataset where the loaders find it")
@@ -143,7 +168,6 @@ def build_parser() -> argparse.ArgumentParser:
                                    "/usr/share/datasets/fashion-mnist); "
                                    "imagenet-r: the class folders, a directory holding imagenet-r/, or imagenet-r.tar")
     data_prepare.add_argument("--root", type=Path, help="data root (default $CL_BENCH_DATA or ~/.cache/cl_bench/data)")
-    return parser
 
 
 def _format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

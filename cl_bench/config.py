@@ -337,10 +337,35 @@ def resolve(spec: Optional[dict] = None, flags: Optional[dict] = None, sets: Seq
 
     ``flags`` keys: scenario, model, strategy, attack, seed, epochs, batch_size, lr, device,
     preset (None means "not given"). A preset (flag or ``preset:`` key of ``spec``) is the layer
-    just above the registered defaults; see :mod:`cl_bench.presets`.
+    just above the registered defaults; see :mod:`cl_bench.presets`. The steps, lowest layer last:
+    the user's layers (config file, flags, ``--set``), the names they leave open, the registered
+    layers under them (preset, scenario_defaults, model_defaults, train_defaults), then validation.
     """
     spec = dict(spec or {})
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    preset = _preset_and_top_level_checks(spec, flags)
+    names, values, preset_components = _user_layers(spec, flags, sets, preset)
+    scenario_entry, strategy_entry = _fill_default_names(names, values)
+    _add_registered_layers(names, values, preset_components, scenario_entry, strategy_entry)
+
+    components = {}
+    for kind in COMPONENT_KINDS:
+        name_of_kind = names[kind]
+        if name_of_kind is not None:
+            entry = REGISTRIES[kind].get(name_of_kind)
+            components[kind] = build_config(entry.config_class, values[kind], kind)
+    train_layers = {**scenario_entry.meta.get("train_defaults", {}),
+                    **strategy_entry.meta.get("train_defaults", {}), **values["train"]}
+    train = cast(TrainConfig, build_config(TrainConfig, train_layers, "train"))
+    seed = _coerce(flags.get("seed", spec.get("seed", preset.get("seed", 0))), int, "seed")
+    if not 0 <= seed <= MAX_SEED:
+        raise UserError(f"seed must be between 0 and {MAX_SEED}, got {seed}")
+    return RunConfig(str(names["scenario"]), str(names["model"]), str(names["strategy"]), names["attack"], seed,
+                     train, components)
+
+
+def _preset_and_top_level_checks(spec: dict, flags: dict) -> dict:
+    """The preset's spec ({} without one), after checking the names given as flags and the spec's top keys."""
     for kind in COMPONENT_KINDS + ("preset",):
         if kind in flags:
             _check_name(flags[kind], kind)
@@ -353,7 +378,12 @@ def resolve(spec: Optional[dict] = None, flags: Optional[dict] = None, sets: Seq
     unknown_top = sorted(set(spec) - set(valid_top), key=str)
     if unknown_top:
         raise UserError(f"unknown config key {unknown_top[0]!r}; valid keys: {', '.join(valid_top + ('preset',))}")
+    return preset
 
+
+def _user_layers(spec: dict, flags: dict, sets: Sequence[str], preset: dict
+                 ) -> tuple[dict[str, Optional[str]], dict[str, dict], dict[str, tuple[Optional[str], dict]]]:
+    """(component names, field values per kind incl. train, the preset's components): config file, flags, --set."""
     names: dict[str, Optional[str]] = {}
     values: dict[str, dict] = {}
     preset_components: dict[str, tuple[Optional[str], dict]] = {}
@@ -373,24 +403,33 @@ def resolve(spec: Optional[dict] = None, flags: Optional[dict] = None, sets: Seq
     if not isinstance(train_values, dict):
         raise UserError(f"train must be a mapping of training settings, got {train_values!r}")
     values["train"] = {**(preset.get("train") or {}), **train_values}
-
     for flag in TRAIN_SHORTCUTS:
         if flag in flags:
             values["train"][flag] = flags[flag]
     for assignment in sets:
         kind, name, value = parse_set(assignment)
         values[kind][name] = value
+    return names, values, preset_components
 
-    scenario_name = names["scenario"] = names["scenario"] or DEFAULT_SCENARIO
-    strategy_name = names["strategy"] = names["strategy"] or DEFAULT_STRATEGY
-    scenario_entry = REGISTRIES["scenario"].get(scenario_name)
-    model_name: str = names["model"] or scenario_entry.meta.get("default_model", "mlp")
-    names["model"] = model_name
+
+def _fill_default_names(names: dict[str, Optional[str]], values: dict[str, dict]) -> tuple[Any, Any]:
+    """The default scenario, strategy and model where none was named; the scenario's and strategy's entries."""
+    scenario = names["scenario"] = names["scenario"] or DEFAULT_SCENARIO
+    strategy = names["strategy"] = names["strategy"] or DEFAULT_STRATEGY
+    scenario_entry = REGISTRIES["scenario"].get(scenario)
+    names["model"] = names["model"] or scenario_entry.meta.get("default_model", "mlp")
     if names["attack"] in ("none", "null"):
         names["attack"] = None
     if names["attack"] is None and values["attack"]:
         raise UserError("attack settings were given but no attack; add --attack NAME")
+    return scenario_entry, REGISTRIES["strategy"].get(strategy)
 
+
+def _add_registered_layers(names: dict[str, Optional[str]], values: dict[str, dict],
+                           preset_components: dict[str, tuple[Optional[str], dict]], scenario_entry: Any,
+                           strategy_entry: Any) -> None:
+    """Under the user's values: the preset's component settings, the strategy's scenario_defaults, and the
+    scenario's model_defaults for its default model (train_defaults are layered when TrainConfig is built)."""
     for kind, (preset_name_of_kind, preset_values) in preset_components.items():
         name_of_kind = names[kind]
         if name_of_kind is None or not preset_values:
@@ -400,33 +439,12 @@ def resolve(spec: Optional[dict] = None, flags: Optional[dict] = None, sets: Seq
             known = config_fields(REGISTRIES[kind].get(name_of_kind).config_class)
             preset_values = {k: v for k, v in preset_values.items() if k in known}
         values[kind] = {**preset_values, **values[kind]}
-
-    strategy_entry = REGISTRIES["strategy"].get(strategy_name)
     # the strategy's values chosen for this scenario sit just above its own defaults
     values["strategy"] = {**strategy_entry.meta.get("scenario_defaults", {}).get(names["scenario"], {}),
                           **values["strategy"]}
-
     if names["model"] == scenario_entry.meta.get("default_model", "mlp"):
         # the scenario's recommended model settings (e.g. the Swiss roll's bias-free 100-100 MLP)
         values["model"] = {**scenario_entry.meta.get("model_defaults", {}), **values["model"]}
-
-    components = {}
-    for kind in COMPONENT_KINDS:
-        name_of_kind = names[kind]
-        if name_of_kind is None:
-            continue
-        entry = REGISTRIES[kind].get(name_of_kind)
-        components[kind] = build_config(entry.config_class, values[kind], kind)
-
-    train_layers = {**scenario_entry.meta.get("train_defaults", {}),
-                    **strategy_entry.meta.get("train_defaults", {}), **values["train"]}
-    train = cast(TrainConfig, build_config(TrainConfig, train_layers, "train"))
-
-    seed = flags.get("seed", spec.get("seed", preset.get("seed", 0)))
-    seed = _coerce(seed, int, "seed")
-    if not 0 <= seed <= MAX_SEED:
-        raise UserError(f"seed must be between 0 and {MAX_SEED}, got {seed}")
-    return RunConfig(scenario_name, model_name, strategy_name, names["attack"], seed, train, components)
 
 
 def describe_fields(config_class: type) -> list[tuple[str, str, Any, str]]:
