@@ -56,12 +56,10 @@ Suite choices the spec leaves open, fixed here:
   - **biases on** (spec: none). A bias-free ReLU MLP is positively homogeneous,
     ``f(a x) = a f(x)`` for ``a > 0``, so its decision regions are cones from the origin; but
     class 1 at roll parameter ``s`` and class 0 at ``s + π`` lie on the same ray (radii ``s`` and
-    ``s + π``), so no bias-free ReLU network can separate the joint problem. Measured with the
-    ``joint`` strategy (seed 0, 20 epochs): bias-free 0.65 accuracy (SGD lr 0.01) and 0.67
-    (Adam lr 0.003), with 0.0 on the middle windows; with biases 0.996. Use
-    ``--set model.bias=false`` for the spec's network.
-  - **lr 0.1** (spec: 0.01). With biases and lr 0.01, 20 epochs of joint training reach only 0.65
-    (underfitting the 1.5-turn double spiral); lr 0.1 reaches 0.996.
+    ``s + π``), so no bias-free ReLU network can separate the joint problem (joint training
+    confirms it; the numbers are on the scenarios page). ``--set model.bias=false`` gives the
+    spec's network.
+  - **lr 0.1** (spec: 0.01): with biases, lr 0.01 underfits the 1.5-turn double spiral in 20 epochs.
 """
 
 from __future__ import annotations
