@@ -122,6 +122,7 @@ def main() -> None:
     parser.add_argument("--experiences", type=int, default=3, help="experiences timed for the memory update")
     parser.add_argument("--repeats", type=int, default=7, help="interleaved repeats of the step timing (best of)")
     args = parser.parse_args()
+    torch.set_num_threads(1)  # the runner's default (train.threads)
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, permuted_fmnist defaults (5 epochs, batch 10, 5000 images/task)")
 

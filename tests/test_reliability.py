@@ -483,3 +483,29 @@ def test_leaderboard_and_plot_refuse_an_out_under_a_file(tmp_path, capsys, compl
     code, _, err = run_cli(["plot", str(complete_runs[0]), "--out", str(a_file / "curve.png")], capsys)
     _one_line_error(code, err)
     assert "is a file" in err and a_file.read_text() == "x"
+
+
+def test_divergence_guard_catches_one_bad_loss_within_its_check_window_or_at_the_experience_end():
+    from types import SimpleNamespace
+
+    import torch
+
+    from cl_bench.errors import UserError
+    from cl_bench.templates import DivergenceGuard
+
+    def strategy_with(loss: float):
+        return SimpleNamespace(loss=torch.tensor(loss), model=torch.nn.Linear(2, 2),
+                               clock=SimpleNamespace(train_exp_counter=0))
+
+    guard = DivergenceGuard()
+    for _ in range(3 * guard.check_every):  # finite losses never stop a run
+        guard.after_training_iteration(strategy_with(0.5))
+    guard.after_training_exp(strategy_with(0.5))
+    guard.after_training_iteration(strategy_with(float("nan")))  # step 1 of a window: not checked yet
+    with pytest.raises(UserError, match="training loss became nan"):
+        for _ in range(guard.check_every):
+            guard.after_training_iteration(strategy_with(0.5))
+    late = DivergenceGuard()
+    late.after_training_iteration(strategy_with(float("inf")))
+    with pytest.raises(UserError, match="training loss became inf"):
+        late.after_training_exp(strategy_with(0.5))  # the experience's end checks what is left
