@@ -27,16 +27,8 @@ holding ``weights.safetensors`` (backbone under its own keys; the supervised hea
 entry with the same settings is reused unless ``force``; one with other settings is an error.
 Training is deterministic for a seed on CPU (the same sha256 twice).
 
-Defaults (suite choices, measured with ``cl-bench pretrain [--method mae] --device cpu`` on 2 idle
-CPU cores, seed 0; vit_micro trains at about 3,500 images/s there, both methods):
-
-* supervised, 15 epochs, lr 1e-3: about 1 min; test accuracy 0.837, 20-NN 0.841, linear probe 0.838.
-  40 epochs reach only 0.841 (training loss 0.05: the 16-token ViT overfits 10,000 images);
-  ``--augment`` at 40 epochs gives 0.835.
-* mae, 60 epochs, lr 1.5e-3: about 3.5 min; masked-patch MSE 0.0286, 20-NN 0.796, linear probe 0.807
-  (40 epochs: 0.784 / 0.793; 100 epochs: 0.802 / 0.816).
-* references on the same probes: a randomly initialised vit_micro 0.658 / 0.706, raw pixels
-  0.801 / 0.811.
+Defaults (suite choices): supervised 15 epochs at lr 1e-3, mae 60 epochs at lr 1.5e-3; what they reach, and
+what longer training and augmentation gave, is on the pre-trained backbones' docs page.
 """
 
 from __future__ import annotations
