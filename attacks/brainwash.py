@@ -2,7 +2,6 @@
 
 Paper: Abbasi, Nooralinejad, Pirsiavash, Kolouri, "BrainWash: A Poisoning Attack to Forget in
 Continual Learning", CVPR 2024 (arXiv 2311.11995); official code github.com/mint-vu/Brainwash.
-Spec: ``specs/brainwash.md``.
 
 Threat model. The attacker sees the victim's current weights (every head included) and the clean,
 labelled training data of the experience it poisons, nothing else: no data of earlier experiences,

@@ -1,7 +1,6 @@
 """GPM: Gradient Projection Memory (Saha, Garg, Roy; ICLR 2021, arXiv 2103.09762).
 
-Official code: github.com/sahagobinda/GPM (``main_pmnist.py``, ``main_cifar100.py``). Spec:
-``shared/specs/gpm.md``.
+Official code: github.com/sahagobinda/GPM (``main_pmnist.py``, ``main_cifar100.py``).
 
 What is stored between tasks: for every projected layer l (every ``nn.Linear`` / ``nn.Conv2d``
 of the shared network; per-task heads are not projected, a shared single head is, as in the

@@ -1,7 +1,7 @@
 """SLCA: Slow Learner with Classifier Alignment (Zhang, Wang, Kang, Chen, Wei; ICCV 2023, arXiv 2303.05118).
 
 Official code: github.com/GengDavid/SLCA (``models/slca.py``, ``models/base.py``, ``convs/linears.py``).
-Spec: ``shared/specs/slca.md``. Class-incremental learning on a (pre-trained) backbone, no exemplars.
+Class-incremental learning on a (pre-trained) backbone, no exemplars.
 
 Model. The runner's ``SingleHeadNet`` keeps its backbone; its head is replaced, once at build time,
 by :class:`SLCAClassifier`: one ``Linear(d, n_t, bias=True)`` per experience of the scenario

@@ -1,4 +1,4 @@
-"""BrainWash (attacks/brainwash.py): the oracles of specs/brainwash.md section 6, the threat model, the CLI.
+"""BrainWash (attacks/brainwash.py): the oracles of the suite's BrainWash spec, the threat model, the CLI.
 
 Every test is tiny and seeded: a toy two-task multi-head MLP on synthetic data in [0,1]^20 for the noise and
 the inversion, split_digits for the attack's contract, a 3-task Swiss roll for the end-to-end runs.

@@ -1,4 +1,4 @@
-"""k-WTA activation and heterogeneous dropout: the cheap oracles of specs/gpm_sparse.md section 6."""
+"""k-WTA activation and heterogeneous dropout: the cheap oracles of the suite's spec for gpm_sparse."""
 
 from __future__ import annotations
 

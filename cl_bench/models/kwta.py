@@ -2,7 +2,7 @@
 
 Abbasi, Nooralinejad, Braverman, Pirsiavash, Kolouri, "Sparsity and Heterogeneous Dropout for
 Continual Learning in the Null Space of Neural Activations", CoLLAs 2022 (PMLR 199:617-628),
-arXiv 2203.06514. Spec: shared/specs/gpm_sparse.md, sections 2.1, 2.2, 6, 7, 8.
+arXiv 2203.06514.
 
 k-WTA, for one sample's pre-activation z in R^n:
     kWTA(z)_j = z_j if z_j is among the k largest entries of z, else 0,     k = max(1, round(ratio * n)).
