@@ -124,11 +124,9 @@ class DivergenceGuard(SupervisedPlugin):
             self._check_loss(strategy)
 
     def _check_loss(self, strategy) -> None:
-        if self._loss_sum is not None and not bool(torch.isfinite(self._loss_sum).all()):
-            value = float(self._loss_sum.sum())
-            self._loss_sum = None
-            raise UserError(_diverged(strategy, f"the training loss became {value}"))
-        self._loss_sum = None
+        loss_sum, self._loss_sum = self._loss_sum, None  # every check starts the next window
+        if loss_sum is not None and not bool(torch.isfinite(loss_sum).all()):
+            raise UserError(_diverged(strategy, f"the training loss became {float(loss_sum.sum())}"))
 
     def after_training_exp(self, strategy, **kwargs):
         self._check_loss(strategy)

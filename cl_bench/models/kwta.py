@@ -141,14 +141,6 @@ class KWTA(nn.Module):
             return False
         return not bool(torch.all(self.trained_keep_probability == 1))
 
-    def _unit_scale(self, keep: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        """The training mask as a float factor: 0 / 1, or 0 / (1/p_j) with ``rescale``."""
-        factor = keep.to(scores.dtype)
-        if self.rescale:
-            # a retained unit has p_j > 0, so the division is finite; dropped ones stay 0
-            factor = factor / self.keep_probability.to(scores.device, scores.dtype).reshape(self.feature_shape)
-        return factor
-
     def sample_keep_mask(self, batch_size: int, device: torch.device | str | None = None) -> torch.Tensor:
         """Draw a bool keep mask of shape (batch_size, *feature_shape), guard applied. Uses the global RNG."""
         device = self.keep_probability.device if device is None else device
@@ -189,7 +181,9 @@ class KWTA(nn.Module):
         scores = torch.relu(z) if self.relu else z
         keep = self.sample_keep_mask(z.shape[0], z.device) if self.hd_active() else None
         if keep is not None and self.rescale:
-            scores = scores * self._unit_scale(keep, scores)
+            # inverted dropout: a retained unit has p_j > 0, so 1/p_j is finite; dropped units become 0
+            probability = self.keep_probability.to(scores.device, scores.dtype).reshape(self.feature_shape)
+            scores = scores * keep.to(scores.dtype) / probability
         elif self.eval_scaling_active():
             scores = scores * self.trained_keep_probability.to(scores.device, scores.dtype).reshape(self.feature_shape)
         if self.k == self.group_size:
