@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import shlex
 import sys
 from pathlib import Path
 from typing import Any, NoReturn, Optional, Sequence
 
-from cl_bench.config import TRAIN_SHORTCUTS, TrainConfig
+from cl_bench.config import TRAIN_SHORTCUTS, TrainConfig, config_fields
 from cl_bench.errors import UserError
 from cl_bench.flags import add_config_flags, given
 from cl_bench.pretrain_config import PretrainConfig
@@ -245,7 +244,7 @@ def command_pretrain(args: argparse.Namespace, argv: Sequence[str]) -> None:
     from cl_bench import pretrain
     from cl_bench.models.vit import read_card
 
-    values = given(args, [spec.name for spec in dataclasses.fields(PretrainConfig)])
+    values = given(args, list(config_fields(PretrainConfig)))
     command = "cl-bench " + " ".join(shlex.quote(part) for part in argv)
     weights = pretrain.pretrain(args.model, args.set, values, name=args.name, force=args.force,
                                 progress=not args.no_progress, command=command)

@@ -10,20 +10,21 @@ import dataclasses
 import typing
 from typing import Any, Optional, Sequence
 
+from cl_bench.config import config_fields
+
 
 def flag_name(field_name: str) -> str:
     return "--" + field_name.replace("_", "-")
 
 
 def add_config_flags(parser: argparse.ArgumentParser, config_class: type, names: Optional[Sequence[str]] = None,
-                     aliases: Optional[dict[str, Sequence[str]]] = None) -> list[str]:
-    """Add ``--field-name`` for each field of ``config_class`` (or only ``names``); return the fields added.
+                     aliases: Optional[dict[str, Sequence[str]]] = None) -> None:
+    """Add ``--field-name`` for each field of ``config_class`` (or only ``names``).
 
     Every flag defaults to None ("not given"), so only the flags a user types override the lower layers.
     """
     hints = typing.get_type_hints(config_class)
-    fields = {spec.name: spec for spec in dataclasses.fields(config_class)}
-    added = []
+    fields = config_fields(config_class)
     for name in names if names is not None else list(fields):
         spec = fields[name]
         annotation = hints[name]
@@ -41,8 +42,6 @@ def add_config_flags(parser: argparse.ArgumentParser, config_class: type, names:
             if choices:  # shown, not enforced here: the config refuses a bad value with its own message
                 kwargs["metavar"] = "{" + ",".join(str(choice) for choice in choices) + "}"
             parser.add_argument(*options, **kwargs)
-        added.append(name)
-    return added
 
 
 def given(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:

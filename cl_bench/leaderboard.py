@@ -196,7 +196,10 @@ class Board:
     name: str
     columns: tuple[str, ...]
     rows: list[dict]
-    markdown_columns: Sequence[str] = MARKDOWN_COLUMNS
+
+    @property
+    def markdown_columns(self) -> Sequence[str]:
+        return headline_columns(self.name)
 
     def to_csv(self) -> str:
         """The CSV text: header, then rows with every float in the fixed format."""
@@ -328,7 +331,7 @@ def online_boards(records: list[dict], warn: Warn = _warn_stderr) -> list[Board]
     def order(row: dict) -> tuple:
         return row["mode"], row["a_auc_mean"] is None, -(row["a_auc_mean"] or 0.0), row["strategy"], row["config_id"]
 
-    return [Board(f"online_{scenario}", ONLINE_COLUMNS, sorted(rows, key=order), ONLINE_MARKDOWN_COLUMNS)
+    return [Board(f"online_{scenario}", ONLINE_COLUMNS, sorted(rows, key=order))
             for scenario, rows in sorted(rows_by_scenario.items())]
 
 
@@ -341,6 +344,15 @@ ATTACK_COLUMNS = (("attack",) + GROUP_COLUMNS + ("attack_setting", "attack_confi
 ATTACK_MARKDOWN_COLUMNS = ("scenario", "strategy", "attack_setting", "n_seeds", "acc_clean_mean", "acc_attacked_mean",
                            "bwt_clean_mean", "bwt_attacked_mean", "bwt_difference_mean", "bwt_difference_std",
                            "poisoned_acc_attacked_mean", "attack_wall_time_s_mean")
+
+
+def headline_columns(board_name: str) -> Sequence[str]:
+    """A board's headline (Markdown) columns, told by its name: ``attack_*``, ``online_*``, else ``cl_*``."""
+    if board_name.startswith("attack_"):
+        return ATTACK_MARKDOWN_COLUMNS
+    if board_name.startswith("online_"):
+        return ONLINE_MARKDOWN_COLUMNS
+    return MARKDOWN_COLUMNS
 
 
 def component_setting(kind: str, name: str, component_config: dict, always: Sequence[str] = ()) -> str:
@@ -389,7 +401,7 @@ def attack_boards(records: list[dict], warn: Warn = _warn_stderr) -> list[Board]
         rows_by_attack.setdefault(key[0], []).append(row)
     return [Board(f"attack_{attack}", ATTACK_COLUMNS,
                   sorted(rows, key=lambda r: (r["scenario"], r["setting"], r["strategy"], r["attack_config"],
-                                              r["config_id"])), ATTACK_MARKDOWN_COLUMNS)
+                                              r["config_id"])))
             for attack, rows in sorted(rows_by_attack.items())]
 
 

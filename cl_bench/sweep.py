@@ -212,17 +212,12 @@ def load_sweep(path: Path) -> SweepSpec:
 
 # ----------------------------------------------------------------------------- expansion
 
-def _component_parts(value: Any, kind: str = "component") -> tuple[Optional[str], dict]:
-    """A component given by name or as a mapping with a ``name``: the one parser of ``cl_bench.config``."""
-    return split_component(value, kind)
-
-
 def _merge_component(lower: Any, upper: Any) -> Any:
     """``upper`` over ``lower``: fields merge when the names agree or upper has none, else replace."""
     if upper is None or lower is None or not isinstance(upper, (dict, str)):
         return copy.deepcopy(upper)
-    lower_name, lower_fields = _component_parts(lower)
-    upper_name, upper_fields = _component_parts(upper)
+    lower_name, lower_fields = split_component(lower, "component")
+    upper_name, upper_fields = split_component(upper, "component")
     if upper_name is not None and upper_name != lower_name:
         return copy.deepcopy(upper)
     name = upper_name if upper_name is not None else lower_name
@@ -251,16 +246,16 @@ def _set_field(spec: dict, kind: str, name: str, value: Any) -> None:
         train = spec.get("train")
         spec["train"] = {**(train if isinstance(train, dict) else {}), name: value}
         return
-    component_name, fields = _component_parts(spec.get(kind))
+    component_name, fields = split_component(spec.get(kind), kind)
     fields[name] = value
     spec[kind] = {"name": component_name, **fields} if component_name is not None else fields
 
 
 def _value_matches(actual: Any, wanted: Any, component: bool) -> bool:
     if component and isinstance(wanted, str):
-        return _component_parts(actual)[0] == wanted
+        return split_component(actual, "component")[0] == wanted
     if component:
-        return _component_parts(actual) == _component_parts(wanted)
+        return split_component(actual, "component") == split_component(wanted, "component")
     return actual == wanted
 
 
@@ -277,7 +272,7 @@ def _short(value: Any) -> str:
     if value is None:
         return "none"
     if isinstance(value, dict):
-        name, fields = _component_parts(value)
+        name, fields = split_component(value, "component")
         inner = ",".join(f"{k}={v}" for k, v in fields.items())
         return f"{name or ''}({inner})" if inner else str(name)
     return str(value)
