@@ -224,13 +224,13 @@ def _attack_table(record: dict) -> str:
 
 
 def command_run(args: argparse.Namespace, argv: Sequence[str]) -> None:
-    from cl_bench import records, runner
     from cl_bench.config import load_yaml, resolve
 
     spec = load_yaml(args.config) if args.config else {}
     flags = {"scenario": args.scenario, "model": args.model, "strategy": args.strategy, "attack": args.attack,
              "seed": args.seed, "preset": args.preset, **given(args, TRAIN_SHORTCUTS)}
-    config = resolve(spec, flags, args.set)
+    config = resolve(spec, flags, args.set)  # a bad name or value fails here, before torch is imported
+    from cl_bench import records, runner
     command = "cl-bench " + " ".join(shlex.quote(part) for part in argv)
     run_dir = runner.execute(config, args.out, command=command, resume=args.resume, force=args.force,
                              progress=not args.no_progress)
@@ -260,7 +260,7 @@ def command_sweep(args: argparse.Namespace) -> None:
     selection = sweep.parse_selection(args.only)
     if args.dry_run:
         # planned_runs() resolves every run: print their run ids and labels
-        _, runs = sweep.planned_runs(args.file, selection)
+        _, runs = sweep.planned_runs(args.file, selection, import_components=False)
         for run_spec in runs:
             print(f"{run_spec.run_id}  {run_spec.label}")
         print(f"{len(runs)} runs")
@@ -377,7 +377,6 @@ def command_plot(args: argparse.Namespace) -> None:
 
 
 def command_list(args: argparse.Namespace) -> None:
-    from cl_bench.config import describe_fields
     from cl_bench.registry import REGISTRIES
 
     kinds = [args.kind] if args.kind else list(REGISTRIES) + ["preset"]
@@ -385,7 +384,7 @@ def command_list(args: argparse.Namespace) -> None:
         if kind == "preset":
             _list_presets(args.verbose)
             continue
-        entries = REGISTRIES[kind].entries()
+        entries = REGISTRIES[kind].cards()
         print({"strategy": "strategies"}.get(kind, kind + "s") + ":")
         if not entries:
             print("  (none registered yet)")
@@ -393,7 +392,7 @@ def command_list(args: argparse.Namespace) -> None:
         for entry in entries:
             print(f"  {entry.name.ljust(width)}  {entry.summary}")
             if args.verbose:
-                for name, type_name, default, doc in describe_fields(entry.config_class):
+                for name, type_name, default, doc in entry.describe_fields():
                     print(f"      {name} ({type_name}, default {default!r}): {doc}")
                 for scenario, chosen in entry.meta.get("scenario_defaults", {}).items():
                     values = ", ".join(f"{name}={value!r}" for name, value in chosen.items())

@@ -19,6 +19,7 @@ All validation happens before any work starts; a bad value is a :class:`UserErro
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -26,12 +27,12 @@ import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping, Optional, Sequence, cast
+from typing import Any, ClassVar, Mapping, Optional, Sequence, cast
 
 import yaml
 
 from cl_bench.errors import UserError
-from cl_bench.params import ComponentConfig, param
+from cl_bench.params import ComponentConfig, describe_fields, param  # noqa: F401 (describe_fields: re-exported)
 from cl_bench.presets import load_preset
 from cl_bench.registry import REGISTRIES
 
@@ -126,10 +127,15 @@ def config_fields(config_class: type) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(config_class)}
 
 
+@functools.lru_cache(maxsize=None)
+def _type_hints(config_class: type) -> dict[str, Any]:
+    return typing.get_type_hints(config_class)  # resolving string annotations is most of a build's cost
+
+
 def build_config(config_class: type, values: dict, where: str) -> ComponentConfig:
     """Instantiate ``config_class`` from defaults overlaid with ``values``, fully validated."""
     known = config_fields(config_class)
-    hints = typing.get_type_hints(config_class)
+    hints = _type_hints(config_class)
     unknown = sorted(set(values) - set(known), key=str)
     if unknown:
         valid = ", ".join(sorted(known)) or "none"
@@ -332,7 +338,8 @@ def split_model_name(name: Optional[str], values: dict) -> tuple[Optional[str], 
 TRAIN_SHORTCUTS = ("epochs", "batch_size", "lr", "device")
 
 
-def resolve(spec: Optional[dict] = None, flags: Optional[dict] = None, sets: Sequence[str] = ()) -> RunConfig:
+def resolve(spec: Optional[dict] = None, flags: Optional[dict] = None, sets: Sequence[str] = (),
+            import_components: bool = True) -> RunConfig:
     """Resolve a run config from a YAML-like ``spec``, CLI ``flags`` and ``--set`` assignments.
 
     ``flags`` keys: scenario, model, strategy, attack, seed, epochs, batch_size, lr, device,
@@ -340,6 +347,11 @@ def resolve(spec: Optional[dict] = None, flags: Optional[dict] = None, sets: Seq
     just above the registered defaults; see :mod:`cl_bench.presets`. The steps, lowest layer last:
     the user's layers (config file, flags, ``--set``), the names they leave open, the registered
     layers under them (preset, scenario_defaults, model_defaults, train_defaults), then validation.
+
+    Validation reads the components' cards first (no torch, no Avalanche: a bad name or value fails at
+    once); with ``import_components`` the components are then imported and their real configs built
+    (:func:`materialize`, which adds the cross-field checks). Without it the configs are card stand-ins,
+    enough for ids, labels and dry runs.
     """
     spec = dict(spec or {})
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
@@ -352,7 +364,7 @@ def resolve(spec: Optional[dict] = None, flags: Optional[dict] = None, sets: Seq
     for kind in COMPONENT_KINDS:
         name_of_kind = names[kind]
         if name_of_kind is not None:
-            entry = REGISTRIES[kind].get(name_of_kind)
+            entry = REGISTRIES[kind].card(name_of_kind)
             components[kind] = build_config(entry.config_class, values[kind], kind)
     train_layers = {**scenario_entry.meta.get("train_defaults", {}),
                     **strategy_entry.meta.get("train_defaults", {}), **values["train"]}
@@ -360,8 +372,24 @@ def resolve(spec: Optional[dict] = None, flags: Optional[dict] = None, sets: Seq
     seed = _coerce(flags.get("seed", spec.get("seed", preset.get("seed", 0))), int, "seed")
     if not 0 <= seed <= MAX_SEED:
         raise UserError(f"seed must be between 0 and {MAX_SEED}, got {seed}")
-    return RunConfig(str(names["scenario"]), str(names["model"]), str(names["strategy"]), names["attack"], seed,
-                     train, components)
+    config = RunConfig(str(names["scenario"]), str(names["model"]), str(names["strategy"]), names["attack"], seed,
+                       train, components)
+    return materialize(config) if import_components else config
+
+
+def materialize(config: RunConfig) -> RunConfig:
+    """``config`` with every card stand-in replaced by the component's real config (importing the
+    component's module and running its cross-field checks); a config that holds none is returned as is."""
+    if not any(type(component).from_card for component in config.components.values()):
+        return config
+    components = {}
+    for kind, component in config.components.items():
+        if type(component).from_card:
+            entry = REGISTRIES[kind].get(str(getattr(config, kind)))
+            values = {spec.name: getattr(component, spec.name) for spec in dataclasses.fields(component)}
+            component = build_config(entry.config_class, values, kind)
+        components[kind] = component
+    return dataclasses.replace(config, components=components)
 
 
 def _preset_and_top_level_checks(spec: dict, flags: dict) -> dict:
@@ -416,13 +444,13 @@ def _fill_default_names(names: dict[str, Optional[str]], values: dict[str, dict]
     """The default scenario, strategy and model where none was named; the scenario's and strategy's entries."""
     scenario = names["scenario"] = names["scenario"] or DEFAULT_SCENARIO
     strategy = names["strategy"] = names["strategy"] or DEFAULT_STRATEGY
-    scenario_entry = REGISTRIES["scenario"].get(scenario)
+    scenario_entry = REGISTRIES["scenario"].card(scenario)
     names["model"] = names["model"] or scenario_entry.meta.get("default_model", "mlp")
     if names["attack"] in ("none", "null"):
         names["attack"] = None
     if names["attack"] is None and values["attack"]:
         raise UserError("attack settings were given but no attack; add --attack NAME")
-    return scenario_entry, REGISTRIES["strategy"].get(strategy)
+    return scenario_entry, REGISTRIES["strategy"].card(strategy)
 
 
 def _add_registered_layers(names: dict[str, Optional[str]], values: dict[str, dict],
@@ -436,7 +464,7 @@ def _add_registered_layers(names: dict[str, Optional[str]], values: dict[str, di
             continue
         if name_of_kind != preset_name_of_kind:
             # another component than the preset's: keep the preset settings it understands
-            known = config_fields(REGISTRIES[kind].get(name_of_kind).config_class)
+            known = config_fields(REGISTRIES[kind].card(name_of_kind).config_class)
             preset_values = {k: v for k, v in preset_values.items() if k in known}
         values[kind] = {**preset_values, **values[kind]}
     # the strategy's values chosen for this scenario sit just above its own defaults
@@ -445,14 +473,3 @@ def _add_registered_layers(names: dict[str, Optional[str]], values: dict[str, di
     if names["model"] == scenario_entry.meta.get("default_model", "mlp"):
         # the scenario's recommended model settings (e.g. the Swiss roll's bias-free 100-100 MLP)
         values["model"] = {**scenario_entry.meta.get("model_defaults", {}), **values["model"]}
-
-
-def describe_fields(config_class: type) -> list[tuple[str, str, Any, str]]:
-    """(name, type, default, doc) for every field, for `cl-bench list --verbose` and the README."""
-    hints = typing.get_type_hints(config_class)
-    rows = []
-    for f in dataclasses.fields(config_class):
-        default = f.default if f.default is not dataclasses.MISSING else cast(Callable[[], Any], f.default_factory)()
-        type_name = getattr(hints[f.name], "__name__", str(hints[f.name]))
-        rows.append((f.name, type_name, default, f.metadata.get("doc", "")))
-    return rows

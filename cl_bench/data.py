@@ -114,7 +114,7 @@ class ImageArrays:
     class_names: tuple[str, ...] = ()
 
 
-def _fmnist_files(directory: Path) -> dict[str, Path]:
+def fmnist_files(directory: Path) -> dict[str, Path]:
     """The four IDX files in ``directory``; UserError naming the missing ones."""
     found = {key: find_idx_file(directory, name) for key, name in FMNIST_FILES.items()}
     missing = [FMNIST_FILES[key] for key, path in found.items() if path is None]
@@ -123,7 +123,7 @@ def _fmnist_files(directory: Path) -> dict[str, Path]:
     return found  # type: ignore[return-value]
 
 
-def _decode_fmnist(files: dict[str, Path], real_counts: bool = False) -> ImageArrays:
+def decode_fmnist(files: dict[str, Path], real_counts: bool = False) -> ImageArrays:
     """Decode and cross-check the four IDX files."""
     arrays = {key: read_idx(path) for key, path in files.items()}
     for split in ("train", "test"):
@@ -171,11 +171,11 @@ def load_fmnist(directory: Path) -> ImageArrays:
     """Fashion-MNIST from ``directory`` (uint8 images (N, 28, 28), int64 labels), cached in-process."""
     directory = Path(directory)
     try:
-        files = _fmnist_files(directory)
+        files = fmnist_files(directory)
     except FileNotFoundError:
         raise UserError(f"Fashion-MNIST not found in {directory}; run `cl-bench data prepare fmnist` "
                         "(Debian: apt-get install dataset-fashion-mnist)") from None
-    return _cached("fmnist", list(files.values()), lambda: _decode_fmnist(files))
+    return _cached("fmnist", list(files.values()), lambda: decode_fmnist(files))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -282,7 +282,8 @@ def read_cifar_batch(path: Path, label_key: str, num_classes: int) -> tuple[np.n
     return np.ascontiguousarray(images), labels.astype(np.int64)
 
 
-def _cifar_files(layout: CifarLayout, folder: Path) -> list[Path]:
+def cifar_files(layout: CifarLayout, folder: Path) -> list[Path]:
+    """The batch files of ``layout`` in ``folder``; FileNotFoundError naming the missing ones."""
     names = layout.train_files + layout.test_files + (layout.meta_file,)
     paths = [folder / name for name in names]
     missing = [p.name for p in paths if not p.is_file()]
@@ -291,7 +292,8 @@ def _cifar_files(layout: CifarLayout, folder: Path) -> list[Path]:
     return paths
 
 
-def _decode_cifar(layout: CifarLayout, folder: Path) -> ImageArrays:
+def decode_cifar(layout: CifarLayout, folder: Path) -> ImageArrays:
+    """Decode and cross-check a CIFAR-10/100 batch folder (the pickles read by the restricted reader)."""
     def concat(names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
         parts = [read_cifar_batch(folder / name, layout.label_key, layout.num_classes) for name in names]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
@@ -324,10 +326,10 @@ def load_cifar(name: str, root: Path) -> ImageArrays:
     layout = CIFAR_LAYOUTS[name]
     folder = Path(root) / layout.base_folder
     try:
-        files = _cifar_files(layout, folder)
+        files = cifar_files(layout, folder)
     except FileNotFoundError:
         raise UserError(cifar_missing_message(layout, folder)) from None
-    return _cached(name, files, lambda: _decode_cifar(layout, folder))
+    return _cached(name, files, lambda: decode_cifar(layout, folder))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from cl_bench.data import (CIFAR_LAYOUTS, DATASETS, FMNIST_DIRNAME, FMNIST_FILES, IMAGENET_R_ARCHIVE,
-                           IMAGENET_R_DIRNAME, IMAGENET_R_URL, CifarLayout, ImageFolderListing, _cifar_files,
-                           _decode_cifar, _decode_fmnist, _fmnist_files, check_images_decode, file_digest,
+                           IMAGENET_R_DIRNAME, IMAGENET_R_URL, CifarLayout, ImageFolderListing, cifar_files,
+                           decode_cifar, decode_fmnist, fmnist_files, check_images_decode, file_digest,
                            list_image_folder)
 from cl_bench.errors import UserError
 
@@ -95,7 +95,7 @@ def _prepare_fmnist(source: Optional[Path], root: Path, allow_download: bool) ->
               f"{FMNIST_DEBIAN_DIR}) and run `cl-bench data prepare fmnist --from DIR`")
     if source is None:
         with contextlib.suppress(FileNotFoundError):
-            _fmnist_files(destination)
+            fmnist_files(destination)
             return destination  # already prepared
         if FMNIST_DEBIAN_DIR.is_dir():
             source = FMNIST_DEBIAN_DIR
@@ -104,11 +104,11 @@ def _prepare_fmnist(source: Optional[Path], root: Path, allow_download: bool) ->
         if not source.is_dir():
             raise UserError(f"--from {source} is not a directory; {how_to}")
         try:
-            files = _fmnist_files(source)
+            files = fmnist_files(source)
         except FileNotFoundError as missing:
             raise UserError(f"Fashion-MNIST files missing in {source}: {missing} (each may be .gz); "
                             f"{how_to}") from None
-        _decode_fmnist(files)  # validate before writing anything (errors name the source files)
+        decode_fmnist(files)  # validate before writing anything (errors name the source files)
         with _staging_dir(root, FMNIST_DIRNAME) as staging:
             for path in files.values():
                 _copy_file(path, staging / path.name)
@@ -122,7 +122,7 @@ def _prepare_fmnist(source: Optional[Path], root: Path, allow_download: bool) ->
             try:
                 for name in FMNIST_FILES.values():
                     _download(f"{base_url}{name}.gz", staging / f"{name}.gz")
-                _decode_fmnist(_fmnist_files(staging), real_counts=True)
+                decode_fmnist(fmnist_files(staging), real_counts=True)
             except DOWNLOAD_ERRORS as error:
                 errors.append(f"{base_url}: {getattr(error, 'reason', error)}")
                 continue
@@ -137,10 +137,10 @@ def _prepare_fmnist(source: Optional[Path], root: Path, allow_download: bool) ->
 def _copy_cifar_folder(layout: CifarLayout, folder: Path, staging: Path) -> None:
     """Copy the data/meta files of ``folder`` (a ``base_folder``) into ``staging/base_folder``."""
     try:
-        files = _cifar_files(layout, folder)
+        files = cifar_files(layout, folder)
     except FileNotFoundError as missing:
         raise UserError(f"{layout.title} files missing in {folder}: {missing}") from None
-    _decode_cifar(layout, folder)  # validate before writing anything (errors name the source files)
+    decode_cifar(layout, folder)  # validate before writing anything (errors name the source files)
     target = staging / layout.base_folder
     target.mkdir()
     for path in files:
@@ -174,7 +174,7 @@ def _prepare_cifar(name: str, source: Optional[Path], root: Path, allow_download
               f"(from https://www.cs.toronto.edu/~kriz/cifar.html)")
     if source is None:
         with contextlib.suppress(FileNotFoundError):
-            _cifar_files(layout, destination / layout.base_folder)
+            cifar_files(layout, destination / layout.base_folder)
             return destination  # already prepared
         if not allow_download:
             raise UserError(f"{layout.title} not found in {destination} and downloading is disabled; {how_to}")

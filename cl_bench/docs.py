@@ -1,6 +1,7 @@
 """The generated pages of the documentation site.
 
-The catalog comes from the registries, the results pages from the committed leaderboard CSVs and
+The component cards (``cl_bench/cards.json``, :mod:`cl_bench.cards`) and the catalog come from the
+registries, the results pages from the committed leaderboard CSVs and
 ``leaderboards/README.md``, and the README's table of registered components from the registries.
 ``cl-bench docs`` writes them; ``cl-bench docs --check`` (run by a test) fails when a committed page differs
 from what the code and the CSVs give today, so no page is ever pasted.
@@ -32,7 +33,6 @@ def _anchor(kind: str, name: str) -> str:
 
 def catalog_page() -> str:
     """Every registered component with its fields, defaults and one-line docs, and every preset."""
-    from cl_bench.config import describe_fields
     from cl_bench.presets import load_preset, preset_names
     from cl_bench.registry import REGISTRIES
 
@@ -40,7 +40,7 @@ def catalog_page() -> str:
              "Everything registered in this version, read from the registries (`cl-bench list -v` prints the same). "
              "Set a field with `--set KIND.FIELD=VALUE`.", ""]
     for kind, registry in REGISTRIES.items():
-        entries = registry.entries()
+        entries = registry.cards()
         lines += [f"## {KIND_TITLES.get(kind, kind)}", ""]
         if not entries:
             lines += ["None registered yet.", ""]
@@ -58,7 +58,7 @@ def catalog_page() -> str:
                     lines.append(f"- {key.replace('_', ' ')}: `{json.dumps(entry.meta[key])}`")
             for scenario, chosen in entry.meta.get("scenario_defaults", {}).items():
                 lines.append(f"- on `{scenario}`: `{json.dumps(chosen)}`")
-            fields = describe_fields(entry.config_class)
+            fields = entry.describe_fields()
             if fields:
                 lines += ["", "| field | type | default | meaning |", "|---|---|---|---|"]
                 lines += [f"| `{name}` | {type_name} | `{_cell(default)}` | {_cell(doc)} |"
@@ -194,7 +194,7 @@ def registered_table() -> str:
 
     lines = ["| kind | registered (see the catalog for every field and default) |", "|---|---|"]
     for kind, registry in REGISTRIES.items():
-        names = ", ".join(f"`{entry.name}`" for entry in registry.entries()) or "none yet"
+        names = ", ".join(f"`{name}`" for name in registry.names()) or "none yet"
         lines.append(f"| {KIND_TITLES.get(kind, kind).lower()} | {names} |")
     lines.append(f"| presets | {', '.join(f'`{name}`' for name in preset_names())} |")
     return "\n".join(lines)
@@ -214,8 +214,18 @@ def write_pages(docs: Path, leaderboards: Path, check: bool = False, readme: Pat
     Generated result pages whose board no longer exists are removed (reported as differing under check). With
     ``readme``, its registered-components block is part of the generated set.
     """
-    pages = generated_pages(leaderboards)
+    from cl_bench.cards import CARDS_FILE, cards_text, load_cards
+    from cl_bench.registry import REGISTRIES
+
     differing = []
+    # the cards first: the catalog page and the README table are read from them
+    cards = cards_text(REGISTRIES)
+    if not CARDS_FILE.is_file() or CARDS_FILE.read_text(encoding="utf-8") != cards:
+        differing.append(f"cl_bench/{CARDS_FILE.name}")
+        if not check:
+            CARDS_FILE.write_text(cards, encoding="utf-8")
+            load_cards.cache_clear()
+    pages = generated_pages(leaderboards)
     if readme is not None and readme.is_file():
         current = readme.read_text()
         regenerated = with_registered_table(current)

@@ -358,11 +358,10 @@ def headline_columns(board_name: str) -> Sequence[str]:
 def component_setting(kind: str, name: str, component_config: dict, always: Sequence[str] = ()) -> str:
     """The fields of a component's config that differ from its registered defaults (and the ``always``
     fields first), e.g. ``epsilon=0.3 objective=cautious steps=50``; ``defaults`` when none differs."""
-    from cl_bench.registry import REGISTRIES, load_catalogs
+    from cl_bench.registry import REGISTRIES
 
-    load_catalogs()
     registry = REGISTRIES[kind]
-    defaults = registry.get(name).config_class() if name in registry else None  # unregistered: every field
+    defaults = registry.card(name).config_class() if name in registry else None  # unregistered: every field
     changed = [f"{field}={value}" for field, value in
                sorted(component_config.items(), key=lambda item: item[0] not in always)
                if field != "name" and (field in always or defaults is None

@@ -3,8 +3,10 @@ the package), so that the registry, the configs and the component modules can al
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Optional, Sequence
+from typing import Any, Callable, ClassVar, Optional, Sequence, cast
 
 
 def param(default: Any, doc: str, *, low: Optional[float] = None, high: Optional[float] = None,
@@ -28,9 +30,26 @@ class ComponentConfig:
     """
 
     omitted_at_default: ClassVar[tuple[str, ...]] = ()
+    # True on the stand-in rebuilt from a component card (cl_bench.cards): same fields, no cross-field validate
+    from_card: ClassVar[bool] = False
 
     def validate(self) -> None:
         """Cross-field checks; raise UserError with a one-line message."""
 
 
-__all__ = ["ComponentConfig", "param"]
+def type_name(hint: Any) -> str:
+    """How ``cl-bench list -v`` and the catalog write a field's type."""
+    return getattr(hint, "__name__", str(hint))
+
+
+def describe_fields(config_class: type) -> list[tuple[str, str, Any, str]]:
+    """(name, type, default, doc) for every field, for `cl-bench list --verbose` and the catalog."""
+    hints = typing.get_type_hints(config_class)
+    rows = []
+    for f in dataclasses.fields(config_class):
+        default = f.default if f.default is not dataclasses.MISSING else cast(Callable[[], Any], f.default_factory)()
+        rows.append((f.name, type_name(hints[f.name]), default, f.metadata.get("doc", "")))
+    return rows
+
+
+__all__ = ["ComponentConfig", "describe_fields", "param", "type_name"]

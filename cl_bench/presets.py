@@ -17,6 +17,8 @@ import yaml
 from cl_bench.errors import UserError
 
 PRESET_DIR = Path(__file__).parent / "presets"
+# libyaml's parser where PyYAML has it (the wheels do): the presets are read on every command that validates
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def preset_names() -> list[str]:
@@ -28,6 +30,6 @@ def load_preset(name: str) -> tuple[str, dict]:
     path = PRESET_DIR / f"{name}.yaml"
     if name not in preset_names():  # a name, never a path: "../x" must not reach another file
         raise UserError(f"unknown preset {name!r}; valid: {', '.join(preset_names())} (see `cl-bench list preset`)")
-    spec = yaml.safe_load(path.read_text()) or {}
+    spec = yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER) or {}
     description = str(spec.pop("description", ""))
     return description, spec

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from cl_bench import checkpoint, metrics, records
 from cl_bench.attack import Attack
-from cl_bench.config import RunConfig, TrainConfig, resolve
+from cl_bench.config import RunConfig, TrainConfig, materialize, resolve
 from cl_bench.device import seed_everything, select_device
 from cl_bench.errors import UserError
 from cl_bench.registry import ATTACKS, MODELS, SCENARIOS, STRATEGIES
@@ -140,6 +140,7 @@ def execute(config: RunConfig, out_dir: Path, command: str = "", resume: bool = 
     A complete record there is returned as is unless ``force``. ``resume`` continues from the
     last checkpoint. ``stop_after`` (tests only) stops after that many experiences, like a kill.
     """
+    config = materialize(config)  # a config resolved from cards alone gets its components' real configs
     records.check_output_dir(out_dir)
     run_dir = Path(out_dir) / config.run_id()
     if records.is_complete(run_dir) and not force:

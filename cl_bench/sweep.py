@@ -306,10 +306,12 @@ def _combination_spec(base: dict, combination: dict) -> dict:
     return spec
 
 
-def expand(sweep: SweepSpec) -> list[RunSpec]:
+def expand(sweep: SweepSpec, import_components: bool = True) -> list[RunSpec]:
     """Every run of the sweep, each resolved (validated) up front; duplicates by run_id dropped.
 
-    A UserError naming the offending run (its index and label) when any run is invalid.
+    A UserError naming the offending run (its index and label) when any run is invalid. Without
+    ``import_components`` the runs are validated from the component cards alone (a dry run: no torch, no
+    Avalanche, but no cross-field checks, see :func:`cl_bench.config.resolve`).
     """
     candidates: list[tuple[dict, list[str], str]] = []
     varying = [k for k, v in sweep.grid.items() if len(v) > 1 or k in ("scenario", "strategy", "seed")]
@@ -326,7 +328,7 @@ def expand(sweep: SweepSpec) -> list[RunSpec]:
     seen: set[str] = set()
     for number, (spec, sets, label) in enumerate(candidates, start=1):
         try:
-            config = resolve(spec, None, sets)
+            config = resolve(spec, None, sets, import_components=import_components)
         except UserError as error:
             raise UserError(f"sweep run {number}/{len(candidates)} ({label}): {error}") from None
         if label.startswith("runs["):
@@ -587,10 +589,11 @@ def sweep_out_dir(sweep: SweepSpec, out: Optional[Path] = None) -> Path:
     return Path(out) if out is not None else (sweep.out or Path("runs"))
 
 
-def planned_runs(path: Path, selection: Optional[dict[str, set[str]]] = None) -> tuple[SweepSpec, list[RunSpec]]:
+def planned_runs(path: Path, selection: Optional[dict[str, set[str]]] = None,
+                 import_components: bool = True) -> tuple[SweepSpec, list[RunSpec]]:
     """Load a sweep file and expand it (validating every run), keeping the ``selection`` (see ``--only``)."""
     sweep = load_sweep(path)
-    return sweep, select(expand(sweep), selection or {})
+    return sweep, select(expand(sweep, import_components), selection or {})
 
 
 def run_sweep(path: Path, out: Optional[Path] = None, selection: Optional[dict[str, set[str]]] = None,

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-LIGHT = ["cl_bench.params", "cl_bench.registry", "cl_bench.config", "cl_bench.flags", "cl_bench.pretrain_config",
-         "cl_bench.presets", "cl_bench.cli"]
+LIGHT = ["cl_bench.params", "cl_bench.cards", "cl_bench.registry", "cl_bench.config", "cl_bench.flags",
+         "cl_bench.pretrain_config", "cl_bench.presets", "cl_bench.leaderboard", "cl_bench.sweep", "cl_bench.cli"]
 
 
 @pytest.mark.parametrize("module", LIGHT)
