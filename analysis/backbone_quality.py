@@ -31,36 +31,45 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="also write the report to this file")
     args = parser.parse_args()
     images, labels, test_images, test_labels, _ = pretrain.pool_images("fmnist")
-    lines = [f"features of the {len(labels)} pool images -> Fashion-MNIST test set ({len(test_labels)} images)",
-             f"{'features':42s} {'20-NN':>7s} {'linear probe':>13s}"]
+    lines = [
+        f"features of the {len(labels)} pool images -> Fashion-MNIST test set ({len(test_labels)} images)",
+        f"{'features':42s} {'20-NN':>7s} {'linear probe':>13s}",
+    ]
 
     def report(title: str, scores: dict) -> None:
         lines.append(f"{title:42s} {scores['knn_accuracy']:7.4f} {scores['linear_probe_accuracy']:13.4f}")
 
     pixels, test_pixels = images.flatten(1), test_images.flatten(1)
-    report("raw pixels", {"knn_accuracy": pretrain.knn_accuracy(pixels, labels, test_pixels, test_labels),
-                          "linear_probe_accuracy": pretrain.linear_probe_accuracy(pixels, labels, test_pixels,
-                                                                                  test_labels)})
+    report(
+        "raw pixels",
+        {
+            "knn_accuracy": pretrain.knn_accuracy(pixels, labels, test_pixels, test_labels),
+            "linear_probe_accuracy": pretrain.linear_probe_accuracy(pixels, labels, test_pixels, test_labels),
+        },
+    )
     seed_everything(0)
     _, _, random_model = build_model("vit_micro", {}, [1, 28, 28])
-    report("vit_micro, random initialisation (seed 0)",
-           pretrain.feature_probes(random_model.backbone, images, labels, test_images, test_labels))
+    report(
+        "vit_micro, random initialisation (seed 0)",
+        pretrain.feature_probes(random_model.backbone, images, labels, test_images, test_labels),
+    )
     names = args.names or [name for name in DEFAULT_BACKBONES if (backbones_dir() / name).is_dir()]
     cards = []
     for name in names:
         card = read_card(resolve_weights(name))
         values = {key: value for key, value in card["model"].items() if key != "name"}
-        _, _, model = build_model(card["model"]["name"], {**values, "weights": name},
-                                           card["data"]["input_shape"])
+        _, _, model = build_model(card["model"]["name"], {**values, "weights": name}, card["data"]["input_shape"])
         report(name, pretrain.feature_probes(model.backbone, images, labels, test_images, test_labels))
         cards.append(card)
     lines.append("")
     lines.append("the backbones' cards (written by the `cl-bench pretrain` command each one names):")
     for card in cards:
         quality = {key: round(value, 4) for key, value in card["quality"].items() if isinstance(value, float)}
-        lines.append(f"{card['name']}: {card['method']['name']}, {card['epochs']} epochs, "
-                     f"{card['wall_time_s']:.0f} s on {card['environment']['torch_threads']} threads, final training "
-                     f"loss {card['final_train_loss']:.4f}, {quality}; `{card['command']}`")
+        lines.append(
+            f"{card['name']}: {card['method']['name']}, {card['epochs']} epochs, "
+            f"{card['wall_time_s']:.0f} s on {card['environment']['torch_threads']} threads, final training "
+            f"loss {card['final_train_loss']:.4f}, {quality}; `{card['command']}`"
+        )
     publish_report(lines, args.out)
 
 

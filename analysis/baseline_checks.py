@@ -60,8 +60,10 @@ def main() -> None:
                 lines.append(f"{label:58s} {scenario:22s} {strategy:8s} {str(error).split(';')[0]}")
                 continue
             metrics = json.loads((run_dir / "record.json").read_text())["metrics"]
-            lines.append(f"{label:58s} {scenario:22s} {strategy:8s} {metrics['acc']:7.4f} {metrics['bwt']:8.4f} "
-                         f"{metrics['learning_acc']:13.4f}")
+            lines.append(
+                f"{label:58s} {scenario:22s} {strategy:8s} {metrics['acc']:7.4f} {metrics['bwt']:8.4f} "
+                f"{metrics['learning_acc']:13.4f}"
+            )
     publish_report(lines, args.out)
 
 

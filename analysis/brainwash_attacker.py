@@ -33,32 +33,56 @@ def main() -> None:
         if attack.get("name") != "brainwash":
             continue
         metrics = record["attack_info"]["metrics"]
-        rows.append({"scenario": record["config"]["scenario"]["name"], "victim": record["config"]["strategy"]["name"],
-                     "proxy": attack["proxy"], "objective": attack["objective"], "epsilon": attack["epsilon"],
-                     "steps": attack["steps"], "seed": record["config"]["seed"],
-                     "inversion_accuracy": metrics.get("inversion_accuracy"),
-                     "clean": metrics["surrogate_clean"], "initial": metrics["surrogate_initial"],
-                     "final": metrics["surrogate_final"]})
-    rows.sort(key=lambda row: (row["scenario"], row["proxy"], row["victim"], row["objective"], row["epsilon"],
-                               row["steps"], row["seed"]))
-    lines = [f"{'scenario':14s} {'proxy':10s} {'victim':7s} {'objective':9s} {'eps':>4s} {'steps':>5s} {'seed':>4s} "
-             f"{'inv. acc':>8s} {'objective: clean':>16s} {'initial noise':>13s} {'final noise':>11s} {'change':>8s}"]
+        rows.append(
+            {
+                "scenario": record["config"]["scenario"]["name"],
+                "victim": record["config"]["strategy"]["name"],
+                "proxy": attack["proxy"],
+                "objective": attack["objective"],
+                "epsilon": attack["epsilon"],
+                "steps": attack["steps"],
+                "seed": record["config"]["seed"],
+                "inversion_accuracy": metrics.get("inversion_accuracy"),
+                "clean": metrics["surrogate_clean"],
+                "initial": metrics["surrogate_initial"],
+                "final": metrics["surrogate_final"],
+            }
+        )
+    rows.sort(
+        key=lambda row: (
+            row["scenario"],
+            row["proxy"],
+            row["victim"],
+            row["objective"],
+            row["epsilon"],
+            row["steps"],
+            row["seed"],
+        )
+    )
+    lines = [
+        f"{'scenario':14s} {'proxy':10s} {'victim':7s} {'objective':9s} {'eps':>4s} {'steps':>5s} {'seed':>4s} "
+        f"{'inv. acc':>8s} {'objective: clean':>16s} {'initial noise':>13s} {'final noise':>11s} {'change':>8s}"
+    ]
     for row in rows:
         inversion = "-" if row["inversion_accuracy"] is None else f"{row['inversion_accuracy']:.3f}"
         change = (row["final"] - row["initial"]) / row["initial"] if row["initial"] else float("nan")
-        lines.append(f"{row['scenario']:14s} {row['proxy']:10s} {row['victim']:7s} {row['objective']:9s} "
-                     f"{row['epsilon']:4.2f} {row['steps']:5d} {row['seed']:4d} {inversion:>8s} {row['clean']:16.5f} "
-                     f"{row['initial']:13.5f} {row['final']:11.5f} {change:+8.2%}")
+        lines.append(
+            f"{row['scenario']:14s} {row['proxy']:10s} {row['victim']:7s} {row['objective']:9s} "
+            f"{row['epsilon']:4.2f} {row['steps']:5d} {row['seed']:4d} {inversion:>8s} {row['clean']:16.5f} "
+            f"{row['initial']:13.5f} {row['final']:11.5f} {change:+8.2%}"
+        )
     for proxy in sorted({row["proxy"] for row in rows}):
         group = [row for row in rows if row["proxy"] == proxy]
         rose = [row for row in group if row["final"] > row["initial"]]
         changes = [(row["final"] - row["initial"]) / row["initial"] for row in group if row["initial"]]
         accuracies = [row["inversion_accuracy"] for row in group if row["inversion_accuracy"] is not None]
-        median_clean = statistics.median(r['clean'] for r in group)
-        summary = (f"{proxy}: {len(group)} runs; objective without noise: median {median_clean:.4f} "
-                   f"(range {min(r['clean'] for r in group):.4f}-{max(r['clean'] for r in group):.4f}); "
-                   f"the noise raised it in {len(rose)} of {len(group)} runs, relative change "
-                   f"{min(changes):+.2%} to {max(changes):+.2%}")
+        median_clean = statistics.median(r["clean"] for r in group)
+        summary = (
+            f"{proxy}: {len(group)} runs; objective without noise: median {median_clean:.4f} "
+            f"(range {min(r['clean'] for r in group):.4f}-{max(r['clean'] for r in group):.4f}); "
+            f"the noise raised it in {len(rose)} of {len(group)} runs, relative change "
+            f"{min(changes):+.2%} to {max(changes):+.2%}"
+        )
         if accuracies:
             summary += f"; inversion accuracy {min(accuracies):.3f}-{max(accuracies):.3f}"
         lines.append(summary)

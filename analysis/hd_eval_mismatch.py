@@ -27,8 +27,11 @@ def accuracy(model, inputs, targets, task_labels, with_masks: bool, draws: int =
     units = [m for m in model.modules() if isinstance(m, KWTA)]
     model.eval()
     if not with_masks:
-        return float((model(inputs).argmax(1) == targets).float().mean()) if not hasattr(model, "heads") else \
-            float((model(inputs, task_labels).argmax(1) == targets).float().mean())
+        return (
+            float((model(inputs).argmax(1) == targets).float().mean())
+            if not hasattr(model, "heads")
+            else float((model(inputs, task_labels).argmax(1) == targets).float().mean())
+        )
     for unit in units:  # dropout on, counting off, everything else in eval mode
         unit.train()
         unit.counting = False
@@ -51,8 +54,9 @@ def main() -> None:
     v1_roll = ["scenario.lift_dim=0", "scenario.validation_fraction=0"]
     if args.scenario != "continual_swiss_roll":
         v1_roll = []
-    config = resolve({}, {"scenario": args.scenario, "strategy": "gpm_sparse", "device": "cpu", "seed": args.seed},
-                     v1_roll)
+    config = resolve(
+        {}, {"scenario": args.scenario, "strategy": "gpm_sparse", "device": "cpu", "seed": args.seed}, v1_roll
+    )
     run = runner.prepare(config, "unused", progress=False)
     train_stream, test_stream = run.scenario.benchmark.train_stream, run.scenario.benchmark.test_stream
     print(f"{args.scenario}, gpm_sparse defaults, seed {args.seed}: accuracy on the task just learnt")

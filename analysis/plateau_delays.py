@@ -44,10 +44,21 @@ def main() -> None:
         batch_size = config["scenario"]["stream_batch_size"]
         delays = first_plateau_delays(info["plateau_samples"], boundaries, batch_size)
         in_first_task = [sample for sample in info["plateau_samples"] if sample <= boundaries[0]]
-        rows.append((config["scenario"]["name"], config["scenario"].get("mode", ""), config["seed"],
-                     info["plateau_samples"], boundaries, in_first_task, delays))
-    lines = [f"{'scenario':18s} {'mode':9s} {'seed':>4s}  plateaus in task 1 (samples)  "
-             f"first plateau after each later switch (mini-batches)"]
+        rows.append(
+            (
+                config["scenario"]["name"],
+                config["scenario"].get("mode", ""),
+                config["seed"],
+                info["plateau_samples"],
+                boundaries,
+                in_first_task,
+                delays,
+            )
+        )
+    lines = [
+        f"{'scenario':18s} {'mode':9s} {'seed':>4s}  plateaus in task 1 (samples)  "
+        f"first plateau after each later switch (mini-batches)"
+    ]
     for scenario, mode, seed, _, _, in_first_task, delays in sorted(rows, key=lambda row: row[:3]):
         shown = ", ".join("none" if delay is None else f"{delay:.0f}" for delay in delays)
         lines.append(f"{scenario:18s} {mode:9s} {seed:4d}  {str(in_first_task):28s} {shown}")
@@ -55,8 +66,10 @@ def main() -> None:
         found = [delay for row in rows if row[1] == mode for delay in row[6] if delay is not None]
         missed = sum(delay is None for row in rows if row[1] == mode for delay in row[6])
         if found:
-            lines.append(f"{mode}: delays {min(found):.0f}-{max(found):.0f} mini-batches over {len(found)} switches, "
-                         f"no plateau after {missed} of {len(found) + missed}")
+            lines.append(
+                f"{mode}: delays {min(found):.0f}-{max(found):.0f} mini-batches over {len(found)} switches, "
+                f"no plateau after {missed} of {len(found) + missed}"
+            )
     publish_report(lines, args.out)
 
 

@@ -30,7 +30,7 @@ def explained_fraction(basis: torch.Tensor | None, inputs: torch.Tensor) -> floa
     if basis is None or basis.shape[1] == 0:
         return 0.0
     inside = inputs @ basis
-    return float((inside ** 2).sum() / (inputs ** 2).sum())
+    return float((inside**2).sum() / (inputs**2).sum())
 
 
 def memory_walk(config: ContinualSwissRollConfig, seed: int, samples: int) -> tuple[list[float], int, int]:
@@ -50,10 +50,14 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=300, help="training inputs per task (GPM's default 300)")
     args = parser.parse_args()
     variants = [("raw 3-D (lift_dim 0)", ContinualSwissRollConfig(lift_dim=0))]
-    variants += [(f"lift 100, bandwidth {bandwidth}", ContinualSwissRollConfig(lift_dim=100, lift_bandwidth=bandwidth))
-                 for bandwidth in BANDWIDTHS]
-    print(f"GPM first-layer memory on the Continual Swiss Roll, threshold {THRESHOLD}, {args.samples} training "
-          f"inputs per task, seed {args.seed}")
+    variants += [
+        (f"lift 100, bandwidth {bandwidth}", ContinualSwissRollConfig(lift_dim=100, lift_bandwidth=bandwidth))
+        for bandwidth in BANDWIDTHS
+    ]
+    print(
+        f"GPM first-layer memory on the Continual Swiss Roll, threshold {THRESHOLD}, {args.samples} training "
+        f"inputs per task, seed {args.seed}"
+    )
     print("energy of task t's inputs already inside the memory of tasks < t (GPM can only learn task t in the rest)")
     header = "variant                        " + " ".join(f"t{task + 1:<4d}" for task in range(1, 10))
     print(header + "  mean   memory after task 10")

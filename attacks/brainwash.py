@@ -93,48 +93,75 @@ DIAGNOSTIC_SAMPLES = 1024  # poisoned samples on which the surrogate is re-measu
 
 @dataclass
 class BrainWashConfig(ComponentConfig):
-    epsilon: float = param(0.1, "L-infinity budget in input units (Fashion-MNIST pixels in [0,1]; paper: 0.1, 0.3)",
-                           low=0.0)
-    objective: str = param("reckless", "reckless: only make old tasks forget; cautious: also keep the clean "
-                                       "current-task loss low after the lookahead", choices=("reckless", "cautious"))
-    cautious_weight: float = param(1.0, "eta, weight of the clean current-task loss in the cautious objective "
-                                        "(official w_cur = 1)", low=0.0)
+    epsilon: float = param(
+        0.1, "L-infinity budget in input units (Fashion-MNIST pixels in [0,1]; paper: 0.1, 0.3)", low=0.0
+    )
+    objective: str = param(
+        "reckless",
+        "reckless: only make old tasks forget; cautious: also keep the clean current-task loss low after the lookahead",
+        choices=("reckless", "cautious"),
+    )
+    cautious_weight: float = param(
+        1.0, "eta, weight of the clean current-task loss in the cautious objective (official w_cur = 1)", low=0.0
+    )
     target_experience: int = param(-1, "index of the poisoned training experience; -1 = the last")
-    steps: int = param(10, "outer signed-gradient steps, one pass over the experience each (official 5000) "
-                           "[suite: CPU budget]", low=0)
-    step_size: Optional[float] = param(None, "signed step in input units; default epsilon / 5, so that the steps "
-                                             "can cross the ball (official 0.005 with 5000 steps)",
-                                       low=0.0, low_open=True)
-    lookahead_lr: float = param(1e-3, "alpha, learning rate of the one-step SGD lookahead (official 1e-3)",
-                                low=0.0, low_open=True)
-    batch_size: int = param(512, "poisoned samples per lookahead (official 128) [suite: 512 costs the same "
-                                 "arithmetic with less overhead on a CPU]", low=1)
+    steps: int = param(
+        10, "outer signed-gradient steps, one pass over the experience each (official 5000) [suite: CPU budget]", low=0
+    )
+    step_size: Optional[float] = param(
+        None,
+        "signed step in input units; default epsilon / 5, so that the steps "
+        "can cross the ball (official 0.005 with 5000 steps)",
+        low=0.0,
+        low_open=True,
+    )
+    lookahead_lr: float = param(
+        1e-3, "alpha, learning rate of the one-step SGD lookahead (official 1e-3)", low=0.0, low_open=True
+    )
+    batch_size: int = param(
+        512,
+        "poisoned samples per lookahead (official 128) [suite: 512 costs the same "
+        "arithmetic with less overhead on a CPU]",
+        low=1,
+    )
     init: str = param("uniform", "initial noise: uniform U(-eps, eps) (official) or zero", choices=("uniform", "zero"))
-    model_mode: str = param("train", "victim mode during the lookahead: train (official; batch statistics, "
-                                     "dropout) or eval", choices=("train", "eval"))
-    proxy_per_task: Optional[int] = param(None, "inverted samples per old task in each lookahead batch; "
-                                                "default batch_size // number of old tasks (official)", low=1)
-    proxy: str = param("inversion", "surrogate of the old tasks: inversion (the threat model) or real_data (the "
-                                    "paper's ablation: the attacker reads earlier experiences' training data)",
-                       choices=("inversion", "real_data"))
-    inversion_samples: int = param(128, "inverted samples per old task (official 128); with proxy=real_data, "
-                                        "real samples per old task", low=1)
-    inversion_steps: int = param(100, "Adam steps of the model inversion (official 10000) [suite: CPU budget]",
-                                 low=0)
+    model_mode: str = param(
+        "train",
+        "victim mode during the lookahead: train (official; batch statistics, dropout) or eval",
+        choices=("train", "eval"),
+    )
+    proxy_per_task: Optional[int] = param(
+        None,
+        "inverted samples per old task in each lookahead batch; default batch_size // number of old tasks (official)",
+        low=1,
+    )
+    proxy: str = param(
+        "inversion",
+        "surrogate of the old tasks: inversion (the threat model) or real_data (the "
+        "paper's ablation: the attacker reads earlier experiences' training data)",
+        choices=("inversion", "real_data"),
+    )
+    inversion_samples: int = param(
+        128, "inverted samples per old task (official 128); with proxy=real_data, real samples per old task", low=1
+    )
+    inversion_steps: int = param(100, "Adam steps of the model inversion (official 10000) [suite: CPU budget]", low=0)
     inversion_lr: float = param(0.01, "Adam learning rate of the inversion (official 1e-2)", low=0.0, low_open=True)
-    inversion_lr_drop: float = param(0.5, "fraction of the inversion steps after which the lr is x0.1 "
-                                          "(official 0.5)", low=0.0, high=1.0)
+    inversion_lr_drop: float = param(
+        0.5, "fraction of the inversion steps after which the lr is x0.1 (official 0.5)", low=0.0, high=1.0
+    )
     inversion_ce_weight: float = param(1e5, "weight of the inverted samples' CE (official 1e5)", low=0.0)
     inversion_tv_weight: float = param(1e2, "weight of total variation, images only (official 1e2)", low=0.0)
     inversion_l2_weight: float = param(1e4, "weight of the per-pixel l2 prior (official 1e4)", low=0.0)
     inversion_bn_weight: float = param(1e4, "weight of the BatchNorm-statistics prior (official 1e4)", low=0.0)
-    inversion_bn_norm: str = param("l2", "BatchNorm term: l2 norms (official code) or squared (paper)",
-                                   choices=("l2", "squared"))
+    inversion_bn_norm: str = param(
+        "l2", "BatchNorm term: l2 norms (official code) or squared (paper)", choices=("l2", "squared")
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # the victim seen as a function of its parameters
 # ---------------------------------------------------------------------------------------------
+
 
 def attacker_copy(model: nn.Module, mode: str) -> nn.Module:
     """A detached copy of the victim (hooks of the victim's plugins removed), in ``mode``."""
@@ -155,6 +182,7 @@ def attacker_copy(model: nn.Module, mode: str) -> nn.Module:
 # stage 1: model inversion
 # ---------------------------------------------------------------------------------------------
 
+
 def total_variation(images: torch.Tensor) -> torch.Tensor:
     """Mean |horizontal neighbour difference| + mean |vertical neighbour difference| (per sample)."""
     horizontal = (images[..., :, 1:] - images[..., :, :-1]).abs().flatten(1).mean(1)
@@ -169,8 +197,14 @@ def pixel_l2(inputs: torch.Tensor) -> torch.Tensor:
     return inputs.flatten(1).abs().mean(1)
 
 
-def invert(model: nn.Module, labels: torch.Tensor, group_tasks: list[int], init: torch.Tensor,
-           config: BrainWashConfig, input_range: Optional[tuple[float, float]]) -> tuple[torch.Tensor, dict]:
+def invert(
+    model: nn.Module,
+    labels: torch.Tensor,
+    group_tasks: list[int],
+    init: torch.Tensor,
+    config: BrainWashConfig,
+    input_range: Optional[tuple[float, float]],
+) -> tuple[torch.Tensor, dict]:
     """Model inversion of ``G`` groups at once: ``labels`` (G, M), ``init`` (G, M, *shape), group g through the
     head of task ``group_tasks[g]`` (single-head victims: the shared head).
 
@@ -181,8 +215,11 @@ def invert(model: nn.Module, labels: torch.Tensor, group_tasks: list[int], init:
     images = init.clone().requires_grad_(True)
     optimizer = torch.optim.Adam([images], lr=config.inversion_lr)
     drop_at = int(config.inversion_lr_drop * config.inversion_steps)
-    batch_norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-                   and m.track_running_stats and m.running_mean is not None]
+    batch_norms = [
+        m
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats and m.running_mean is not None
+    ]
     bn_terms: list[torch.Tensor] = []
 
     def bn_hook(module, args, output):
@@ -208,7 +245,8 @@ def invert(model: nn.Module, labels: torch.Tensor, group_tasks: list[int], init:
                 logits = proxy_logits(model, params, flat, group_tasks)
                 ce = F.cross_entropy(logits, flat_labels, reduction="none").reshape(groups, per_group).mean(1)
                 loss = config.inversion_ce_weight * ce + config.inversion_l2_weight * pixel_l2(flat).reshape(
-                    groups, per_group).mean(1)
+                    groups, per_group
+                ).mean(1)
                 if flat.dim() >= 4:  # images (N, C, H, W); flat inputs have no neighbours
                     loss = loss + config.inversion_tv_weight * total_variation(flat).reshape(groups, per_group).mean(1)
                 bn_total = torch.stack(bn_terms).sum(0) if bn_terms else torch.zeros_like(ce)
@@ -225,15 +263,20 @@ def invert(model: nn.Module, labels: torch.Tensor, group_tasks: list[int], init:
     finally:
         for handle in handles:
             handle.remove()
-    diagnostics = {"inversion_loss_first": history[0][0], "inversion_loss_last": history[-1][0],
-                   "inversion_bn_first": history[0][1], "inversion_bn_last": history[-1][1],
-                   "inversion_accuracy": accuracy}
+    diagnostics = {
+        "inversion_loss_first": history[0][0],
+        "inversion_loss_last": history[-1][0],
+        "inversion_bn_first": history[0][1],
+        "inversion_bn_last": history[-1][1],
+        "inversion_accuracy": accuracy,
+    }
     return images.detach(), diagnostics
 
 
 # ---------------------------------------------------------------------------------------------
 # stage 2: the noise
 # ---------------------------------------------------------------------------------------------
+
 
 @dataclass
 class ProxySet:
@@ -265,19 +308,28 @@ def proxy_logits(model: nn.Module, params: dict, inputs: torch.Tensor, group_tas
     if not isinstance(model, MultiHeadNet):
         return functional_call(model, params, (inputs,), strict=False)
     prefix = "backbone."
-    backbone_params = {name[len(prefix):]: value for name, value in params.items() if name.startswith(prefix)}
+    backbone_params = {name[len(prefix) :]: value for name, value in params.items() if name.startswith(prefix)}
     features = functional_call(model.backbone, backbone_params, (inputs,), strict=False)
     per_group = features.shape[0] // len(group_tasks)
     logits = []
     for group, task in enumerate(group_tasks):
-        head = F.linear(features[group * per_group:(group + 1) * per_group], params[f"heads.{task}.weight"],
-                        params.get(f"heads.{task}.bias"))
+        head = F.linear(
+            features[group * per_group : (group + 1) * per_group],
+            params[f"heads.{task}.weight"],
+            params.get(f"heads.{task}.bias"),
+        )
         logits.append(head.masked_fill(model.masked_classes[task], MASKED_LOGIT))
     return torch.cat(logits)
 
 
-def make_batch_objective(model: nn.Module, config: BrainWashConfig, input_range: Optional[tuple[float, float]],
-                         task: Optional[int], group_tasks: list[int], second_order: bool = True) -> Callable:
+def make_batch_objective(
+    model: nn.Module,
+    config: BrainWashConfig,
+    input_range: Optional[tuple[float, float]],
+    task: Optional[int],
+    group_tasks: list[int],
+    second_order: bool = True,
+) -> Callable:
     """The attacker's loss of one batch as a pure function (for ``torch.func.grad`` / ``vmap``):
 
     ``(params, delta, clean, targets, proxy_inputs, proxy_labels) -> (L, old-task CE)``, with
@@ -285,14 +337,17 @@ def make_batch_objective(model: nn.Module, config: BrainWashConfig, input_range:
     theta' = params - alpha grad CE(f(clip(clean + delta)), targets). ``second_order=False`` cuts the
     dependency of theta' on delta (the first-order shortcut, whose delta-gradient is zero: a test guard).
     """
+
     def inner_loss(params: dict, poisoned: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(current_logits(model, params, poisoned, task), targets)
 
     def objective(params, delta, clean, targets, proxy_inputs, proxy_labels):
         poisoned = clip_to_range(clean + delta, input_range)
         gradient = torch.func.grad(inner_loss)(params, poisoned, targets)
-        updated = {name: value - config.lookahead_lr * (gradient[name] if second_order else gradient[name].detach())
-                   for name, value in params.items()}
+        updated = {
+            name: value - config.lookahead_lr * (gradient[name] if second_order else gradient[name].detach())
+            for name, value in params.items()
+        }
         old_loss = F.cross_entropy(proxy_logits(model, updated, proxy_inputs, group_tasks), proxy_labels)
         loss = -old_loss
         if config.objective == "cautious":
@@ -304,13 +359,24 @@ def make_batch_objective(model: nn.Module, config: BrainWashConfig, input_range:
 
 def can_vectorize(model: nn.Module) -> bool:
     """vmap needs a stateless forward: no BatchNorm running statistics, no k-WTA (data-dependent masks, counters)."""
-    return not any(isinstance(m, KWTA) or (isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
-                                           and m.training) for m in model.modules())
+    return not any(
+        isinstance(m, KWTA) or (isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats and m.training)
+        for m in model.modules()
+    )
 
 
-def noise_gradient(model: nn.Module, params: dict, objective: Callable, inputs: torch.Tensor, delta: torch.Tensor,
-                   targets: torch.Tensor, order: torch.Tensor, proxy: tuple[torch.Tensor, torch.Tensor],
-                   batch_size: int, vectorize: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def noise_gradient(
+    model: nn.Module,
+    params: dict,
+    objective: Callable,
+    inputs: torch.Tensor,
+    delta: torch.Tensor,
+    targets: torch.Tensor,
+    order: torch.Tensor,
+    proxy: tuple[torch.Tensor, torch.Tensor],
+    batch_size: int,
+    vectorize: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """d L / d delta for every sample (batches of ``order``, each with its own lookahead from ``params``) and the
     old-task CE of every batch. Vectorized: all full batches in one ``vmap`` call; else one batch at a time."""
     gradient_fn = torch.func.grad(objective, argnums=1, has_aux=True)
@@ -319,31 +385,50 @@ def noise_gradient(model: nn.Module, params: dict, objective: Callable, inputs: 
     n_full = len(order) // batch_size if vectorize else 0
     old_losses = []
     if n_full:
-        rows = order[:n_full * batch_size].reshape(n_full, batch_size)
+        rows = order[: n_full * batch_size].reshape(n_full, batch_size)
         batched = torch.func.vmap(gradient_fn, in_dims=(None, 0, 0, 0, 0, 0), randomness="different")
-        chunk_gradient, chunk_old = batched(params, delta[rows], inputs[rows], targets[rows], proxy_inputs[:n_full],
-                                            proxy_labels[:n_full])
+        chunk_gradient, chunk_old = batched(
+            params, delta[rows], inputs[rows], targets[rows], proxy_inputs[:n_full], proxy_labels[:n_full]
+        )
         gradient[rows.reshape(-1)] = chunk_gradient.flatten(0, 1)
         old_losses.append(chunk_old)
     for index, start in enumerate(range(n_full * batch_size, len(order), batch_size), start=n_full):
-        rows = order[start:start + batch_size]
-        batch_gradient, old = gradient_fn(params, delta[rows], inputs[rows], targets[rows], proxy_inputs[index],
-                                          proxy_labels[index])
+        rows = order[start : start + batch_size]
+        batch_gradient, old = gradient_fn(
+            params, delta[rows], inputs[rows], targets[rows], proxy_inputs[index], proxy_labels[index]
+        )
         gradient[rows] = batch_gradient
         old_losses.append(old.reshape(1))
     return gradient, torch.cat(old_losses)
 
 
-def surrogate_loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, task: Optional[int],
-                   delta: torch.Tensor, proxy_set: ProxySet, config: BrainWashConfig,
-                   input_range: Optional[tuple[float, float]]) -> float:
+def surrogate_loss(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    task: Optional[int],
+    delta: torch.Tensor,
+    proxy_set: ProxySet,
+    config: BrainWashConfig,
+    input_range: Optional[tuple[float, float]],
+) -> float:
     """Mean old-task CE after one lookahead step on each poisoned batch, scored on every proxy sample (diagnostic)."""
     objective = make_batch_objective(model, config, input_range, task, proxy_set.group_tasks)
     params = {name: value.detach() for name, value in model.named_parameters()}
     proxy_inputs, proxy_labels = proxy_set.inputs.flatten(0, 1), proxy_set.labels.reshape(-1)
-    losses = [float(objective(params, delta[start:start + config.batch_size], inputs[start:start + config.batch_size],
-                              targets[start:start + config.batch_size], proxy_inputs, proxy_labels)[1])
-              for start in range(0, len(targets), config.batch_size)]
+    losses = [
+        float(
+            objective(
+                params,
+                delta[start : start + config.batch_size],
+                inputs[start : start + config.batch_size],
+                targets[start : start + config.batch_size],
+                proxy_inputs,
+                proxy_labels,
+            )[1]
+        )
+        for start in range(0, len(targets), config.batch_size)
+    ]
     return sum(losses) / max(len(losses), 1)
 
 
@@ -353,10 +438,18 @@ def initial_noise(shape: tuple[int, ...], config: BrainWashConfig, generator: to
     return (torch.rand(shape, generator=generator) * 2 - 1) * config.epsilon
 
 
-def optimise_noise(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, task: Optional[int],
-                   proxy_set: ProxySet, config: BrainWashConfig, input_range: Optional[tuple[float, float]],
-                   generator: torch.Generator, progress: bool = False,
-                   vectorize: Optional[bool] = None) -> tuple[torch.Tensor, list[float]]:
+def optimise_noise(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    task: Optional[int],
+    proxy_set: ProxySet,
+    config: BrainWashConfig,
+    input_range: Optional[tuple[float, float]],
+    generator: torch.Generator,
+    progress: bool = False,
+    vectorize: Optional[bool] = None,
+) -> tuple[torch.Tensor, list[float]]:
     """Signed-gradient descent of the bilevel objective; returns delta and the mean old-task CE per step."""
     epsilon = config.epsilon
     step_size = config.step_size if config.step_size is not None else epsilon / 5
@@ -370,12 +463,14 @@ def optimise_noise(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor
     params = {name: value.detach() for name, value in model.named_parameters()}
     history: list[float] = []
     # disable=None: no bar when stderr is not a terminal (redirected logs)
-    bar = tqdm(range(config.steps), desc="brainwash noise", unit="step", leave=False,
-               disable=None if progress else True)
+    bar = tqdm(
+        range(config.steps), desc="brainwash noise", unit="step", leave=False, disable=None if progress else True
+    )
     for _ in bar:
         proxy = proxy_set.sample(per_group, generator, n_batches)  # redrawn for every batch
-        gradient, old_losses = noise_gradient(model, params, objective, inputs, delta, targets, order, proxy,
-                                              config.batch_size, vectorize)
+        gradient, old_losses = noise_gradient(
+            model, params, objective, inputs, delta, targets, order, proxy, config.batch_size, vectorize
+        )
         history.append(float(old_losses.mean()))
         bar.set_postfix(old_ce=f"{history[-1]:.4f}", refresh=False)
         delta = (delta - step_size * gradient.sign()).clamp(-epsilon, epsilon)
@@ -385,6 +480,7 @@ def optimise_noise(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor
 # ---------------------------------------------------------------------------------------------
 # the attack
 # ---------------------------------------------------------------------------------------------
+
 
 class BrainWash(Attack):
     poisons_training = True
@@ -396,8 +492,10 @@ class BrainWash(Attack):
     def target_index(self, n_experiences: int) -> int:
         index = super().target_index(n_experiences)
         if index == 0:
-            raise UserError("brainwash needs at least one earlier experience to make the learner forget; "
-                            "set attack.target_experience to 1 or later (default -1: the last)")
+            raise UserError(
+                "brainwash needs at least one earlier experience to make the learner forget; "
+                "set attack.target_experience to 1 or later (default -1: the last)"
+            )
         return index
 
     def proxy_groups(self, target: int) -> tuple[list[int], list[list[int]]]:
@@ -419,8 +517,9 @@ class BrainWash(Attack):
         started = time.perf_counter()
         group_tasks, group_classes = self.proxy_groups(target)
         if config.proxy == "real_data":
-            proxy_images, labels, inversion_info = self.real_old_samples(target, config.inversion_samples, generator,
-                                                                         device)
+            proxy_images, labels, inversion_info = self.real_old_samples(
+                target, config.inversion_samples, generator, device
+            )
         else:
             labels, init = self.inversion_start(inputs, group_classes, generator)
             proxy_images, inversion_info = invert(model, labels, group_tasks, init, config, input_range)
@@ -429,33 +528,54 @@ class BrainWash(Attack):
 
         replay = torch.Generator().set_state(generator.get_state())  # replays the initial noise for the diagnostic
         vectorized = can_vectorize(model)
-        delta, history = optimise_noise(model, inputs, targets, task, proxy_set, config, input_range, generator,
-                                        progress=self.progress, vectorize=vectorized)
+        delta, history = optimise_noise(
+            model,
+            inputs,
+            targets,
+            task,
+            proxy_set,
+            config,
+            input_range,
+            generator,
+            progress=self.progress,
+            vectorize=vectorized,
+        )
         poisoned = clip_to_range(inputs + delta, input_range)
         noised = time.perf_counter()
         # the attacker's objective on one fixed proxy set (every proxy sample), on the first DIAGNOSTIC_SAMPLES
         # samples: clean, initial noise, final noise (the per-step history redraws its proxy batches: noisier)
         rows = slice(0, DIAGNOSTIC_SAMPLES)
         initial_delta = initial_noise(tuple(inputs.shape), config, replay).to(device)
-        surrogate = {name: surrogate_loss(model, inputs[rows], targets[rows], task, value[rows], proxy_set, config,
-                                          input_range)
-                     for name, value in (("clean", torch.zeros_like(inputs)), ("initial", initial_delta),
-                                         ("final", delta))}
-        self._metrics = {**inversion_info, "surrogate_clean": surrogate["clean"],
-                         "surrogate_initial": surrogate["initial"], "surrogate_final": surrogate["final"],
-                         "surrogate_history": history, "vectorized": vectorized,
-                         "inversion_s": inverted - started, "noise_s": noised - inverted,
-                         "diagnostic_s": time.perf_counter() - noised,
-                         "linf": float((poisoned - inputs).abs().max()) if len(inputs) else 0.0}
+        surrogate = {
+            name: surrogate_loss(model, inputs[rows], targets[rows], task, value[rows], proxy_set, config, input_range)
+            for name, value in (("clean", torch.zeros_like(inputs)), ("initial", initial_delta), ("final", delta))
+        }
+        self._metrics = {
+            **inversion_info,
+            "surrogate_clean": surrogate["clean"],
+            "surrogate_initial": surrogate["initial"],
+            "surrogate_final": surrogate["final"],
+            "surrogate_history": history,
+            "vectorized": vectorized,
+            "inversion_s": inverted - started,
+            "noise_s": noised - inverted,
+            "diagnostic_s": time.perf_counter() - noised,
+            "linf": float((poisoned - inputs).abs().max()) if len(inputs) else 0.0,
+        }
         return with_inputs(experience, poisoned, "brainwash")
 
-    def inversion_start(self, inputs: torch.Tensor, group_classes: list[list[int]],
-                        generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def inversion_start(
+        self, inputs: torch.Tensor, group_classes: list[list[int]], generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Labels drawn uniformly from each group's classes, and inputs uniform in the valid range (no range:
         the bounding box of the poisoned experience's inputs)."""
         m, device = self.config.inversion_samples, inputs.device
-        labels = torch.stack([torch.as_tensor(classes)[torch.randint(len(classes), (m,), generator=generator)]
-                              for classes in group_classes]).to(device)
+        labels = torch.stack(
+            [
+                torch.as_tensor(classes)[torch.randint(len(classes), (m,), generator=generator)]
+                for classes in group_classes
+            ]
+        ).to(device)
         if self.scenario.input_range is not None:
             low, high = (torch.tensor(float(v)) for v in self.scenario.input_range)
         else:
@@ -463,8 +583,9 @@ class BrainWash(Attack):
         uniform = torch.rand((len(group_classes), m) + tuple(inputs.shape[1:]), generator=generator)
         return labels, (low + (high - low) * uniform).to(device, inputs.dtype)
 
-    def real_old_samples(self, target: int, per_task: int, generator: torch.Generator,
-                         device: torch.device) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    def real_old_samples(
+        self, target: int, per_task: int, generator: torch.Generator, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """``per_task`` random training samples of every earlier experience (the ablation outside the threat model)."""
         inputs, labels = [], []
         for index in range(target):

@@ -36,8 +36,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    config = resolve({"scenario": {"name": "split_fmnist", "task_labels": True}, "attack": "brainwash"},
-                     {"strategy": args.strategy, "device": "cpu"})
+    config = resolve(
+        {"scenario": {"name": "split_fmnist", "task_labels": True}, "attack": "brainwash"},
+        {"strategy": args.strategy, "device": "cpu"},
+    )
     run = runner.prepare(config, "unused", progress=False)
     stream = run.scenario.benchmark.train_stream
     last = len(stream) - 1
@@ -46,11 +48,15 @@ def main() -> None:
     state_dir = Path(tempfile.mkdtemp())
     checkpoint.save(state_dir, run.strategy, {"accuracy_matrix": [], "per_experience": [], "elapsed_s": 0.0})
 
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
-    print(f"split_fmnist (task-incremental), victim {args.strategy}, attack defaults: "
-          f"{BrainWashConfig().steps} steps, batch {BrainWashConfig().batch_size}, "
-          f"{BrainWashConfig().inversion_steps} inversion steps")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
+    print(
+        f"split_fmnist (task-incremental), victim {args.strategy}, attack defaults: "
+        f"{BrainWashConfig().steps} steps, batch {BrainWashConfig().batch_size}, "
+        f"{BrainWashConfig().inversion_steps} inversion steps"
+    )
     print("repeat  victim train (s)  attack (s)  inversion  noise  diagnostics  ratio")
     ratios = []
     for repeat in range(args.repeats):
@@ -64,27 +70,44 @@ def main() -> None:
         attack_s = time.perf_counter() - start
         m = run.attack.metrics()
         ratios.append(attack_s / victim_s)
-        print(f"{repeat:6d}  {victim_s:16.2f}  {attack_s:10.2f}  {m['inversion_s']:9.2f}  {m['noise_s']:5.2f}  "
-              f"{m['diagnostic_s']:11.2f}  {ratios[-1]:5.1f}")
-    print(f"attack / victim training of the same experience: median {sorted(ratios)[len(ratios) // 2]:.1f} "
-          f"(target <= 20)")
+        print(
+            f"{repeat:6d}  {victim_s:16.2f}  {attack_s:10.2f}  {m['inversion_s']:9.2f}  {m['noise_s']:5.2f}  "
+            f"{m['diagnostic_s']:11.2f}  {ratios[-1]:5.1f}"
+        )
+    print(
+        f"attack / victim training of the same experience: median {sorted(ratios)[len(ratios) // 2]:.1f} (target <= 20)"
+    )
 
     # one noise pass, vectorised vs one batch at a time (same arithmetic)
     inputs, targets, _ = experience_tensors(stream[last])
     model = attacker_copy(run.strategy.model, "train")
-    proxy = ProxySet(torch.rand(last, 128, *inputs.shape[1:]), torch.zeros(last, 128, dtype=torch.long)
-                     + torch.tensor([c[0] for c in run.scenario.classes_per_experience[:last]]).unsqueeze(1),
-                     list(range(last)))
+    proxy = ProxySet(
+        torch.rand(last, 128, *inputs.shape[1:]),
+        torch.zeros(last, 128, dtype=torch.long)
+        + torch.tensor([c[0] for c in run.scenario.classes_per_experience[:last]]).unsqueeze(1),
+        list(range(last)),
+    )
     for batch_size in (128, 512):
         timings = {}
         for vectorize in (False, True):
             one_pass = BrainWashConfig(steps=2, batch_size=batch_size)
             start = time.perf_counter()
-            optimise_noise(model, inputs, targets, last, proxy, one_pass, (0.0, 1.0), torch.Generator().manual_seed(0),
-                           vectorize=vectorize)
+            optimise_noise(
+                model,
+                inputs,
+                targets,
+                last,
+                proxy,
+                one_pass,
+                (0.0, 1.0),
+                torch.Generator().manual_seed(0),
+                vectorize=vectorize,
+            )
             timings[vectorize] = (time.perf_counter() - start) / 2
-        print(f"noise pass, batch {batch_size}: one batch at a time {timings[False]:.2f} s, vmap {timings[True]:.2f} s "
-              f"(x{timings[False] / timings[True]:.2f})")
+        print(
+            f"noise pass, batch {batch_size}: one batch at a time {timings[False]:.2f} s, vmap {timings[True]:.2f} s "
+            f"(x{timings[False] / timings[True]:.2f})"
+        )
 
 
 if __name__ == "__main__":

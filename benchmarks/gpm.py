@@ -89,7 +89,7 @@ def bare_step_seconds(basis_sizes: list[int], batch: int, steps: int = 2000) -> 
     """
     torch.manual_seed(0)
     shapes = ((784, 100), (100, 100), (100, 10))
-    weights = [torch.nn.Parameter(torch.randn(out, dim) * dim ** -0.5) for dim, out in shapes]
+    weights = [torch.nn.Parameter(torch.randn(out, dim) * dim**-0.5) for dim, out in shapes]
     bases = [torch.linalg.qr(torch.randn(w.shape[1], size))[0] for w, size in zip(weights, basis_sizes)]
     optimizer = torch.optim.SGD(weights, lr=0.01)
     inputs, targets = torch.randn(batch, 784), torch.randint(0, 10, (batch,))
@@ -123,30 +123,40 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7, help="interleaved repeats of the step timing (best of)")
     args = parser.parse_args()
     torch.set_num_threads(1)  # the runner's default (train.threads)
-    print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, permuted_fmnist defaults (5 epochs, batch 10, 5000 images/task)")
+    print(
+        f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, permuted_fmnist defaults (5 epochs, batch 10, 5000 images/task)"
+    )
 
     start = time.perf_counter()
     torch.linalg.svd(torch.randn(784, 300, dtype=torch.float64), full_matrices=False)
-    print(f"\n0. one-time LAPACK initialisation (first SVD of the process, excluded below): "
-          f"{(time.perf_counter() - start) * 1e3:.0f} ms")
+    print(
+        f"\n0. one-time LAPACK initialisation (first SVD of the process, excluded below): "
+        f"{(time.perf_counter() - start) * 1e3:.0f} ms"
+    )
 
     print("\n1. memory update vs task training time (target <= 10%)")
     fractions = []
     for index, (train_seconds, update_seconds) in enumerate(memory_update_fraction(args.experiences)):
         fractions.append(update_seconds / train_seconds)
-        print(f"   task {index + 1}: training {train_seconds:7.2f} s, memory update {update_seconds * 1000:7.1f} ms, "
-              f"fraction {fractions[-1]:.2%}")
+        print(
+            f"   task {index + 1}: training {train_seconds:7.2f} s, memory update {update_seconds * 1000:7.1f} ms, "
+            f"fraction {fractions[-1]:.2%}"
+        )
     print(f"   worst fraction: {max(fractions):.2%}")
 
     naive_step, gpm_step, batch, memory_sizes = template_step_seconds(args.repeats)
     print(f"\n2. training step, batch {batch}, projection active after 2 tasks (target <= 1.5x)")
-    print(f"   naive {naive_step * 1e3:.3f} ms/step, gpm {gpm_step * 1e3:.3f} ms/step, "
-          f"ratio gpm/naive {gpm_step / naive_step:.2f}")
+    print(
+        f"   naive {naive_step * 1e3:.3f} ms/step, gpm {gpm_step * 1e3:.3f} ms/step, "
+        f"ratio gpm/naive {gpm_step / naive_step:.2f}"
+    )
     print(f"   memory after 2 tasks: {memory_sizes} of [784, 100, 100] dimensions")
     bare_naive, bare_gpm = bare_step_seconds(memory_sizes, batch)
-    print(f"   bare PyTorch loop, same memory: naive {bare_naive * 1e3:.3f} ms/step, "
-          f"gpm {bare_gpm * 1e3:.3f} ms/step, ratio {bare_gpm / bare_naive:.2f}")
+    print(
+        f"   bare PyTorch loop, same memory: naive {bare_naive * 1e3:.3f} ms/step, "
+        f"gpm {bare_gpm * 1e3:.3f} ms/step, ratio {bare_gpm / bare_naive:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -41,8 +41,11 @@ REPRESENTATION_SAMPLES = 300
 
 
 def preset_config(tasks: int):
-    return resolve({}, {"preset": "pmnist", "strategy": "gpm", "device": "cpu"},
-                   [f"scenario.n_experiences={tasks}", "train.threads=1"])
+    return resolve(
+        {},
+        {"preset": "pmnist", "strategy": "gpm", "device": "cpu"},
+        [f"scenario.n_experiences={tasks}", "train.threads=1"],
+    )
 
 
 def time_runner(tasks: int) -> float:
@@ -57,8 +60,11 @@ def accuracy(layers: list[nn.Linear], inputs: torch.Tensor, targets: torch.Tenso
     correct = 0
     with torch.no_grad():
         for first in range(0, len(targets), batch):
-            correct += int((forward(layers, inputs[first:first + batch])[1][-1].argmax(1)
-                            == targets[first:first + batch]).sum())
+            correct += int(
+                (
+                    forward(layers, inputs[first : first + batch])[1][-1].argmax(1) == targets[first : first + batch]
+                ).sum()
+            )
     return correct / len(targets)
 
 
@@ -95,7 +101,7 @@ def time_bare_loop(tasks: int) -> float:
         for _ in range(train.epochs):
             order = torch.randperm(len(targets))
             for first in range(0, len(targets), train.batch_size):
-                rows = order[first:first + train.batch_size]
+                rows = order[first : first + train.batch_size]
                 optimizer.zero_grad()
                 layer_inputs, outputs = forward(layers, inputs[rows])
                 for output in outputs:
@@ -111,8 +117,10 @@ def time_bare_loop(tasks: int) -> float:
         sample = torch.randperm(len(targets))[:REPRESENTATION_SAMPLES]
         with torch.no_grad():
             representation = forward(layers, inputs[sample])[0]
-        bases = [update_basis(basis, layer_input.T, threshold)
-                 for basis, layer_input, threshold in zip(bases, representation, THRESHOLDS)]
+        bases = [
+            update_basis(basis, layer_input.T, threshold)
+            for basis, layer_input, threshold in zip(bases, representation, THRESHOLDS)
+        ]
         for eval_inputs, eval_targets in test_sets + validation_sets:
             accuracy(layers, eval_inputs, eval_targets, train.eval_batch_size)
     return time.perf_counter() - start

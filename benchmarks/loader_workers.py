@@ -41,19 +41,26 @@ def write_random_cifar100(root: Path, train_per_class: int, seed: int = 0) -> No
     for split, per_class in (("train", train_per_class), ("test", 1)):
         labels = rng.permutation(np.repeat(np.arange(100), per_class))
         pixels = rng.integers(0, 256, size=(len(labels), 3 * 32 * 32), dtype=np.uint8)
-        content = {b"fine_labels": labels.tolist(), b"coarse_labels": (labels // 5).tolist(), b"data": pixels,
-                   b"filenames": [f"img_{i}.png".encode() for i in range(len(labels))]}
+        content = {
+            b"fine_labels": labels.tolist(),
+            b"coarse_labels": (labels // 5).tolist(),
+            b"data": pixels,
+            b"filenames": [f"img_{i}.png".encode() for i in range(len(labels))],
+        }
         (folder / split).write_bytes(pickle.dumps(content, protocol=4))
-    meta = {b"fine_label_names": [f"class_{i}".encode() for i in range(100)],
-            b"coarse_label_names": [f"super_{i}".encode() for i in range(20)]}
+    meta = {
+        b"fine_label_names": [f"class_{i}".encode() for i in range(100)],
+        b"coarse_label_names": [f"super_{i}".encode() for i in range(20)],
+    }
     (folder / "meta").write_bytes(pickle.dumps(meta, protocol=4))
 
 
 def images_per_second(dataset, workers: int, epochs: int, batch_size: int) -> float:
     """Steady-state throughput: the first epoch starts the workers, the later ones are timed."""
     options = loader_options(TrainConfig(num_workers=workers))
-    loader = TaskBalancedDataLoader(dataset, oversample_small_groups=True, batch_size=batch_size, shuffle=True,
-                                    **options)
+    loader = TaskBalancedDataLoader(
+        dataset, oversample_small_groups=True, batch_size=batch_size, shuffle=True, **options
+    )
     for _ in loader:  # warm-up epoch (worker start-up, first file reads)
         pass
     started, images = time.perf_counter(), 0
@@ -78,8 +85,9 @@ def main() -> None:
         entry = SCENARIOS.get("split_cifar100")
         config = build_config(entry.config_class, {"image_size": 224, "augment": True, "normalize": True}, "scenario")
         dataset = entry.builder(config, 0).benchmark.train_stream[0].dataset.train()
-        throughput = {workers: images_per_second(dataset, workers, args.epochs, args.batch_size)
-                      for workers in args.workers}
+        throughput = {
+            workers: images_per_second(dataset, workers, args.epochs, args.batch_size) for workers in args.workers
+        }
     baseline = throughput[args.workers[0]]
     lines = [
         f"benchmark: training loader of split_cifar100 (image_size 224, augment: SLCA's RandomResizedCrop + flip + "
@@ -90,8 +98,10 @@ def main() -> None:
         f"torch {torch.__version__}",
     ]
     for workers, rate in throughput.items():
-        lines.append(f"train.num_workers={workers}: {rate:7.0f} images/s  ({1000 / rate:.2f} ms per image, "
-                     f"x{rate / baseline:.2f})")
+        lines.append(
+            f"train.num_workers={workers}: {rate:7.0f} images/s  ({1000 / rate:.2f} ms per image, "
+            f"x{rate / baseline:.2f})"
+        )
     publish_report(lines, args.out)
 
 

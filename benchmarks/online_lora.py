@@ -33,19 +33,24 @@ def per_batch_ms(strategy: str, weights: str) -> tuple[float, dict]:
     sets = ["scenario.anytime_eval_every=50000"]  # one anytime evaluation: time the training, not the evaluation
     if weights:
         sets.append(f"model.weights={weights}")
-    config = resolve({}, {"scenario": "task_free_fmnist", "model": "vit_micro", "strategy": strategy, "device": "cpu"},
-                     sets)
+    config = resolve(
+        {}, {"scenario": "task_free_fmnist", "model": "vit_micro", "strategy": strategy, "device": "cpu"}, sets
+    )
     with tempfile.TemporaryDirectory() as out:
-        record = json.loads((runner.execute(config, Path(out), progress=False, log=lambda line: None)
-                             / "record.json").read_text())
+        record = json.loads(
+            (runner.execute(config, Path(out), progress=False, log=lambda line: None) / "record.json").read_text()
+        )
     return 1000 * record["timing"]["train_s"] / record["stream"]["batches"], record["strategy_info"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--weights", default="", help="model.weights for vit_micro (a pretrain cache name); "
-                                                      "default: random initialisation")
+    parser.add_argument(
+        "--weights",
+        default="",
+        help="model.weights for vit_micro (a pretrain cache name); default: random initialisation",
+    )
     parser.add_argument("--out", type=Path, help="also write the report to this file")
     args = parser.parse_args()
     timings: dict[str, list[float]] = {name: [] for name in STRATEGIES}
@@ -64,8 +69,11 @@ def main() -> None:
         f"torch {torch.__version__}; {args.repeats} repeats in {time.perf_counter() - started:.0f} s",
     ]
     for name in STRATEGIES:
-        lines.append(f"{name:12s} " + ", ".join(f"{t:.2f}" for t in timings[name])
-                     + f" ms/batch  (best {best[name]:.2f}, x{best[name] / best['naive']:.2f} naive)")
+        lines.append(
+            f"{name:12s} "
+            + ", ".join(f"{t:.2f}" for t in timings[name])
+            + f" ms/batch  (best {best[name]:.2f}, x{best[name] / best['naive']:.2f} naive)"
+        )
     lines.append(f"online_lora plateaus (merges) in the stream: {lora.get('merges', '?')}")
     publish_report(lines, args.out)
 

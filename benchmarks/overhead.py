@@ -53,8 +53,10 @@ def time_runner(spec: dict) -> tuple[float, float]:
 
 def time_runner_per_item(spec: dict) -> tuple[float, float]:
     """:func:`time_runner` with every dataset seen as per-item (no tensor bank): Avalanche's own loaders."""
-    with mock.patch("cl_bench.templates.gather", return_value=None), \
-            mock.patch("cl_bench.tensor_data.gather", return_value=None):
+    with (
+        mock.patch("cl_bench.templates.gather", return_value=None),
+        mock.patch("cl_bench.tensor_data.gather", return_value=None),
+    ):
         return time_runner(spec)
 
 
@@ -78,7 +80,7 @@ def time_bare_loop(spec: dict) -> tuple[float, float]:
         inputs, targets = inputs[order], targets[order]
         for first in range(0, len(targets), batch):
             optimizer.zero_grad()
-            loss = loss_fn(model(inputs[first:first + batch]), targets[first:first + batch])
+            loss = loss_fn(model(inputs[first : first + batch]), targets[first : first + batch])
             loss.backward()
             optimizer.step()
         train_time += time.perf_counter() - train_start
@@ -87,8 +89,8 @@ def time_bare_loop(spec: dict) -> tuple[float, float]:
             for test_inputs, test_targets, _ in test_sets:
                 correct = 0
                 for first in range(0, len(test_targets), 1000):
-                    logits = model(test_inputs[first:first + 1000])
-                    correct += int((logits.argmax(1) == test_targets[first:first + 1000]).sum())
+                    logits = model(test_inputs[first : first + 1000])
+                    correct += int((logits.argmax(1) == test_targets[first : first + 1000]).sum())
     return time.perf_counter() - start, train_time
 
 
@@ -126,7 +128,8 @@ def main() -> None:
         per_item_times = [total for total, _ in per_item_runs]
         per_item_train = min(train for _, train in per_item_runs)
         lines += [
-            "(c) runner, Avalanche's per-item loaders: " + ", ".join(f"{t:.2f}s" for t in per_item_times)
+            "(c) runner, Avalanche's per-item loaders: "
+            + ", ".join(f"{t:.2f}s" for t in per_item_times)
             + f"  (best {min(per_item_times):.2f}s)",
             f"ratio c/a of the whole run: {min(per_item_times) / best_runner:.2f}; training throughput "
             f"{images / per_item_train:.0f} images/s, {per_item_train / runner_train:.2f}x the slicing runner's time",

@@ -49,9 +49,10 @@ def _cases(scratch: Path) -> list[tuple[str, list[str]]]:
     ]
 
 
-CROSS_FIELD = ("run: cross-field error (imports the component)",
-               ["run", "--strategy", "gpm_sparse", "--set", "strategy.hd_rescale=true",
-                "--set", "strategy.hd_eval=expected"])
+CROSS_FIELD = (
+    "run: cross-field error (imports the component)",
+    ["run", "--strategy", "gpm_sparse", "--set", "strategy.hd_rescale=true", "--set", "strategy.hd_eval=expected"],
+)
 TORCH_LABEL = "python -c 'import torch'"
 OURS = ("cl_bench", "scenarios", "strategies", "attacks", "evaluators", "__editable__")
 _MODULES_AFTER = """
@@ -69,8 +70,13 @@ print('MODULES: ' + ' '.join(sorted(name for name in added if not name.startswit
 
 def needed_imports(arguments: list[str]) -> list[str]:
     """Every module outside this project that a command imports (beyond the bare interpreter), dotted names."""
-    done = subprocess.run([sys.executable, "-c", "OURS = %r\n" % (OURS,) + _MODULES_AFTER, *arguments], cwd=ROOT,
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", "OURS = %r\n" % (OURS,) + _MODULES_AFTER, *arguments],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return done.stderr.rsplit("MODULES:", 1)[1].split()
 
 
@@ -81,8 +87,10 @@ def _import_line(modules: list[str], scratch: Path) -> list[str]:
         return [sys.executable, "-c", "pass"]
     listing = scratch / f"modules_{len(list(scratch.glob('modules_*')))}.txt"
     listing.write_text("\n".join(modules))
-    code = ("import importlib, sys\nfor name in open(sys.argv[1]).read().split():\n    try:\n"
-            "        importlib.import_module(name)\n    except Exception:\n        pass\n")
+    code = (
+        "import importlib, sys\nfor name in open(sys.argv[1]).read().split():\n    try:\n"
+        "        importlib.import_module(name)\n    except Exception:\n        pass\n"
+    )
     return [sys.executable, "-c", code, str(listing)]
 
 
@@ -110,16 +118,23 @@ def main() -> None:
         needed = {label: needed_imports(arguments) for label, arguments in cases}
         timed = {label: CLI + arguments for label, arguments in cases}
         timed |= {f"imports of {label}": _import_line(needed[label], Path(scratch)) for label, _ in cases}
-        timed |= {"python -c pass": _import_line([], Path(scratch)),
-                  TORCH_LABEL: _import_line(["torch"], Path(scratch))}
+        timed |= {
+            "python -c pass": _import_line([], Path(scratch)),
+            TORCH_LABEL: _import_line(["torch"], Path(scratch)),
+        }
         for argv in timed.values():  # warm the file cache for every case before timing any
             _seconds(argv)
         seconds = {label: _median(argv, args.repeat) for label, argv in timed.items()}
-    lines = [f"machine: {platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}; "
-             f"median of {args.repeat} fresh processes", "",
-             f"{'python -c pass':45s} {seconds['python -c pass']:6.2f} s",
-             f"{TORCH_LABEL:45s} {seconds[TORCH_LABEL]:6.2f} s",
-             "", f"{'command':45s} {'time':>8s}   {'bare + its imports':>18s}   ratio   own work   imports beyond the interpreter"]
+    lines = [
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}; "
+        f"median of {args.repeat} fresh processes",
+        "",
+        f"{'python -c pass':45s} {seconds['python -c pass']:6.2f} s",
+        f"{TORCH_LABEL:45s} {seconds[TORCH_LABEL]:6.2f} s",
+        "",
+        f"{'command':45s} {'time':>8s}   {'bare + its imports':>18s}   ratio   own work   "
+        "imports beyond the interpreter",
+    ]
     ratios = {}
     for label, _ in cases:
         command_s, baseline_s = seconds[label], seconds[f"imports of {label}"]
@@ -127,15 +142,20 @@ def main() -> None:
         modules = _top_level(needed[label])
         if len(modules) > 70:
             modules = modules[:67] + "..."
-        lines.append(f"{label:45s} {command_s:6.2f} s   {baseline_s:16.2f} s   {ratios[label]:5.2f}x   "
-                     f"{1000 * (command_s - baseline_s):5.0f} ms   {modules}")
+        lines.append(
+            f"{label:45s} {command_s:6.2f} s   {baseline_s:16.2f} s   {ratios[label]:5.2f}x   "
+            f"{1000 * (command_s - baseline_s):5.0f} ms   {modules}"
+        )
     light = [label for label, _ in cases if label != CROSS_FIELD[0]]
     worst = max(light, key=lambda label: ratios[label])
     slowest = max(light, key=lambda label: seconds[label])
-    lines += ["", f"light commands: worst ratio {ratios[worst]:.2f}x ({worst}; target <= 1.5x), slowest "
-                  f"{seconds[slowest]:.2f} s ({slowest}; target well under 3 s)",
-              "the last row is for contrast: a cross-field check is code in the component's config class, run once "
-              "the component is imported"]
+    lines += [
+        "",
+        f"light commands: worst ratio {ratios[worst]:.2f}x ({worst}; target <= 1.5x), slowest "
+        f"{seconds[slowest]:.2f} s ({slowest}; target well under 3 s)",
+        "the last row is for contrast: a cross-field check is code in the component's config class, run once "
+        "the component is imported",
+    ]
     publish_report(lines, args.out)
 
 

@@ -30,13 +30,34 @@ from cl_bench.records import publish_report
 
 DEFAULT = ["--device", "cpu"]
 DEFAULT_PREFIX = DEFAULT + ["--set", "scenario.n_tasks=2"]
-PMNIST_PREFIX = ["--preset", "pmnist", "--strategy", "gpm", "--device", "cpu", "--set", "scenario.n_experiences=2",
-                 "--set", "train.epochs=1"]
+PMNIST_PREFIX = [
+    "--preset",
+    "pmnist",
+    "--strategy",
+    "gpm",
+    "--device",
+    "cpu",
+    "--set",
+    "scenario.n_experiences=2",
+    "--set",
+    "train.epochs=1",
+]
 
 
 def _command(args: list[str], threads: int, out: Path) -> list[str]:
-    return [sys.executable, "-m", "cl_bench.cli", "run", *args, "--set", f"train.threads={threads}",
-            "--no-progress", "--force", "--out", str(out)]
+    return [
+        sys.executable,
+        "-m",
+        "cl_bench.cli",
+        "run",
+        *args,
+        "--set",
+        f"train.threads={threads}",
+        "--no-progress",
+        "--force",
+        "--out",
+        str(out),
+    ]
 
 
 def timed(args: list[str], threads: int, copies: int = 1, timeout: float = 3600.0) -> tuple[float, bool]:
@@ -44,8 +65,15 @@ def timed(args: list[str], threads: int, copies: int = 1, timeout: float = 3600.
     finished, or until ``timeout`` (then the runs are killed and finished is False)."""
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        processes = [subprocess.Popen(_command(args, threads, Path(tmp) / str(copy)), stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.PIPE, text=True) for copy in range(copies)]
+        processes = [
+            subprocess.Popen(
+                _command(args, threads, Path(tmp) / str(copy)),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for copy in range(copies)
+        ]
         try:
             for process in processes:
                 _, err = process.communicate(timeout=max(1.0, timeout - (time.perf_counter() - start)))
@@ -64,8 +92,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="also write the report to this file")
     parser.add_argument("--pair-timeout", type=float, default=120.0, help="seconds before case (c) gives up")
     args = parser.parse_args()
-    lines = [f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, python "
-             f"{platform.python_version()}", ""]
+    lines = [
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, python "
+        f"{platform.python_version()}",
+        "",
+    ]
     cases = (("(a) default scenario, naive", DEFAULT), ("(b) pmnist prefix, gpm, batch 10", PMNIST_PREFIX))
     for label, run_args in cases:
         one, two = timed(run_args, 1)[0], timed(run_args, 2)[0]
@@ -76,8 +107,9 @@ def main() -> None:
     for threads in (1, 2):
         seconds, finished = timed(DEFAULT_PREFIX, threads, copies=2, timeout=args.pair_timeout)
         bound = "" if finished else " or more (stopped: did not finish)"
-        lines.append(f"    two at once, {threads} thread(s) each: {seconds:.1f} s{bound} = {seconds / alone:.1f} x one "
-                     f"run alone")
+        lines.append(
+            f"    two at once, {threads} thread(s) each: {seconds:.1f} s{bound} = {seconds / alone:.1f} x one run alone"
+        )
         print(lines[-1], flush=True)
     publish_report(lines, args.out)
 

@@ -46,8 +46,10 @@ class Attack:
         target = getattr(self.config, "target_experience", -1)
         index = target if target >= 0 else n_experiences + target
         if not 0 <= index < n_experiences:
-            raise UserError(f"attack.target_experience={target} is outside the {n_experiences} experiences "
-                            f"of this scenario (use 0..{n_experiences - 1}, or -1 for the last)")
+            raise UserError(
+                f"attack.target_experience={target} is outside the {n_experiences} experiences "
+                f"of this scenario (use 0..{n_experiences - 1}, or -1 for the last)"
+            )
         return index
 
     def poison(self, experience, strategy):
@@ -62,8 +64,12 @@ class Attack:
 
 def linf_budget(epsilon: float, scenario) -> dict:
     """The recorded budget of an L-infinity attack on every input of the poisoned experience."""
-    return {"epsilon": epsilon, "norm": "linf", "poison_rate": 1.0,
-            "input_range": list(scenario.input_range) if scenario.input_range else None}
+    return {
+        "epsilon": epsilon,
+        "norm": "linf",
+        "poison_rate": 1.0,
+        "input_range": list(scenario.input_range) if scenario.input_range else None,
+    }
 
 
 def attack_generator(seed: int, experience_index: int, device: Optional[torch.device] = None) -> torch.Generator:
@@ -77,8 +83,10 @@ def experience_tensors(experience) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     """(inputs, targets, task labels) of a tensor-resident experience, in dataset order."""
     tensors = gather(experience.dataset)
     if tensors is None:
-        raise UserError("this attack needs a tensor-resident scenario (continual_swiss_roll, split_fmnist, "
-                        "permuted_fmnist, split_digits); CIFAR's per-item data path is not supported yet")
+        raise UserError(
+            "this attack needs a tensor-resident scenario (continual_swiss_roll, split_fmnist, "
+            "permuted_fmnist, split_digits); CIFAR's per-item data path is not supported yet"
+        )
     return tensors
 
 
@@ -87,8 +95,12 @@ def with_inputs(experience, inputs: torch.Tensor, label: str):
     original_inputs, targets, task_labels = experience_tensors(experience)
     if inputs.shape != original_inputs.shape:
         raise ValueError(f"poisoned inputs have shape {tuple(inputs.shape)}, expected {tuple(original_inputs.shape)}")
-    bank = TensorBank(inputs.detach().cpu().contiguous(), targets.clone(), task_labels.clone(),
-                      name=f"{label}:experience{experience.current_experience}")
+    bank = TensorBank(
+        inputs.detach().cpu().contiguous(),
+        targets.clone(),
+        task_labels.clone(),
+        name=f"{label}:experience{experience.current_experience}",
+    )
     poisoned = copy.copy(experience)
     poisoned._dataset = bank.dataset()
     return poisoned

@@ -20,13 +20,20 @@ if TYPE_CHECKING:
 
 def pool_scenario(input_shape: Sequence[int], num_classes: int = 10) -> ScenarioData:
     """A stand-in scenario for building a model outside a stream (its pool is its own, so no pool check)."""
-    return ScenarioData(benchmark=None, input_shape=tuple(input_shape), num_classes=num_classes,
-                        setting="class-incremental", task_labels=False,
-                        classes_per_experience=[list(range(num_classes))], description="pre-training pool")
+    return ScenarioData(
+        benchmark=None,
+        input_shape=tuple(input_shape),
+        num_classes=num_classes,
+        setting="class-incremental",
+        task_labels=False,
+        classes_per_experience=[list(range(num_classes))],
+        description="pre-training pool",
+    )
 
 
-def build_model(model_name: str, model_values: dict,
-                input_shape: Sequence[int]) -> tuple[str, ComponentConfig, SingleHeadNet]:
+def build_model(
+    model_name: str, model_values: dict, input_shape: Sequence[int]
+) -> tuple[str, ComponentConfig, SingleHeadNet]:
     """(model name, validated config, SingleHeadNet) of a registered ViT model; UserError otherwise."""
     from cl_bench.models.vit import find_vit
     from cl_bench.registry import MODELS
@@ -47,8 +54,10 @@ def backbone_from_card(card: dict) -> VisionTransformer:
     from timm.models.vision_transformer import VisionTransformer
 
     if not isinstance(card.get("model"), dict) or not (card.get("data") or {}).get("input_shape"):
-        raise UserError(f"card {card.get('name')!r} does not say which model and input shape it was trained with; "
-                        f"re-create it with cl-bench pretrain --force")
+        raise UserError(
+            f"card {card.get('name')!r} does not say which model and input shape it was trained with; "
+            f"re-create it with cl-bench pretrain --force"
+        )
     values = {k: v for k, v in card["model"].items() if k != "name"}
     # the architecture only: the initial weights the backbone was trained from are not reloaded
     values.update({"weights": ""} if "weights" in values else {})

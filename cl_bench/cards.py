@@ -58,8 +58,10 @@ def type_text(hint: Any) -> str:
         return f"list[{type_text(args[0])}]"
     if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
         return f"tuple[{type_text(args[0])}, ...]"
-    raise ValueError(f"config field type {hint!r} is not one the cards can describe; use int, float, str, bool, "
-                     f"list[T], tuple[T, ...], Optional[T] or Union[...]")
+    raise ValueError(
+        f"config field type {hint!r} is not one the cards can describe; use int, float, str, bool, "
+        f"list[T], tuple[T, ...], Optional[T] or Union[...]"
+    )
 
 
 _TOKEN = re.compile(r"\s*(\w+|\[|\]|,|\.\.\.)")
@@ -144,14 +146,19 @@ def config_card(config_class: type) -> dict:
 
 def entry_card(entry: Any) -> dict:
     """The card of a registry entry (see :class:`cl_bench.registry.Entry`)."""
-    return {"module": entry.builder.__module__, "summary": entry.summary, "meta": entry.meta,
-            "config": config_card(entry.config_class)}
+    return {
+        "module": entry.builder.__module__,
+        "summary": entry.summary,
+        "meta": entry.meta,
+        "config": config_card(entry.config_class),
+    }
 
 
 def cards_text(registries: dict) -> str:
     """The whole cards file for ``registries`` (kind -> Registry, every catalog imported)."""
-    components = {kind: {entry.name: entry_card(entry) for entry in registry.entries()}
-                  for kind, registry in registries.items()}
+    components = {
+        kind: {entry.name: entry_card(entry) for entry in registry.entries()} for kind, registry in registries.items()
+    }
     return json.dumps({"version": CARDS_VERSION, "components": components}, indent=1) + "\n"  # meta in its order
 
 
@@ -196,5 +203,14 @@ def card_config_class(card: dict) -> type:
     return dataclasses.make_dataclass(config["class"], fields, bases=(ComponentConfig,), namespace=namespace)
 
 
-__all__ = ["CARDS_FILE", "StaleCardsError", "card_config_class", "cards_text", "config_card", "entry_card",
-           "load_cards", "parse_type", "type_text"]
+__all__ = [
+    "CARDS_FILE",
+    "StaleCardsError",
+    "card_config_class",
+    "cards_text",
+    "config_card",
+    "entry_card",
+    "load_cards",
+    "parse_type",
+    "type_text",
+]

@@ -124,8 +124,10 @@ class _Encoder:
         if isinstance(value, defaultdict):
             if value.default_factory not in (dict, list, set):
                 raise UnsupportedState(f"defaultdict({value.default_factory})")
-            return {"__defaultdict__": value.default_factory.__name__,
-                    "items": [[self.encode(k), self.encode(v)] for k, v in value.items()]}
+            return {
+                "__defaultdict__": value.default_factory.__name__,
+                "items": [[self.encode(k), self.encode(v)] for k, v in value.items()],
+            }
         if isinstance(value, dict):
             return {"__dict__": [[self.encode(k), self.encode(v)] for k, v in value.items()]}
         if isinstance(value, (list, tuple, set)):
@@ -140,8 +142,10 @@ class _Encoder:
         cls = type(value)
         if self.allowed.get(_type_name(cls)) is cls and hasattr(value, "__dict__"):
             return {"__object__": _type_name(cls), "state": self.encode_attributes(value)}
-        raise UnsupportedState(f"cannot checkpoint a {cls.__module__}.{cls.__qualname__} (not in the allow-list; "
-                               f"register it with cl_bench.checkpoint.state_type)")
+        raise UnsupportedState(
+            f"cannot checkpoint a {cls.__module__}.{cls.__qualname__} (not in the allow-list; "
+            f"register it with cl_bench.checkpoint.state_type)"
+        )
 
     def encode_attributes(self, obj: Any) -> dict:
         encoded = {}
@@ -204,12 +208,14 @@ class _Decoder:
                 dataset = dataset.concat(part)
             return dataset
         if "__object__" in value:
-            cls: Optional[type[object]] = (self.allowed.get(value["__object__"])
-                                           if isinstance(value["__object__"], str) else None)
+            cls: Optional[type[object]] = (
+                self.allowed.get(value["__object__"]) if isinstance(value["__object__"], str) else None
+            )
             if cls is None:
                 # looked up, never imported: a name outside the allow-list is refused, whatever it names
-                raise CorruptCheckpoint(f"it names the class {str(value['__object__'])[:80]!r}, which is not one "
-                                        f"the suite writes")
+                raise CorruptCheckpoint(
+                    f"it names the class {str(value['__object__'])[:80]!r}, which is not one the suite writes"
+                )
             obj = cls.__new__(cls)
             self.restore_attributes(obj, value["state"])
             return obj
@@ -229,8 +235,11 @@ class _Decoder:
 def rng_state() -> dict:
     # legacy=True (the default) returns the tuple form; numpy's stubs match the dict overload first
     numpy_state = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
-    return {"torch": torch.get_rng_state(), "python": random.getstate(),
-            "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]]}
+    return {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]],
+    }
 
 
 def set_rng_state(state: dict) -> None:
@@ -283,8 +292,11 @@ def _template_attributes(strategy) -> tuple[str, ...]:
 
 
 def _tensor_files(directory: Path) -> list[Path]:
-    return [path for path in Path(directory).glob("checkpoint.*safetensors")
-            if TENSORS_NAME.fullmatch(path.name) or path.name == LEGACY_TENSORS]
+    return [
+        path
+        for path in Path(directory).glob("checkpoint.*safetensors")
+        if TENSORS_NAME.fullmatch(path.name) or path.name == LEGACY_TENSORS
+    ]
 
 
 def exists(directory: Path) -> bool:
@@ -314,8 +326,9 @@ def load(directory: Path, strategy) -> dict:
         raise
     except Exception as error:  # whatever a damaged file makes the decoder trip on, it is the file's fault
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"cannot resume from the checkpoint {structure_path}: {reason[:300]}; "
-                        f"start the run over with --force") from None
+        raise UserError(
+            f"cannot resume from the checkpoint {structure_path}: {reason[:300]}; start the run over with --force"
+        ) from None
 
 
 def _read_pair(directory: Path) -> tuple[dict, dict[str, torch.Tensor]]:
@@ -328,15 +341,20 @@ def _read_pair(directory: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     if not isinstance(structure, dict) or structure.get("format") != FORMAT:
         raise CorruptCheckpoint(f"it is not a format-{FORMAT} checkpoint (written by another cl-bench version?)")
     reference = structure.get("tensors")
-    if (not isinstance(reference, dict) or not isinstance(reference.get("file"), str)
-            or not TENSORS_NAME.fullmatch(reference["file"]) or not isinstance(reference.get("sha256"), str)):
+    if (
+        not isinstance(reference, dict)
+        or not isinstance(reference.get("file"), str)
+        or not TENSORS_NAME.fullmatch(reference["file"])
+        or not isinstance(reference.get("sha256"), str)
+    ):
         raise CorruptCheckpoint("its reference to the tensors file is malformed")
     tensors_path = directory / reference["file"]
     if not tensors_path.is_file():
         raise CorruptCheckpoint(f"its tensors file {reference['file']} is missing")
     if file_digest(tensors_path, "sha256") != reference["sha256"]:
-        raise CorruptCheckpoint(f"the tensors file {reference['file']} does not match its SHA-256 (torn, garbled "
-                                f"or replaced)")
+        raise CorruptCheckpoint(
+            f"the tensors file {reference['file']} does not match its SHA-256 (torn, garbled or replaced)"
+        )
     return structure, load_file(str(tensors_path))
 
 
@@ -379,6 +397,10 @@ def _rebuild_agem_loader(plugin) -> None:
     from avalanche.benchmarks.utils.data_loader import GroupBalancedInfiniteDataLoader
 
     plugin.buffer_dataloader = GroupBalancedInfiniteDataLoader(
-        plugin.buffers, batch_size=plugin.sample_size // len(plugin.buffers), num_workers=0,
-        pin_memory=False, persistent_workers=False)
+        plugin.buffers,
+        batch_size=plugin.sample_size // len(plugin.buffers),
+        num_workers=0,
+        pin_memory=False,
+        persistent_workers=False,
+    )
     plugin.buffer_dliter = iter(plugin.buffer_dataloader)

@@ -34,7 +34,8 @@ class _OneLineErrorParser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineErrorParser(
-        prog="cl-bench", description="Continual learning under attack: run, sweep, tabulate and plot.")
+        prog="cl-bench", description="Continual learning under attack: run, sweep, tabulate and plot."
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_run_command(commands)
     _add_sweep_command(commands)
@@ -48,10 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_run_command(commands: Any) -> None:
-    run = commands.add_parser("run", help="train one strategy on one scenario and write a run record",
-                              description="Train one strategy on one scenario; write runs/<run_id>/record.json, "
-                                          "accuracy_matrix.csv and forgetting_curve.png. The last line printed is "
-                                          "the run directory.")
+    run = commands.add_parser(
+        "run",
+        help="train one strategy on one scenario and write a run record",
+        description="Train one strategy on one scenario; write runs/<run_id>/record.json, "
+        "accuracy_matrix.csv and forgetting_curve.png. The last line printed is "
+        "the run directory.",
+    )
     run.add_argument("--scenario", help="scenario name (default continual_swiss_roll; see `cl-bench list scenario`)")
     run.add_argument("--model", help="model name (default: the scenario's recommended model)")
     run.add_argument("--strategy", help="strategy name (default naive; see `cl-bench list strategy`)")
@@ -59,21 +63,31 @@ def _add_run_command(commands: Any) -> None:
     run.add_argument("--seed", type=int, help="random seed (default 0)")
     add_config_flags(run, TrainConfig, TRAIN_SHORTCUTS)  # --epochs, --batch-size, --lr, --device
     run.add_argument("--out", type=Path, default=Path("runs"), help="output directory (default runs)")
-    run.add_argument("--preset", help="a paper's hyperparameters for a benchmark, e.g. pmnist, cifar100_10split, "
-                                      "swiss_roll (see `cl-bench list preset`); --config, flags and --set override it")
+    run.add_argument(
+        "--preset",
+        help="a paper's hyperparameters for a benchmark, e.g. pmnist, cifar100_10split, "
+        "swiss_roll (see `cl-bench list preset`); --config, flags and --set override it",
+    )
     run.add_argument("--config", type=Path, help="YAML file with scenario/model/strategy/attack/train/seed")
-    run.add_argument("--set", action="append", default=[], metavar="KIND.FIELD=VALUE",
-                     help="override one field, e.g. strategy.ewc_lambda=100 or scenario.task_labels=true "
-                          "(repeatable)")
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KIND.FIELD=VALUE",
+        help="override one field, e.g. strategy.ewc_lambda=100 or scenario.task_labels=true (repeatable)",
+    )
     run.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     run.add_argument("--force", action="store_true", help="redo the run even if a complete record exists")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def _add_sweep_command(commands: Any) -> None:
-    sweep = commands.add_parser("sweep", help="run a grid of configs from a sweep YAML file",
-                                description="Expand a sweep file (scenarios x strategies x seeds ...) and run every "
-                                            "config whose complete record does not exist yet.")
+    sweep = commands.add_parser(
+        "sweep",
+        help="run a grid of configs from a sweep YAML file",
+        description="Expand a sweep file (scenarios x strategies x seeds ...) and run every "
+        "config whose complete record does not exist yet.",
+    )
     sweep.add_argument("file", type=Path, help="sweep YAML (see sweeps/baselines.yaml)")
     sweep.add_argument("--out", type=Path, help="output directory (default: the file's `out`, else runs)")
     sweep.add_argument("--workers", type=_positive_int, default=1, help="parallel runs (local executor)")
@@ -81,58 +95,99 @@ def _add_sweep_command(commands: Any) -> None:
     sweep.add_argument("--address", help="Ray cluster address (with --executor ray)")
     sweep.add_argument("--force", action="store_true", help="redo runs that already have a complete record")
     sweep.add_argument("--dry-run", action="store_true", help="list the expanded runs and exit")
-    sweep.add_argument("--only", action="append", default=[], metavar="KEY=NAME[,NAME]",
-                       help="run only the part of the sweep whose scenario / model / strategy / attack / seed is one "
-                            "of the names (repeatable; keys combine with and), "
-                            "e.g. --only scenario=continual_swiss_roll")
+    sweep.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="KEY=NAME[,NAME]",
+        help="run only the part of the sweep whose scenario / model / strategy / attack / seed is one "
+        "of the names (repeatable; keys combine with and), "
+        "e.g. --only scenario=continual_swiss_roll",
+    )
 
 
 def _add_leaderboard_command(commands: Any) -> None:
-    board = commands.add_parser("leaderboard", help="aggregate run records into leaderboard CSVs",
-                                description="Group complete records by board and write one CSV per board "
-                                            "(mean and std over seeds).")
+    board = commands.add_parser(
+        "leaderboard",
+        help="aggregate run records into leaderboard CSVs",
+        description="Group complete records by board and write one CSV per board (mean and std over seeds).",
+    )
     board.add_argument("--runs", type=Path, default=Path("runs"), help="directory of run directories (default runs)")
     board.add_argument("--out", type=Path, default=Path("leaderboards"), help="output directory (default leaderboards)")
     board.add_argument("--markdown", action="store_true", help="also print each board's headline columns as Markdown")
 
 
 def _add_plot_command(commands: Any) -> None:
-    plot = commands.add_parser("plot", help="draw forgetting curves of one run or overlay several",
-                               description="One run directory: its forgetting curve. Several runs (or --runs with "
-                                           "filters): an overlay, seeds of the same strategy averaged.")
+    plot = commands.add_parser(
+        "plot",
+        help="draw forgetting curves of one run or overlay several",
+        description="One run directory: its forgetting curve. Several runs (or --runs with "
+        "filters): an overlay, seeds of the same strategy averaged.",
+    )
     plot.add_argument("paths", nargs="*", type=Path, help="run directories or record.json files")
     plot.add_argument("--runs", type=Path, help="take every complete run under this directory (filtered below)")
     plot.add_argument("--scenario", help="keep runs of this scenario (with --runs)")
     plot.add_argument("--strategy", nargs="+", help="keep runs of these strategies (with --runs)")
-    plot.add_argument("--set", action="append", default=[], metavar="KIND.FIELD=VALUE",
-                      help="keep runs whose resolved config has this value, e.g. scenario.task_labels=true")
-    plot.add_argument("--attack-board", nargs="+", type=Path, metavar="CSV",
-                      help="bar plot of the paired BWT change per victim from attack_<attack>.csv boards "
-                           "(e.g. leaderboards/attack_brainwash.csv leaderboards/attack_uniform_noise.csv)")
-    plot.add_argument("--memory", action="store_true",
-                      help="plot the GPM memory occupancy per layer after each task instead of forgetting curves")
-    plot.add_argument("--anytime", action="store_true",
-                      help="task-free runs: anytime accuracy against stream samples seen, one panel per stream mode, "
-                           "loss plateaus (Online-LoRA) marked")
-    plot.add_argument("--out", type=Path, help="PNG path (default: forgetting_curve.png in the run dir, or "
-                                               "overlay.png; "
-                                               "with --memory, gpm_memory.png; with --anytime, anytime_accuracy.png)")
+    plot.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KIND.FIELD=VALUE",
+        help="keep runs whose resolved config has this value, e.g. scenario.task_labels=true",
+    )
+    plot.add_argument(
+        "--attack-board",
+        nargs="+",
+        type=Path,
+        metavar="CSV",
+        help="bar plot of the paired BWT change per victim from attack_<attack>.csv boards "
+        "(e.g. leaderboards/attack_brainwash.csv leaderboards/attack_uniform_noise.csv)",
+    )
+    plot.add_argument(
+        "--memory",
+        action="store_true",
+        help="plot the GPM memory occupancy per layer after each task instead of forgetting curves",
+    )
+    plot.add_argument(
+        "--anytime",
+        action="store_true",
+        help="task-free runs: anytime accuracy against stream samples seen, one panel per stream mode, "
+        "loss plateaus (Online-LoRA) marked",
+    )
+    plot.add_argument(
+        "--out",
+        type=Path,
+        help="PNG path (default: forgetting_curve.png in the run dir, or "
+        "overlay.png; "
+        "with --memory, gpm_memory.png; with --anytime, anytime_accuracy.png)",
+    )
 
 
 def _add_pretrain_command(commands: Any) -> None:
-    pretrain = commands.add_parser("pretrain", help="pre-train a ViT backbone on the held-out pre-training pool",
-                                   description="Pre-train a ViT backbone on the pre-training pool (10,000 "
-                                               "Fashion-MNIST training images that streams with "
-                                               "scenario.holdout_pretrain_pool=true leave out) and store it with a "
-                                               "card in $CL_BENCH_CACHE (default ~/.cache/cl_bench)/backbones/NAME. "
-                                               "Use it with --set model.weights=NAME. The last line printed is the "
-                                               "weights path.")
+    pretrain = commands.add_parser(
+        "pretrain",
+        help="pre-train a ViT backbone on the held-out pre-training pool",
+        description="Pre-train a ViT backbone on the pre-training pool (10,000 "
+        "Fashion-MNIST training images that streams with "
+        "scenario.holdout_pretrain_pool=true leave out) and store it with a "
+        "card in $CL_BENCH_CACHE (default ~/.cache/cl_bench)/backbones/NAME. "
+        "Use it with --set model.weights=NAME. The last line printed is the "
+        "weights path.",
+    )
     pretrain.add_argument("--model", default="vit_micro", help="a ViT model: vit_micro (default) or timm:NAME")
     # every PretrainConfig field is a flag; --decoder-dim and --decoder-heads are the older short names
-    add_config_flags(pretrain, PretrainConfig,
-                     aliases={"decoder_embed_dim": ["--decoder-dim"], "decoder_num_heads": ["--decoder-heads"]})
-    pretrain.add_argument("--set", action="append", default=[], metavar="model.FIELD=VALUE",
-                          help="a model field, e.g. model.embed_dim=128 (repeatable)")
+    add_config_flags(
+        pretrain,
+        PretrainConfig,
+        aliases={"decoder_embed_dim": ["--decoder-dim"], "decoder_num_heads": ["--decoder-heads"]},
+    )
+    pretrain.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="model.FIELD=VALUE",
+        help="a model field, e.g. model.embed_dim=128 (repeatable)",
+    )
     pretrain.add_argument("--name", help="cache entry name (default MODEL-DATA-METHOD-sSEED)")
     pretrain.add_argument("--force", action="store_true", help="re-train even if the entry exists")
     pretrain.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -145,16 +200,30 @@ def _add_list_command(commands: Any) -> None:
 
 
 def _add_docs_command(commands: Any) -> None:
-    docs = commands.add_parser("docs", help="write the generated documentation pages (catalog, results)",
-                               description="Write docs/catalog.md from the registries and docs/results/*.md from "
-                                           "the committed leaderboard CSVs; --check only compares.")
+    docs = commands.add_parser(
+        "docs",
+        help="write the generated documentation pages (catalog, results)",
+        description="Write docs/catalog.md from the registries and docs/results/*.md from "
+        "the committed leaderboard CSVs; --check only compares.",
+    )
     docs.add_argument("--docs", type=Path, default=Path("docs"), help="documentation directory (default docs)")
-    docs.add_argument("--leaderboards", type=Path, default=Path("leaderboards"),
-                      help="directory of the committed boards (default leaderboards)")
-    docs.add_argument("--readme", type=Path, default=Path("README.md"),
-                      help="README whose registered-components block is regenerated (default README.md)")
-    docs.add_argument("--check", action="store_true",
-                      help="write nothing; exit 1 and name the pages that differ from what would be written")
+    docs.add_argument(
+        "--leaderboards",
+        type=Path,
+        default=Path("leaderboards"),
+        help="directory of the committed boards (default leaderboards)",
+    )
+    docs.add_argument(
+        "--readme",
+        type=Path,
+        default=Path("README.md"),
+        help="README whose registered-components block is regenerated (default README.md)",
+    )
+    docs.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 and name the pages that differ from what would be written",
+    )
 
 
 def _add_data_command(commands: Any) -> None:
@@ -162,17 +231,22 @@ def _add_data_command(commands: Any) -> None:
     data_commands = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     data_prepare = data_commands.add_parser("prepare", help="put a dataset where the loaders find it")
     data_prepare.add_argument("dataset", help="fmnist, cifar10, cifar100 or imagenet-r")
-    data_prepare.add_argument("--from", dest="source", type=Path,
-                              help="directory holding the files (default for fmnist: "
-                                   "/usr/share/datasets/fashion-mnist); "
-                                   "imagenet-r: the class folders, a directory holding imagenet-r/, or imagenet-r.tar")
+    data_prepare.add_argument(
+        "--from",
+        dest="source",
+        type=Path,
+        help="directory holding the files (default for fmnist: "
+        "/usr/share/datasets/fashion-mnist); "
+        "imagenet-r: the class folders, a directory holding imagenet-r/, or imagenet-r.tar",
+    )
     data_prepare.add_argument("--root", type=Path, help="data root (default $CL_BENCH_DATA or ~/.cache/cl_bench/data)")
 
 
 def _format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
-    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(line, widths)).rstrip()
-             for line in [header, *rows]]
+    lines = [
+        "  ".join(str(cell).ljust(width) for cell, width in zip(line, widths)).rstrip() for line in [header, *rows]
+    ]
     return "\n".join(lines)
 
 
@@ -184,9 +258,16 @@ def summary_table(record: dict) -> str:
         return _attack_table(record) + "\n\n" + matrix_text
     metric_values = record["metrics"]
     header = ["scenario", "strategy", "seed", "ACC", "BWT", "forgetting", "learning ACC", "wall time"]
-    row = [record["scenario"], record["strategy"], str(record["seed"]), f"{metric_values['acc']:.4f}",
-           f"{metric_values['bwt']:+.4f}", f"{metric_values['forgetting']:.4f}",
-           f"{metric_values['learning_acc']:.4f}", f"{record['timing']['total_s']:.1f} s"]
+    row = [
+        record["scenario"],
+        record["strategy"],
+        str(record["seed"]),
+        f"{metric_values['acc']:.4f}",
+        f"{metric_values['bwt']:+.4f}",
+        f"{metric_values['forgetting']:.4f}",
+        f"{metric_values['learning_acc']:.4f}",
+        f"{record['timing']['total_s']:.1f} s",
+    ]
     if record.get("metrics_validation"):  # selection happens on these, never on the test numbers
         header[-1:-1] = ["val ACC", "val BWT"]
         row[-1:-1] = [f"{record['metrics_validation']['acc']:.4f}", f"{record['metrics_validation']['bwt']:+.4f}"]
@@ -210,16 +291,23 @@ def _backbone_line(record: dict) -> str:
 def _attack_table(record: dict) -> str:
     """Clean and attacked branches side by side, with the paired difference."""
     info, effect = record["attack_info"], record["attack_effect"]
-    labels = {"acc": "ACC", "bwt": "BWT", "forgetting": "forgetting", "previous_acc": "ACC before target",
-              "poisoned_acc": "ACC on target"}
+    labels = {
+        "acc": "ACC",
+        "bwt": "BWT",
+        "forgetting": "forgetting",
+        "previous_acc": "ACC before target",
+        "poisoned_acc": "ACC on target",
+    }
     columns = [name for name in labels if name in effect]
     header = ["branch"] + [labels[name] for name in columns]
     rows = [[branch] + [f"{effect[c][branch]:.4f}" for c in columns] for branch in ("clean", "attacked")]
     rows.append(["difference"] + [f"{effect[c]['difference']:+.4f}" for c in columns])
     budget = ", ".join(f"{k} {v}" for k, v in info["budget"].items() if v is not None)
-    title = (f"{record['scenario']} / {record['strategy']} / attack {info['name']} on experience "
-             f"{info['target_experience'] + 1} ({budget}; attack {info['wall_time_s']:.1f} s, "
-             f"run {record['timing']['total_s']:.1f} s), seed {record['seed']}")
+    title = (
+        f"{record['scenario']} / {record['strategy']} / attack {info['name']} on experience "
+        f"{info['target_experience'] + 1} ({budget}; attack {info['wall_time_s']:.1f} s, "
+        f"run {record['timing']['total_s']:.1f} s), seed {record['seed']}"
+    )
     return title + "\n" + _format_table(header, rows) + "\n\naccuracy matrix of the attacked branch:"
 
 
@@ -227,13 +315,22 @@ def command_run(args: argparse.Namespace, argv: Sequence[str]) -> None:
     from cl_bench.config import load_yaml, resolve
 
     spec = load_yaml(args.config) if args.config else {}
-    flags = {"scenario": args.scenario, "model": args.model, "strategy": args.strategy, "attack": args.attack,
-             "seed": args.seed, "preset": args.preset, **given(args, TRAIN_SHORTCUTS)}
+    flags = {
+        "scenario": args.scenario,
+        "model": args.model,
+        "strategy": args.strategy,
+        "attack": args.attack,
+        "seed": args.seed,
+        "preset": args.preset,
+        **given(args, TRAIN_SHORTCUTS),
+    }
     config = resolve(spec, flags, args.set)  # a bad name or value fails here, before torch is imported
     from cl_bench import records, runner
+
     command = "cl-bench " + " ".join(shlex.quote(part) for part in argv)
-    run_dir = runner.execute(config, args.out, command=command, resume=args.resume, force=args.force,
-                             progress=not args.no_progress)
+    run_dir = runner.execute(
+        config, args.out, command=command, resume=args.resume, force=args.force, progress=not args.no_progress
+    )
     record, _ = records.read_record(run_dir)
     if record is not None:
         print(summary_table(record))
@@ -246,8 +343,9 @@ def command_pretrain(args: argparse.Namespace, argv: Sequence[str]) -> None:
 
     values = given(args, list(config_fields(PretrainConfig)))
     command = "cl-bench " + " ".join(shlex.quote(part) for part in argv)
-    weights = pretrain.pretrain(args.model, args.set, values, name=args.name, force=args.force,
-                                progress=not args.no_progress, command=command)
+    weights = pretrain.pretrain(
+        args.model, args.set, values, name=args.name, force=args.force, progress=not args.no_progress, command=command
+    )
     card = read_card(weights)
     assert card is not None  # pretrain() returns only weights it wrote (or found) with their card
     print(pretrain.card_summary(card))
@@ -265,8 +363,15 @@ def command_sweep(args: argparse.Namespace) -> None:
             print(f"{run_spec.run_id}  {run_spec.label}")
         print(f"{len(runs)} runs")
         return
-    result = sweep.run_sweep(args.file, args.out, selection, workers=args.workers, executor=args.executor,
-                             address=args.address, force=args.force)
+    result = sweep.run_sweep(
+        args.file,
+        args.out,
+        selection,
+        workers=args.workers,
+        executor=args.executor,
+        address=args.address,
+        force=args.force,
+    )
     print(f"{result.done} done, {result.skipped} skipped, {result.failed} failed")
     if result.failed:
         raise SystemExit(1)
@@ -314,14 +419,19 @@ def _read_attack_board(path: Path) -> list[dict]:
             config = json.loads(row.get("attack_config") or "{}")
             mean = float(row["bwt_difference_mean"])
             std = float(row.get("bwt_difference_std") or 0)
-            well_formed = (isinstance(config, dict) and math.isfinite(mean) and math.isfinite(std)
-                           and all(isinstance(row.get(key), str) for key in ("scenario", "setting", "strategy",
-                                                                             "attack")))
+            well_formed = (
+                isinstance(config, dict)
+                and math.isfinite(mean)
+                and math.isfinite(std)
+                and all(isinstance(row.get(key), str) for key in ("scenario", "setting", "strategy", "attack"))
+            )
         except (ValueError, TypeError, KeyError):
             well_formed = False
         if not well_formed:
-            raise UserError(f"{path} line {number} is not a well-formed attack board row; regenerate the board with "
-                            f"`cl-bench leaderboard`")
+            raise UserError(
+                f"{path} line {number} is not a well-formed attack board row; regenerate the board with "
+                f"`cl-bench leaderboard`"
+            )
     return board
 
 
@@ -430,8 +540,9 @@ def command_docs(args: argparse.Namespace) -> None:
         raise UserError(f"leaderboards directory {args.leaderboards} does not exist; pass --leaderboards DIR")
     differing = write_pages(args.docs, args.leaderboards, check=args.check, readme=args.readme)
     if args.check and differing:
-        print(f"generated pages out of date: {', '.join(differing)}; run `cl-bench docs` and commit them",
-              file=sys.stderr)
+        print(
+            f"generated pages out of date: {', '.join(differing)}; run `cl-bench docs` and commit them", file=sys.stderr
+        )
         raise SystemExit(1)
     print(f"{len(differing)} page(s) {'differ' if args.check else 'written'}")
 

@@ -188,13 +188,20 @@ class TrainConfig(ComponentConfig):
     weight_decay: float = param(0.0, "L2 weight decay", low=0.0)
     optimizer: str = param("sgd", "optimizer, reset at the start of every experience", choices=("sgd", "adam"))
     device: str = param("auto", "auto (CUDA when present, else CPU), cpu or cuda", choices=("auto", "cpu", "cuda"))
-    num_workers: int = param(0, "DataLoader worker processes for datasets read image by image (224-px CIFAR, "
-                                "ImageNet-R) in offline training and in evaluation; tensor data is sliced in-process "
-                                "and ignores it", low=0)
-    threads: int = param(1, "torch intra-op threads of this run (recorded as environment.torch_threads); 0 leaves "
-                            "torch's default, one per core. 1 by default: on the suite's models 2 threads are no "
-                            "faster, and two 2-thread runs on 2 cores slow each other 6x (benchmarks/threads.py)",
-                         low=0)
+    num_workers: int = param(
+        0,
+        "DataLoader worker processes for datasets read image by image (224-px CIFAR, "
+        "ImageNet-R) in offline training and in evaluation; tensor data is sliced in-process "
+        "and ignores it",
+        low=0,
+    )
+    threads: int = param(
+        1,
+        "torch intra-op threads of this run (recorded as environment.torch_threads); 0 leaves "
+        "torch's default, one per core. 1 by default: on the suite's models 2 threads are no "
+        "faster, and two 2-thread runs on 2 cores slow each other 6x (benchmarks/threads.py)",
+        low=0,
+    )
 
     omitted_at_default: ClassVar[tuple[str, ...]] = ("num_workers", "threads")
 
@@ -272,8 +279,7 @@ def load_yaml(path: Path) -> dict:
     try:
         content = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as error:
-        raise UserError(f"config file {path} is not UTF-8 text (byte {error.start}); save it as UTF-8 YAML") \
-            from None
+        raise UserError(f"config file {path} is not UTF-8 text (byte {error.start}); save it as UTF-8 YAML") from None
     except OSError as error:
         raise UserError(f"config file {path} cannot be read: {error.strerror}") from None
     except yaml.YAMLError as error:
@@ -326,7 +332,7 @@ def split_model_name(name: Optional[str], values: dict) -> tuple[Optional[str], 
     """``timm:NAME`` -> model ``timm`` with ``arch=NAME`` (so the record shows "timm" and the arch)."""
     if not isinstance(name, str) or not name.startswith(TIMM_PREFIX):
         return name, values
-    arch = name[len(TIMM_PREFIX):]
+    arch = name[len(TIMM_PREFIX) :]
     if not arch:
         raise UserError("model timm:NAME needs a timm model name, e.g. --model timm:vit_tiny_patch16_224")
     if values.get("arch", arch) != arch:
@@ -338,8 +344,9 @@ def split_model_name(name: Optional[str], values: dict) -> tuple[Optional[str], 
 TRAIN_SHORTCUTS = ("epochs", "batch_size", "lr", "device")
 
 
-def resolve(spec: Optional[dict] = None, flags: Optional[dict] = None, sets: Sequence[str] = (),
-            import_components: bool = True) -> RunConfig:
+def resolve(
+    spec: Optional[dict] = None, flags: Optional[dict] = None, sets: Sequence[str] = (), import_components: bool = True
+) -> RunConfig:
     """Resolve a run config from a YAML-like ``spec``, CLI ``flags`` and ``--set`` assignments.
 
     ``flags`` keys: scenario, model, strategy, attack, seed, epochs, batch_size, lr, device,
@@ -366,14 +373,18 @@ def resolve(spec: Optional[dict] = None, flags: Optional[dict] = None, sets: Seq
         if name_of_kind is not None:
             entry = REGISTRIES[kind].card(name_of_kind)
             components[kind] = build_config(entry.config_class, values[kind], kind)
-    train_layers = {**scenario_entry.meta.get("train_defaults", {}),
-                    **strategy_entry.meta.get("train_defaults", {}), **values["train"]}
+    train_layers = {
+        **scenario_entry.meta.get("train_defaults", {}),
+        **strategy_entry.meta.get("train_defaults", {}),
+        **values["train"],
+    }
     train = cast(TrainConfig, build_config(TrainConfig, train_layers, "train"))
     seed = _coerce(flags.get("seed", spec.get("seed", preset.get("seed", 0))), int, "seed")
     if not 0 <= seed <= MAX_SEED:
         raise UserError(f"seed must be between 0 and {MAX_SEED}, got {seed}")
-    config = RunConfig(str(names["scenario"]), str(names["model"]), str(names["strategy"]), names["attack"], seed,
-                       train, components)
+    config = RunConfig(
+        str(names["scenario"]), str(names["model"]), str(names["strategy"]), names["attack"], seed, train, components
+    )
     return materialize(config) if import_components else config
 
 
@@ -409,8 +420,9 @@ def _preset_and_top_level_checks(spec: dict, flags: dict) -> dict:
     return preset
 
 
-def _user_layers(spec: dict, flags: dict, sets: Sequence[str], preset: dict
-                 ) -> tuple[dict[str, Optional[str]], dict[str, dict], dict[str, tuple[Optional[str], dict]]]:
+def _user_layers(
+    spec: dict, flags: dict, sets: Sequence[str], preset: dict
+) -> tuple[dict[str, Optional[str]], dict[str, dict], dict[str, tuple[Optional[str], dict]]]:
     """(component names, field values per kind incl. train, the preset's components): config file, flags, --set."""
     names: dict[str, Optional[str]] = {}
     values: dict[str, dict] = {}
@@ -426,7 +438,8 @@ def _user_layers(spec: dict, flags: dict, sets: Sequence[str], preset: dict
     if str(flags.get("model", "")).startswith(TIMM_PREFIX):
         # the flag's arch beats the config file's (--set still beats both)
         names["model"], values["model"] = split_model_name(
-            names["model"], {k: v for k, v in values["model"].items() if k != "arch"})
+            names["model"], {k: v for k, v in values["model"].items() if k != "arch"}
+        )
     train_values = spec.get("train") or {}
     if not isinstance(train_values, dict):
         raise UserError(f"train must be a mapping of training settings, got {train_values!r}")
@@ -453,9 +466,13 @@ def _fill_default_names(names: dict[str, Optional[str]], values: dict[str, dict]
     return scenario_entry, REGISTRIES["strategy"].card(strategy)
 
 
-def _add_registered_layers(names: dict[str, Optional[str]], values: dict[str, dict],
-                           preset_components: dict[str, tuple[Optional[str], dict]], scenario_entry: Any,
-                           strategy_entry: Any) -> None:
+def _add_registered_layers(
+    names: dict[str, Optional[str]],
+    values: dict[str, dict],
+    preset_components: dict[str, tuple[Optional[str], dict]],
+    scenario_entry: Any,
+    strategy_entry: Any,
+) -> None:
     """Under the user's values: the preset's component settings, the strategy's scenario_defaults, and the
     scenario's model_defaults for its default model (train_defaults are layered when TrainConfig is built)."""
     for kind, (preset_name_of_kind, preset_values) in preset_components.items():
@@ -468,8 +485,10 @@ def _add_registered_layers(names: dict[str, Optional[str]], values: dict[str, di
             preset_values = {k: v for k, v in preset_values.items() if k in known}
         values[kind] = {**preset_values, **values[kind]}
     # the strategy's values chosen for this scenario sit just above its own defaults
-    values["strategy"] = {**strategy_entry.meta.get("scenario_defaults", {}).get(names["scenario"], {}),
-                          **values["strategy"]}
+    values["strategy"] = {
+        **strategy_entry.meta.get("scenario_defaults", {}).get(names["scenario"], {}),
+        **values["strategy"],
+    }
     if names["model"] == scenario_entry.meta.get("default_model", "mlp"):
         # the scenario's recommended model settings (e.g. the Swiss roll's bias-free 100-100 MLP)
         values["model"] = {**scenario_entry.meta.get("model_defaults", {}), **values["model"]}

@@ -57,6 +57,8 @@ FMNIST_FILES = {
 FMNIST_REAL_COUNTS = {"train": 60000, "test": 10000}
 FMNIST_IMAGE_SIZE = (28, 28)
 FMNIST_CLASSES = 10
+
+
 def read_idx(path: Path) -> np.ndarray:
     """Decode one IDX file (gzipped or plain) into an array of its declared type and shape.
 
@@ -80,8 +82,9 @@ def read_idx(path: Path) -> np.ndarray:
     shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
     expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if len(raw) - header != expected:
-        raise UserError(f"corrupt IDX file {path}: {len(raw) - header} data bytes, expected {expected} "
-                        f"for shape {shape}")
+        raise UserError(
+            f"corrupt IDX file {path}: {len(raw) - header} data bytes, expected {expected} for shape {shape}"
+        )
     array = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
     return array.astype(dtype.newbyteorder("="), copy=False)
 
@@ -130,21 +133,32 @@ def decode_fmnist(files: dict[str, Path], real_counts: bool = False) -> ImageArr
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         image_file, label_file = files[f"{split}_images"], files[f"{split}_labels"]
         if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != FMNIST_IMAGE_SIZE:
-            raise UserError(f"corrupt Fashion-MNIST file {image_file}: expected uint8 images of shape "
-                            f"(N, 28, 28), got {images.dtype} {images.shape}")
+            raise UserError(
+                f"corrupt Fashion-MNIST file {image_file}: expected uint8 images of shape "
+                f"(N, 28, 28), got {images.dtype} {images.shape}"
+            )
         if labels.dtype != np.uint8 or labels.ndim != 1:
-            raise UserError(f"corrupt Fashion-MNIST file {label_file}: expected uint8 labels of shape (N,), "
-                            f"got {labels.dtype} {labels.shape}")
+            raise UserError(
+                f"corrupt Fashion-MNIST file {label_file}: expected uint8 labels of shape (N,), "
+                f"got {labels.dtype} {labels.shape}"
+            )
         if len(images) != len(labels) or len(images) == 0:
-            raise UserError(f"inconsistent Fashion-MNIST files: {image_file} has {len(images)} images but "
-                            f"{label_file} has {len(labels)} labels")
+            raise UserError(
+                f"inconsistent Fashion-MNIST files: {image_file} has {len(images)} images but "
+                f"{label_file} has {len(labels)} labels"
+            )
         if labels.max() >= FMNIST_CLASSES:
             raise UserError(f"corrupt Fashion-MNIST file {label_file}: label {int(labels.max())} is not in 0..9")
         if real_counts and len(labels) != FMNIST_REAL_COUNTS[split]:
-            raise UserError(f"Fashion-MNIST file {image_file} has {len(labels)} samples, expected "
-                            f"{FMNIST_REAL_COUNTS[split]}")
-    return ImageArrays(arrays["train_images"], arrays["train_labels"].astype(np.int64),
-                       arrays["test_images"], arrays["test_labels"].astype(np.int64))
+            raise UserError(
+                f"Fashion-MNIST file {image_file} has {len(labels)} samples, expected {FMNIST_REAL_COUNTS[split]}"
+            )
+    return ImageArrays(
+        arrays["train_images"],
+        arrays["train_labels"].astype(np.int64),
+        arrays["test_images"],
+        arrays["test_labels"].astype(np.int64),
+    )
 
 
 _CACHE: dict[str, tuple[tuple, ImageArrays]] = {}
@@ -173,8 +187,10 @@ def load_fmnist(directory: Path) -> ImageArrays:
     try:
         files = fmnist_files(directory)
     except FileNotFoundError:
-        raise UserError(f"Fashion-MNIST not found in {directory}; run `cl-bench data prepare fmnist` "
-                        "(Debian: apt-get install dataset-fashion-mnist)") from None
+        raise UserError(
+            f"Fashion-MNIST not found in {directory}; run `cl-bench data prepare fmnist` "
+            "(Debian: apt-get install dataset-fashion-mnist)"
+        ) from None
     return _cached("fmnist", list(files.values()), lambda: decode_fmnist(files))
 
 
@@ -202,11 +218,34 @@ class CifarLayout:
 
 
 CIFAR_LAYOUTS = {
-    "cifar10": CifarLayout("cifar10", "CIFAR-10", "cifar10", "cifar-10-batches-py", "cifar-10-python.tar.gz",
-                           tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",), "batches.meta",
-                           "labels", "label_names", 10, "CIFAR10"),
-    "cifar100": CifarLayout("cifar100", "CIFAR-100", "cifar100", "cifar-100-python", "cifar-100-python.tar.gz",
-                            ("train",), ("test",), "meta", "fine_labels", "fine_label_names", 100, "CIFAR100"),
+    "cifar10": CifarLayout(
+        "cifar10",
+        "CIFAR-10",
+        "cifar10",
+        "cifar-10-batches-py",
+        "cifar-10-python.tar.gz",
+        tuple(f"data_batch_{i}" for i in range(1, 6)),
+        ("test_batch",),
+        "batches.meta",
+        "labels",
+        "label_names",
+        10,
+        "CIFAR10",
+    ),
+    "cifar100": CifarLayout(
+        "cifar100",
+        "CIFAR-100",
+        "cifar100",
+        "cifar-100-python",
+        "cifar-100-python.tar.gz",
+        ("train",),
+        ("test",),
+        "meta",
+        "fine_labels",
+        "fine_label_names",
+        100,
+        "CIFAR100",
+    ),
 }
 CIFAR_PIXELS = 3 * 32 * 32
 
@@ -271,8 +310,9 @@ def read_cifar_batch(path: Path, label_key: str, num_classes: int) -> tuple[np.n
     data = np.asarray(content["data"])
     labels = np.asarray(content[label_key])
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != CIFAR_PIXELS:
-        raise UserError(f"corrupt CIFAR file {path}: 'data' must be uint8 of shape (N, 3072), "
-                        f"got {data.dtype} {data.shape}")
+        raise UserError(
+            f"corrupt CIFAR file {path}: 'data' must be uint8 of shape (N, 3072), got {data.dtype} {data.shape}"
+        )
     if labels.ndim != 1 or len(labels) != len(data) or not np.issubdtype(labels.dtype, np.integer):
         raise UserError(f"corrupt CIFAR file {path}: {len(data)} images but labels of shape {labels.shape}")
     if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
@@ -294,6 +334,7 @@ def cifar_files(layout: CifarLayout, folder: Path) -> list[Path]:
 
 def decode_cifar(layout: CifarLayout, folder: Path) -> ImageArrays:
     """Decode and cross-check a CIFAR-10/100 batch folder (the pickles read by the restricted reader)."""
+
     def concat(names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
         parts = [read_cifar_batch(folder / name, layout.label_key, layout.num_classes) for name in names]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
@@ -306,16 +347,19 @@ def decode_cifar(layout: CifarLayout, folder: Path) -> ImageArrays:
     meta = read_cifar_pickle(meta_path)
     names = meta.get(layout.names_key)
     if not isinstance(names, list) or len(names) != layout.num_classes:
-        raise UserError(f"corrupt CIFAR file {meta_path}: {layout.names_key!r} must list "
-                        f"{layout.num_classes} class names")
+        raise UserError(
+            f"corrupt CIFAR file {meta_path}: {layout.names_key!r} must list {layout.num_classes} class names"
+        )
     class_names = tuple(n.decode("latin1") if isinstance(n, bytes) else str(n) for n in names)
     return ImageArrays(train_images, train_labels, test_images, test_labels, class_names)
 
 
 def cifar_missing_message(layout: CifarLayout, folder: Path) -> str:
-    return (f"{layout.title} not found in {folder}; run `cl-bench data prepare {layout.name} --from DIR` "
-            f"(DIR holding {layout.base_folder}/ or {layout.archive}), or `cl-bench data prepare "
-            f"{layout.name}` to download it where a network exists")
+    return (
+        f"{layout.title} not found in {folder}; run `cl-bench data prepare {layout.name} --from DIR` "
+        f"(DIR holding {layout.base_folder}/ or {layout.archive}), or `cl-bench data prepare "
+        f"{layout.name}` to download it where a network exists"
+    )
 
 
 def load_cifar(name: str, root: Path) -> ImageArrays:
@@ -373,20 +417,26 @@ def list_image_folder(folder: Path, title: str) -> ImageFolderListing:
     ``MIN_IMAGES_PER_CLASS`` images. Hidden files and folders are skipped.
     """
     folder = Path(folder)
-    class_dirs = sorted((entry for entry in folder.iterdir() if entry.is_dir() and not entry.name.startswith(".")),
-                        key=lambda entry: entry.name)
+    class_dirs = sorted(
+        (entry for entry in folder.iterdir() if entry.is_dir() and not entry.name.startswith(".")),
+        key=lambda entry: entry.name,
+    )
     layout = f"{title} must be class folders of images (e.g. n01443537/art_0.jpg)"
     if len(class_dirs) < 2:
         raise UserError(f"{folder} holds {len(class_dirs)} class folder(s), at least 2 are needed; {layout}")
     paths: list[str] = []
     labels: list[int] = []
     for label, class_dir in enumerate(class_dirs):
-        images = sorted(entry.name for entry in class_dir.iterdir()
-                        if entry.is_file() and not entry.name.startswith(".")
-                        and entry.name.lower().endswith(IMAGE_EXTENSIONS))
+        images = sorted(
+            entry.name
+            for entry in class_dir.iterdir()
+            if entry.is_file() and not entry.name.startswith(".") and entry.name.lower().endswith(IMAGE_EXTENSIONS)
+        )
         if len(images) < MIN_IMAGES_PER_CLASS:
-            raise UserError(f"class folder {class_dir} holds {len(images)} image(s), at least {MIN_IMAGES_PER_CLASS} "
-                            f"are needed (one to train, one to test); {layout}")
+            raise UserError(
+                f"class folder {class_dir} holds {len(images)} image(s), at least {MIN_IMAGES_PER_CLASS} "
+                f"are needed (one to train, one to test); {layout}"
+            )
         paths.extend(str(class_dir / name) for name in images)
         labels.extend([label] * len(images))
     return ImageFolderListing(folder, tuple(d.name for d in class_dirs), tuple(paths), np.asarray(labels, np.int64))
@@ -407,8 +457,10 @@ def check_images_decode(listing: ImageFolderListing) -> None:
 
 
 def imagenet_r_missing_message(folder: Path) -> str:
-    return (f"ImageNet-R not found in {folder}; run `cl-bench data prepare imagenet-r --from DIR` (DIR holding "
-            f"{IMAGENET_R_DIRNAME}/ or {IMAGENET_R_ARCHIVE}, from {IMAGENET_R_URL})")
+    return (
+        f"ImageNet-R not found in {folder}; run `cl-bench data prepare imagenet-r --from DIR` (DIR holding "
+        f"{IMAGENET_R_DIRNAME}/ or {IMAGENET_R_ARCHIVE}, from {IMAGENET_R_URL})"
+    )
 
 
 def load_imagenet_r(folder: Path) -> ImageFolderListing:

@@ -36,10 +36,24 @@ import zlib
 from pathlib import Path
 from typing import Iterator, Optional
 
-from cl_bench.data import (CIFAR_LAYOUTS, DATASETS, FMNIST_DIRNAME, FMNIST_FILES, IMAGENET_R_ARCHIVE,
-                           IMAGENET_R_DIRNAME, IMAGENET_R_URL, CifarLayout, ImageFolderListing, cifar_files,
-                           decode_cifar, decode_fmnist, fmnist_files, check_images_decode, file_digest,
-                           list_image_folder)
+from cl_bench.data import (
+    CIFAR_LAYOUTS,
+    DATASETS,
+    FMNIST_DIRNAME,
+    FMNIST_FILES,
+    IMAGENET_R_ARCHIVE,
+    IMAGENET_R_DIRNAME,
+    IMAGENET_R_URL,
+    CifarLayout,
+    ImageFolderListing,
+    cifar_files,
+    decode_cifar,
+    decode_fmnist,
+    fmnist_files,
+    check_images_decode,
+    file_digest,
+    list_image_folder,
+)
 from cl_bench.errors import UserError
 
 FMNIST_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")  # package dataset-fashion-mnist
@@ -91,8 +105,10 @@ def _download(url: str, destination: Path) -> None:
 
 def _prepare_fmnist(source: Optional[Path], root: Path, allow_download: bool) -> Path:
     destination = root / FMNIST_DIRNAME
-    how_to = ("get the four IDX files (Debian: apt-get install dataset-fashion-mnist, which installs them in "
-              f"{FMNIST_DEBIAN_DIR}) and run `cl-bench data prepare fmnist --from DIR`")
+    how_to = (
+        "get the four IDX files (Debian: apt-get install dataset-fashion-mnist, which installs them in "
+        f"{FMNIST_DEBIAN_DIR}) and run `cl-bench data prepare fmnist --from DIR`"
+    )
     if source is None:
         with contextlib.suppress(FileNotFoundError):
             fmnist_files(destination)
@@ -106,8 +122,7 @@ def _prepare_fmnist(source: Optional[Path], root: Path, allow_download: bool) ->
         try:
             files = fmnist_files(source)
         except FileNotFoundError as missing:
-            raise UserError(f"Fashion-MNIST files missing in {source}: {missing} (each may be .gz); "
-                            f"{how_to}") from None
+            raise UserError(f"Fashion-MNIST files missing in {source}: {missing} (each may be .gz); {how_to}") from None
         decode_fmnist(files)  # validate before writing anything (errors name the source files)
         with _staging_dir(root, FMNIST_DIRNAME) as staging:
             for path in files.values():
@@ -170,8 +185,10 @@ def _extract_cifar_archive(layout: CifarLayout, archive: Path, staging: Path) ->
 def _prepare_cifar(name: str, source: Optional[Path], root: Path, allow_download: bool) -> Path:
     layout = CIFAR_LAYOUTS[name]
     destination = root / layout.dirname
-    how_to = (f"pass --from DIR where DIR holds {layout.base_folder}/ or {layout.archive} "
-              f"(from https://www.cs.toronto.edu/~kriz/cifar.html)")
+    how_to = (
+        f"pass --from DIR where DIR holds {layout.base_folder}/ or {layout.archive} "
+        f"(from https://www.cs.toronto.edu/~kriz/cifar.html)"
+    )
     if source is None:
         with contextlib.suppress(FileNotFoundError):
             cifar_files(layout, destination / layout.base_folder)
@@ -186,8 +203,10 @@ def _prepare_cifar(name: str, source: Optional[Path], root: Path, allow_download
             try:
                 _download(dataset_class.url, archive)
             except DOWNLOAD_ERRORS as error:
-                raise UserError(f"could not download {layout.title} from {dataset_class.url} "
-                                f"({getattr(error, 'reason', error)}); {how_to}") from None
+                raise UserError(
+                    f"could not download {layout.title} from {dataset_class.url} "
+                    f"({getattr(error, 'reason', error)}); {how_to}"
+                ) from None
             if file_digest(archive) != dataset_class.tgz_md5:
                 raise UserError(f"downloaded {layout.title} archive has the wrong MD5; retry, or {how_to}")
             _extract_cifar_archive(layout, archive, staging)
@@ -214,6 +233,7 @@ def _prepare_cifar(name: str, source: Optional[Path], root: Path, allow_download
 # ---------------------------------------------------------------------------------------------
 # ImageNet-R (an image folder: one sub-folder of images per class)
 # ---------------------------------------------------------------------------------------------
+
 
 def _install_image_folder(listing: ImageFolderListing, staging: Path, move: bool) -> None:
     """Put the listed images into ``staging/<class>/`` (moved out of a temporary tree, else copied)."""
@@ -252,8 +272,10 @@ def _extract_imagenet_r(archive: Path, staging: Path) -> None:
 
 def _prepare_imagenet_r(source: Optional[Path], root: Path) -> Path:
     destination = root / IMAGENET_R_DIRNAME
-    how_to = (f"download {IMAGENET_R_ARCHIVE} from {IMAGENET_R_URL} and run `cl-bench data prepare imagenet-r "
-              f"--from DIR` (DIR holding {IMAGENET_R_DIRNAME}/ or {IMAGENET_R_ARCHIVE})")
+    how_to = (
+        f"download {IMAGENET_R_ARCHIVE} from {IMAGENET_R_URL} and run `cl-bench data prepare imagenet-r "
+        f"--from DIR` (DIR holding {IMAGENET_R_DIRNAME}/ or {IMAGENET_R_ARCHIVE})"
+    )
     if source is None:
         if destination.is_dir():
             list_image_folder(destination, "ImageNet-R")  # already prepared (else: what is wrong with it)

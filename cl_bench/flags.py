@@ -17,8 +17,12 @@ def flag_name(field_name: str) -> str:
     return "--" + field_name.replace("_", "-")
 
 
-def add_config_flags(parser: argparse.ArgumentParser, config_class: type, names: Optional[Sequence[str]] = None,
-                     aliases: Optional[dict[str, Sequence[str]]] = None) -> None:
+def add_config_flags(
+    parser: argparse.ArgumentParser,
+    config_class: type,
+    names: Optional[Sequence[str]] = None,
+    aliases: Optional[dict[str, Sequence[str]]] = None,
+) -> None:
     """Add ``--field-name`` for each field of ``config_class`` (or only ``names``).
 
     Every flag defaults to None ("not given"), so only the flags a user types override the lower layers.

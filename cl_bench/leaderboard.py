@@ -51,9 +51,12 @@ CL_METRICS: tuple[tuple[str, Callable[[dict], Any]], ...] = (
 )
 GROUP_COLUMNS = ("scenario", "setting", "strategy", "model", "config_id")
 CONFIG_COLUMNS = ("strategy_config", "model_config", "scenario_config", "train_config")
-CL_COLUMNS = (GROUP_COLUMNS + ("n_seeds", "seeds")
-              + tuple(f"{stem}_{stat}" for stem, _ in CL_METRICS for stat in ("mean", "std"))
-              + CONFIG_COLUMNS)
+CL_COLUMNS = (
+    GROUP_COLUMNS
+    + ("n_seeds", "seeds")
+    + tuple(f"{stem}_{stat}" for stem, _ in CL_METRICS for stat in ("mean", "std"))
+    + CONFIG_COLUMNS
+)
 
 # validation numbers (``scenario.validation_fraction`` > 0): a board whose records have them gets these columns
 # and is ranked by validation ACC, the number hyperparameters are selected by
@@ -61,12 +64,24 @@ VALIDATION_METRICS: tuple[tuple[str, Callable[[dict], Any]], ...] = (
     ("val_acc", lambda r: (r.get("metrics_validation") or {}).get("acc")),
     ("val_bwt", lambda r: (r.get("metrics_validation") or {}).get("bwt")),
 )
-CL_VALIDATION_COLUMNS = (CL_COLUMNS[:-len(CONFIG_COLUMNS)]
-                         + tuple(f"{stem}_{stat}" for stem, _ in VALIDATION_METRICS for stat in ("mean", "std"))
-                         + CONFIG_COLUMNS)
+CL_VALIDATION_COLUMNS = (
+    CL_COLUMNS[: -len(CONFIG_COLUMNS)]
+    + tuple(f"{stem}_{stat}" for stem, _ in VALIDATION_METRICS for stat in ("mean", "std"))
+    + CONFIG_COLUMNS
+)
 
-MARKDOWN_COLUMNS = ("setting", "strategy", "n_seeds", "acc_mean", "acc_std", "bwt_mean", "bwt_std",
-                    "forgetting_mean", "learning_acc_mean", "wall_time_s_mean")
+MARKDOWN_COLUMNS = (
+    "setting",
+    "strategy",
+    "n_seeds",
+    "acc_mean",
+    "acc_std",
+    "bwt_mean",
+    "bwt_std",
+    "forgetting_mean",
+    "learning_acc_mean",
+    "wall_time_s_mean",
+)
 
 Warn = Callable[[str], None]
 
@@ -76,6 +91,7 @@ def _warn_stderr(message: str) -> None:
 
 
 # ----------------------------------------------------------------------------- reading records
+
 
 def _record_files(paths_or_dirs: Union[Path, str, Iterable[Union[Path, str]]], warn: Warn) -> list[Path]:
     """Expand record files, run directories and runs directories into record.json paths."""
@@ -90,8 +106,7 @@ def _record_files(paths_or_dirs: Union[Path, str, Iterable[Union[Path, str]]], w
             files.append(path / RECORD_FILE)
         elif path.is_dir():
             # hidden entries are temporary directories of runs being written, not runs
-            children = sorted(child for child in path.iterdir()
-                              if child.is_dir() and not child.name.startswith("."))
+            children = sorted(child for child in path.iterdir() if child.is_dir() and not child.name.startswith("."))
             if not children:
                 warn(f"{path} holds no run directories")
             for child in children:
@@ -104,8 +119,9 @@ def _record_files(paths_or_dirs: Union[Path, str, Iterable[Union[Path, str]]], w
     return files
 
 
-def load_records(paths_or_dirs: Union[Path, str, Iterable[Union[Path, str]]],
-                 warn: Optional[Warn] = None) -> list[dict]:
+def load_records(
+    paths_or_dirs: Union[Path, str, Iterable[Union[Path, str]]], warn: Optional[Warn] = None
+) -> list[dict]:
     """Complete run records from record files, run directories or directories of runs.
 
     Incomplete, corrupt or partial records are skipped with a one-line warning through ``warn``
@@ -123,6 +139,7 @@ def load_records(paths_or_dirs: Union[Path, str, Iterable[Union[Path, str]]],
 
 
 # ----------------------------------------------------------------------------- statistics
+
 
 def _number(value: Any) -> Optional[float]:
     """A finite float, or None for a missing / non-numeric / NaN value."""
@@ -189,6 +206,7 @@ def record_setting(record: dict) -> str:
 
 # ----------------------------------------------------------------------------- boards
 
+
 @dataclass
 class Board:
     """One CSV: its file stem (``cl_split_fmnist``), its columns in order and its rows."""
@@ -225,8 +243,10 @@ def _dedupe_seeds(group: list[dict], warn: Warn) -> list[dict]:
     for record in sorted(group, key=lambda r: (str(r.get("created", "")), str(r["run_id"]))):
         seed = record["seed"]
         if seed in by_seed:
-            warn(f"runs {by_seed[seed]['run_id']} and {record['run_id']} share config and seed {seed}; "
-                 f"keeping {record['run_id']} (newer)")
+            warn(
+                f"runs {by_seed[seed]['run_id']} and {record['run_id']} share config and seed {seed}; "
+                f"keeping {record['run_id']} (newer)"
+            )
         by_seed[seed] = record
     return [by_seed[seed] for seed in sorted(by_seed, key=lambda s: (str(type(s)), s))]
 
@@ -235,9 +255,13 @@ def _group_columns(group: list[dict]) -> dict[str, Any]:
     """What identifies one group of same-config records (one per seed): names, seeds, config columns."""
     first = group[0]
     return {
-        "scenario": first["scenario"], "setting": record_setting(first), "strategy": first["strategy"],
-        "model": record_model(first), "config_id": record_config_id(first),
-        "n_seeds": len(group), "seeds": ";".join(str(r["seed"]) for r in group),
+        "scenario": first["scenario"],
+        "setting": record_setting(first),
+        "strategy": first["strategy"],
+        "model": record_model(first),
+        "config_id": record_config_id(first),
+        "n_seeds": len(group),
+        "seeds": ";".join(str(r["seed"]) for r in group),
         "strategy_config": _component_fields(first, "strategy"),
         "model_config": _component_fields(first, "model"),
         "scenario_config": _component_fields(first, "scenario"),
@@ -279,17 +303,25 @@ def clean_cl_boards(records: list[dict], warn: Warn = _warn_stderr) -> list[Boar
     for record in records:
         if record.get("attack") is not None or is_task_free(record):
             continue
-        key = (board_scenario(record), record_setting(record), record["strategy"], record_model(record),
-               record_config_id(record))
+        key = (
+            board_scenario(record),
+            record_setting(record),
+            record["strategy"],
+            record_model(record),
+            record_config_id(record),
+        )
         groups.setdefault(key, []).append(record)
     validated = {key[0] for key, group in groups.items() if any(r.get("metrics_validation") for r in group)}
     rows_by_scenario: dict[str, list[dict]] = {}
     for key in sorted(groups):
         board_metrics = CL_METRICS + (VALIDATION_METRICS if key[0] in validated else ())
         rows_by_scenario.setdefault(key[0], []).append(_seed_row(_dedupe_seeds(groups[key], warn), board_metrics))
-    return [Board(f"cl_{scenario}", CL_VALIDATION_COLUMNS, sorted(rows, key=_validation_row_order))
-            if scenario in validated else Board(f"cl_{scenario}", CL_COLUMNS, sorted(rows, key=_row_order))
-            for scenario, rows in sorted(rows_by_scenario.items())]
+    return [
+        Board(f"cl_{scenario}", CL_VALIDATION_COLUMNS, sorted(rows, key=_validation_row_order))
+        if scenario in validated
+        else Board(f"cl_{scenario}", CL_COLUMNS, sorted(rows, key=_row_order))
+        for scenario, rows in sorted(rows_by_scenario.items())
+    ]
 
 
 # (column stem, how to read it) for the per-seed numbers of a task-free stream
@@ -301,11 +333,24 @@ ONLINE_METRICS: tuple[tuple[str, Callable[[dict], Any]], ...] = (
     ("bwt", lambda r: r["metrics"].get("bwt")),
     ("wall_time_s", lambda r: r["timing"].get("total_s")),
 )
-ONLINE_COLUMNS = (("scenario", "mode", "strategy", "strategy_setting", "model", "config_id", "n_seeds", "seeds")
-                  + tuple(f"{stem}_{stat}" for stem, _ in ONLINE_METRICS for stat in ("mean", "std"))
-                  + CONFIG_COLUMNS)
-ONLINE_MARKDOWN_COLUMNS = ("mode", "strategy", "strategy_setting", "n_seeds", "acc_mean", "acc_std", "forgetting_mean",
-                           "a_auc_mean", "a_auc_std", "a_last_mean", "wall_time_s_mean")
+ONLINE_COLUMNS = (
+    ("scenario", "mode", "strategy", "strategy_setting", "model", "config_id", "n_seeds", "seeds")
+    + tuple(f"{stem}_{stat}" for stem, _ in ONLINE_METRICS for stat in ("mean", "std"))
+    + CONFIG_COLUMNS
+)
+ONLINE_MARKDOWN_COLUMNS = (
+    "mode",
+    "strategy",
+    "strategy_setting",
+    "n_seeds",
+    "acc_mean",
+    "acc_std",
+    "forgetting_mean",
+    "a_auc_mean",
+    "a_auc_std",
+    "a_last_mean",
+    "wall_time_s_mean",
+)
 
 
 def online_boards(records: list[dict], warn: Warn = _warn_stderr) -> list[Board]:
@@ -318,32 +363,62 @@ def online_boards(records: list[dict], warn: Warn = _warn_stderr) -> list[Board]
     groups: dict[tuple, list[dict]] = {}
     for record in records:
         if record.get("attack") is None and is_task_free(record):
-            key = (record["scenario"], stream_mode(record), record["strategy"], record_model(record),
-                   record_config_id(record))
+            key = (
+                record["scenario"],
+                stream_mode(record),
+                record["strategy"],
+                record_model(record),
+                record_config_id(record),
+            )
             groups.setdefault(key, []).append(record)
     rows_by_scenario: dict[str, list[dict]] = {}
     for key in sorted(groups):
         group = _dedupe_seeds(groups[key], warn)
         strategy_config = group[0]["config"].get("strategy") or {}
-        row = {**_seed_row(group, ONLINE_METRICS), "mode": key[1],
-               "strategy_setting": component_setting("strategy", key[2], strategy_config)}
+        row = {
+            **_seed_row(group, ONLINE_METRICS),
+            "mode": key[1],
+            "strategy_setting": component_setting("strategy", key[2], strategy_config),
+        }
         rows_by_scenario.setdefault(key[0], []).append(row)
+
     def order(row: dict) -> tuple:
         return row["mode"], row["a_auc_mean"] is None, -(row["a_auc_mean"] or 0.0), row["strategy"], row["config_id"]
 
-    return [Board(f"online_{scenario}", ONLINE_COLUMNS, sorted(rows, key=order))
-            for scenario, rows in sorted(rows_by_scenario.items())]
+    return [
+        Board(f"online_{scenario}", ONLINE_COLUMNS, sorted(rows, key=order))
+        for scenario, rows in sorted(rows_by_scenario.items())
+    ]
 
 
 ATTACK_EFFECTS = ("acc", "bwt", "forgetting", "previous_acc", "poisoned_acc")
-ATTACK_COLUMNS = (("attack",) + GROUP_COLUMNS + ("attack_setting", "attack_config", "n_seeds", "seeds")
-                  + tuple(f"{name}_{branch}_{stat}" for name in ATTACK_EFFECTS
-                          for branch in ("clean", "attacked", "difference") for stat in ("mean", "std"))
-                  + ("attack_wall_time_s_mean", "attack_wall_time_s_std", "wall_time_s_mean", "wall_time_s_std")
-                  + CONFIG_COLUMNS)
-ATTACK_MARKDOWN_COLUMNS = ("scenario", "strategy", "attack_setting", "n_seeds", "acc_clean_mean", "acc_attacked_mean",
-                           "bwt_clean_mean", "bwt_attacked_mean", "bwt_difference_mean", "bwt_difference_std",
-                           "poisoned_acc_attacked_mean", "attack_wall_time_s_mean")
+ATTACK_COLUMNS = (
+    ("attack",)
+    + GROUP_COLUMNS
+    + ("attack_setting", "attack_config", "n_seeds", "seeds")
+    + tuple(
+        f"{name}_{branch}_{stat}"
+        for name in ATTACK_EFFECTS
+        for branch in ("clean", "attacked", "difference")
+        for stat in ("mean", "std")
+    )
+    + ("attack_wall_time_s_mean", "attack_wall_time_s_std", "wall_time_s_mean", "wall_time_s_std")
+    + CONFIG_COLUMNS
+)
+ATTACK_MARKDOWN_COLUMNS = (
+    "scenario",
+    "strategy",
+    "attack_setting",
+    "n_seeds",
+    "acc_clean_mean",
+    "acc_attacked_mean",
+    "bwt_clean_mean",
+    "bwt_attacked_mean",
+    "bwt_difference_mean",
+    "bwt_difference_std",
+    "poisoned_acc_attacked_mean",
+    "attack_wall_time_s_mean",
+)
 
 
 def headline_columns(board_name: str) -> Sequence[str]:
@@ -362,10 +437,11 @@ def component_setting(kind: str, name: str, component_config: dict, always: Sequ
 
     registry = REGISTRIES[kind]
     defaults = registry.card(name).config_class() if name in registry else None  # unregistered: every field
-    changed = [f"{field}={value}" for field, value in
-               sorted(component_config.items(), key=lambda item: item[0] not in always)
-               if field != "name" and (field in always or defaults is None
-                                       or getattr(defaults, field, object()) != value)]
+    changed = [
+        f"{field}={value}"
+        for field, value in sorted(component_config.items(), key=lambda item: item[0] not in always)
+        if field != "name" and (field in always or defaults is None or getattr(defaults, field, object()) != value)
+    ]
     return " ".join(changed) or "defaults"
 
 
@@ -380,8 +456,14 @@ def attack_boards(records: list[dict], warn: Warn = _warn_stderr) -> list[Board]
     for record in records:
         if record.get("attack") is None or "attack_effect" not in record:
             continue
-        key = (record["attack"], record["scenario"], record_setting(record), record["strategy"],
-               record_model(record), record_config_id(record))
+        key = (
+            record["attack"],
+            record["scenario"],
+            record_setting(record),
+            record["strategy"],
+            record_model(record),
+            record_config_id(record),
+        )
         groups.setdefault(key, []).append(record)
     rows_by_attack: dict[str, list[dict]] = {}
     for key in sorted(groups):
@@ -396,12 +478,19 @@ def attack_boards(records: list[dict], warn: Warn = _warn_stderr) -> list[Board]
                 values = [r["attack_effect"].get(name, {}).get(branch) for r in group]
                 row[f"{name}_{branch}_mean"], row[f"{name}_{branch}_std"] = mean_std(values)
         row["attack_wall_time_s_mean"], row["attack_wall_time_s_std"] = mean_std(
-            [r["attack_info"].get("wall_time_s") for r in group])
+            [r["attack_info"].get("wall_time_s") for r in group]
+        )
         rows_by_attack.setdefault(key[0], []).append(row)
-    return [Board(f"attack_{attack}", ATTACK_COLUMNS,
-                  sorted(rows, key=lambda r: (r["scenario"], r["setting"], r["strategy"], r["attack_config"],
-                                              r["config_id"])))
-            for attack, rows in sorted(rows_by_attack.items())]
+    return [
+        Board(
+            f"attack_{attack}",
+            ATTACK_COLUMNS,
+            sorted(
+                rows, key=lambda r: (r["scenario"], r["setting"], r["strategy"], r["attack_config"], r["config_id"])
+            ),
+        )
+        for attack, rows in sorted(rows_by_attack.items())
+    ]
 
 
 BoardKind = Callable[[list[dict], Warn], list[Board]]
@@ -409,8 +498,7 @@ BoardKind = Callable[[list[dict], Warn], list[Board]]
 BOARD_KINDS: dict[str, BoardKind] = {"cl": clean_cl_boards, "online": online_boards, "attack": attack_boards}
 
 
-def summarize(records: list[dict], kinds: Optional[Sequence[str]] = None,
-              warn: Optional[Warn] = None) -> list[Board]:
+def summarize(records: list[dict], kinds: Optional[Sequence[str]] = None, warn: Optional[Warn] = None) -> list[Board]:
     """Every board (of the given kinds, default all) built from complete ``records``."""
     warn = warn or _warn_stderr
     unknown = [kind for kind in (kinds or ()) if kind not in BOARD_KINDS]
@@ -422,9 +510,13 @@ def summarize(records: list[dict], kinds: Optional[Sequence[str]] = None,
     return boards
 
 
-def build_leaderboards(runs_dir: Path, out_dir: Path, warn: Optional[Warn] = None,
-                       kinds: Optional[Sequence[str]] = None, markdown: Optional[Callable[[str], None]] = None
-                       ) -> list[Path]:
+def build_leaderboards(
+    runs_dir: Path,
+    out_dir: Path,
+    warn: Optional[Warn] = None,
+    kinds: Optional[Sequence[str]] = None,
+    markdown: Optional[Callable[[str], None]] = None,
+) -> list[Path]:
     """Scan ``runs_dir/*/record.json`` and write one CSV per board into ``out_dir``.
 
     Incomplete or corrupt records are skipped with a warning. Returns the written paths, sorted.

@@ -52,8 +52,9 @@ def learning_accuracy(accuracy_matrix: Sequence[Sequence[float]]) -> float:
     return float(np.diag(_matrix(accuracy_matrix)).mean())
 
 
-def forward_transfer(accuracy_matrix: Sequence[Sequence[float]],
-                     initial_accuracies: Optional[Sequence[float]]) -> Optional[float]:
+def forward_transfer(
+    accuracy_matrix: Sequence[Sequence[float]], initial_accuracies: Optional[Sequence[float]]
+) -> Optional[float]:
     matrix = _matrix(accuracy_matrix)
     if initial_accuracies is None or len(matrix) < 2:
         return None
@@ -74,8 +75,9 @@ def anytime_auc(anytime_accuracies: Sequence[float]) -> Optional[float]:
     return float(np.mean(np.asarray(anytime_accuracies, dtype=float)))
 
 
-def all_metrics(accuracy_matrix: Sequence[Sequence[float]],
-                initial_accuracies: Optional[Sequence[float]] = None) -> dict[str, Optional[float]]:
+def all_metrics(
+    accuracy_matrix: Sequence[Sequence[float]], initial_accuracies: Optional[Sequence[float]] = None
+) -> dict[str, Optional[float]]:
     return {
         "acc": average_accuracy(accuracy_matrix),
         "bwt": backward_transfer(accuracy_matrix),
@@ -85,8 +87,9 @@ def all_metrics(accuracy_matrix: Sequence[Sequence[float]],
     }
 
 
-def attack_effect(clean_matrix: Sequence[Sequence[float]], attacked_matrix: Sequence[Sequence[float]],
-                  target: int) -> dict[str, dict[str, float]]:
+def attack_effect(
+    clean_matrix: Sequence[Sequence[float]], attacked_matrix: Sequence[Sequence[float]], target: int
+) -> dict[str, dict[str, float]]:
     """Clean vs attacked numbers of a paired run, and their difference (attacked - clean).
 
     ``previous_acc``: final accuracy on the experiences before the poisoned one (mean of the last
@@ -94,8 +97,12 @@ def attack_effect(clean_matrix: Sequence[Sequence[float]], attacked_matrix: Sequ
     accuracy on the poisoned experience itself.
     """
     effect: dict[str, dict[str, float]] = {}
-    readers = {"acc": average_accuracy, "bwt": backward_transfer, "forgetting": forgetting,
-               "poisoned_acc": lambda m: float(_matrix(m)[-1, target])}
+    readers = {
+        "acc": average_accuracy,
+        "bwt": backward_transfer,
+        "forgetting": forgetting,
+        "poisoned_acc": lambda m: float(_matrix(m)[-1, target]),
+    }
     if target > 0:
         readers["previous_acc"] = lambda m: float(_matrix(m)[-1, :target].mean())
     for name, read in readers.items():

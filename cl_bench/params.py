@@ -9,11 +9,25 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Optional, Sequence, cast
 
 
-def param(default: Any, doc: str, *, low: Optional[float] = None, high: Optional[float] = None,
-          low_open: bool = False, high_open: bool = False, choices: Optional[Sequence[Any]] = None) -> Any:
+def param(
+    default: Any,
+    doc: str,
+    *,
+    low: Optional[float] = None,
+    high: Optional[float] = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    choices: Optional[Sequence[Any]] = None,
+) -> Any:
     """A config field with its one-line doc and the checks its values must pass."""
-    metadata = {"doc": doc, "low": low, "high": high, "low_open": low_open, "high_open": high_open,
-                "choices": tuple(choices) if choices is not None else None}
+    metadata = {
+        "doc": doc,
+        "low": low,
+        "high": high,
+        "low_open": low_open,
+        "high_open": high_open,
+        "choices": tuple(choices) if choices is not None else None,
+    }
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=metadata)
     return field(default=default, metadata=metadata)

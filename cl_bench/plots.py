@@ -85,10 +85,19 @@ def plot_run(record: dict, out_path: Path) -> Path:
             upto = min(j + 1, n_trained)
             axes.plot(x[:upto], matrix[:upto, j], linestyle=":", linewidth=1, color=colors[j], alpha=0.45)
         if j < n_trained:
-            axes.plot(x[j:], matrix[j:, j], linestyle="-", linewidth=1.6, marker="o", markersize=3,
-                      color=colors[j], label=f"exp {j + 1}")
-    axes.plot(x, seen_accuracy(matrix), color="black", linewidth=3, marker="o", markersize=4,
-              label="mean (seen)", zorder=5)
+            axes.plot(
+                x[j:],
+                matrix[j:, j],
+                linestyle="-",
+                linewidth=1.6,
+                marker="o",
+                markersize=3,
+                color=colors[j],
+                label=f"exp {j + 1}",
+            )
+    axes.plot(
+        x, seen_accuracy(matrix), color="black", linewidth=3, marker="o", markersize=4, label="mean (seen)", zorder=5
+    )
 
     axes.set_xlim(0.8, n_trained + 0.2)
     axes.set_ylim(0.0, 1.02)
@@ -98,8 +107,15 @@ def plot_run(record: dict, out_path: Path) -> Path:
     axes.grid(True, alpha=0.3)
     axes.set_title(_run_title(record), fontsize=10)
     # outside the axes so the curves stay visible; two columns once there are many tasks
-    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False,
-                ncol=1 if n_tasks <= 12 else 2, title="test experience", title_fontsize=8)
+    axes.legend(
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        fontsize=8,
+        frameon=False,
+        ncol=1 if n_tasks <= 12 else 2,
+        title="test experience",
+        title_fontsize=8,
+    )
     return save_figure_atomic(figure, out_path)
 
 
@@ -125,8 +141,10 @@ def _curve_groups(records: Sequence[dict], labels: Sequence[str]) -> dict[str, l
     for label, group in groups.items():
         shapes = {_matrix(record).shape for record in group}
         if len(shapes) > 1:
-            raise UserError(f"runs labelled {label!r} have different numbers of experiences {sorted(shapes)}; "
-                            f"give them distinct labels")
+            raise UserError(
+                f"runs labelled {label!r} have different numbers of experiences {sorted(shapes)}; "
+                f"give them distinct labels"
+            )
     return groups
 
 
@@ -165,8 +183,10 @@ def plot_overlay(records: list[dict], out_path: Path, labels: Optional[Sequence[
         _draw_band(first_axes, x, np.stack([m[:, 0] for m in matrices]), color, shown)
 
     ticks = np.arange(1, max_trained + 1) if max_trained <= 20 else np.linspace(1, max_trained, 11).round()
-    for axes, title in ((seen_axes, "mean accuracy on experiences seen so far"),
-                        (first_axes, "accuracy on experience 1 (forgetting)")):
+    for axes, title in (
+        (seen_axes, "mean accuracy on experiences seen so far"),
+        (first_axes, "accuracy on experience 1 (forgetting)"),
+    ):
         axes.set_xlim(0.8, max_trained + 0.2)
         axes.set_ylim(0.0, 1.02)
         axes.set_xticks(ticks)
@@ -185,16 +205,26 @@ def memory_occupancy(record: dict) -> tuple[list[str], np.ndarray]:
     """(layer names, fractions (tasks, layers)) of a GPM run's memory: r_l / d_l after each task."""
     memory = (record.get("strategy_info") or {}).get("gpm_memory")
     if not memory or not memory.get("occupancy"):
-        raise UserError(f"run {record.get('run_id', '?')} ({record.get('strategy', '?')}) has no GPM memory "
-                        f"to plot; --memory needs runs of gpm, gpm_sparse, gpm_kwta or gpm_hd")
+        raise UserError(
+            f"run {record.get('run_id', '?')} ({record.get('strategy', '?')}) has no GPM memory "
+            f"to plot; --memory needs runs of gpm, gpm_sparse, gpm_kwta or gpm_hd"
+        )
     layer_dims, occupancy = memory.get("layer_dims"), memory["occupancy"]
     layers = list(layer_dims) if isinstance(layer_dims, dict) else []
-    well_formed = (layers and all(isinstance(dim, int) for dim in layer_dims.values()) and isinstance(occupancy, list)
-                   and all(isinstance(after_task, dict) and all(_is_number(after_task.get(layer, 0.0))
-                                                                for layer in layers) for after_task in occupancy))
+    well_formed = (
+        layers
+        and all(isinstance(dim, int) for dim in layer_dims.values())
+        and isinstance(occupancy, list)
+        and all(
+            isinstance(after_task, dict) and all(_is_number(after_task.get(layer, 0.0)) for layer in layers)
+            for after_task in occupancy
+        )
+    )
     if not well_formed:
-        raise UserError(f"run {record.get('run_id', '?')}: its strategy_info.gpm_memory is malformed (layer_dims "
-                        f"and occupancy per task expected); rerun it with --force")
+        raise UserError(
+            f"run {record.get('run_id', '?')}: its strategy_info.gpm_memory is malformed (layer_dims "
+            f"and occupancy per task expected); rerun it with --force"
+        )
     fractions = np.array([[after_task.get(layer, 0.0) for layer in layers] for after_task in occupancy], dtype=float)
     return layers, fractions
 
@@ -270,11 +300,17 @@ def plot_attack_boards(rows: list[dict], out_path: Path, effect: str = "bwt") ->
         panel_rows = [row for row in rows if (row["scenario"], row["setting"]) == (scenario, setting)]
         strategies = list(dict.fromkeys(row["strategy"] for row in panel_rows))
         # each panel has its own budgets (input units differ between scenarios): smaller budget first
-        budgets = {bar_label(row): float(json.loads(row["attack_config"] or "{}").get("epsilon", 0.0))
-                   for row in panel_rows}
+        budgets = {
+            bar_label(row): float(json.loads(row["attack_config"] or "{}").get("epsilon", 0.0)) for row in panel_rows
+        }
         # within a budget, natural order of the other settings (steps=50 before steps=200)
-        labels = sorted(budgets, key=lambda label: (budgets[label], [int(part) if part.isdigit() else part
-                                                                     for part in re.split(r"(\d+)", label)]))
+        labels = sorted(
+            budgets,
+            key=lambda label: (
+                budgets[label],
+                [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", label)],
+            ),
+        )
         colors = _task_colors(len(labels))
         width = 0.8 / len(labels)
         for index, label in enumerate(labels):
@@ -290,8 +326,9 @@ def plot_attack_boards(rows: list[dict], out_path: Path, effect: str = "bwt") ->
         axes.set_title(f"{scenario} ({setting})", fontsize=10)
         axes.grid(True, axis="y", alpha=0.3)
         axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-    figure.suptitle(f"Paired {effect.upper()} change under attack (negative: more forgetting); mean and std over seeds",
-                    fontsize=11)
+    figure.suptitle(
+        f"Paired {effect.upper()} change under attack (negative: more forgetting); mean and std over seeds", fontsize=11
+    )
     figure.tight_layout()
     return save_figure_atomic(figure, out_path)
 
@@ -301,8 +338,9 @@ def plateau_samples(record: dict) -> list[int]:
     info = record.get("strategy_info") or {}
     samples = [s for entry in info.values() if isinstance(entry, dict) for s in entry.get("plateau_samples") or []]
     if not all(isinstance(s, int) and not isinstance(s, bool) for s in samples):
-        raise UserError(f"run {record.get('run_id', '?')}: its plateau_samples are not stream positions; rerun it "
-                        f"with --force")
+        raise UserError(
+            f"run {record.get('run_id', '?')}: its plateau_samples are not stream positions; rerun it with --force"
+        )
     return samples
 
 
@@ -319,8 +357,9 @@ def plot_anytime(records: list[dict], out_path: Path, labels: Optional[Sequence[
     """
     records = [r for r in records if r.get("anytime_accuracy", {}).get("samples")]
     if not records:
-        raise UserError("no task-free runs to plot; --anytime needs runs of a task-free scenario "
-                        "(e.g. --scenario task_free_fmnist)")
+        raise UserError(
+            "no task-free runs to plot; --anytime needs runs of a task-free scenario (e.g. --scenario task_free_fmnist)"
+        )
     labels = list(labels) if labels is not None else [default_label(r) for r in records]
     modes = sorted({stream_mode(r) for r in records}, key=lambda mode: (MODE_ORDER.get(mode, len(MODE_ORDER)), mode))
     all_labels = list(dict.fromkeys(labels))
@@ -349,8 +388,17 @@ def plot_anytime(records: list[dict], out_path: Path, labels: Optional[Sequence[
             row = 1.04 + 0.03 * all_labels.index(label)
             for record in group:
                 plateaus = plateau_samples(record)
-                axes.plot(plateaus, [row] * len(plateaus), linestyle="none", marker="v", markersize=6,
-                          color=colors[label], markeredgecolor="black", markeredgewidth=0.5, alpha=0.8)
+                axes.plot(
+                    plateaus,
+                    [row] * len(plateaus),
+                    linestyle="none",
+                    marker="v",
+                    markersize=6,
+                    color=colors[label],
+                    markeredgecolor="black",
+                    markeredgewidth=0.5,
+                    alpha=0.8,
+                )
         has_plateaus = any(plateau_samples(r) for r, _ in in_panel)
         axes.set_ylim(0.0, 1.02 + (0.03 * len(all_labels) + 0.03 if has_plateaus else 0.0))
         axes.set_yticks(np.linspace(0.0, 1.0, 6))

@@ -59,7 +59,6 @@ from cl_bench.pretrain_config import PretrainConfig
 from cl_bench.records import atomic_write_text, environment, strict_json
 
 if TYPE_CHECKING:
-
     from cl_bench.models.heads import SingleHeadNet
     from cl_bench.models.mae import MaskedAutoencoder
 
@@ -80,11 +79,21 @@ def pool_images(data: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, to
     def unit(images: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.array(images, dtype=np.float32)).div_(255.0).unsqueeze(1)
 
-    description = {"dataset": data, "pool": pretrain_pool.pool_description(arrays.train_labels),
-                   "num_images": int(len(rows)), "input_shape": [1, 28, 28],
-                   "pixels": "[0, 1] (/255), no normalisation", "source": str(directory)}
-    return (unit(arrays.train_images[rows]), torch.tensor(arrays.train_labels[rows]),
-            unit(arrays.test_images), torch.tensor(arrays.test_labels), description)
+    description = {
+        "dataset": data,
+        "pool": pretrain_pool.pool_description(arrays.train_labels),
+        "num_images": int(len(rows)),
+        "input_shape": [1, 28, 28],
+        "pixels": "[0, 1] (/255), no normalisation",
+        "source": str(directory),
+    }
+    return (
+        unit(arrays.train_images[rows]),
+        torch.tensor(arrays.train_labels[rows]),
+        unit(arrays.test_images),
+        torch.tensor(arrays.test_labels),
+        description,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -111,8 +120,11 @@ def make_optimizer(module: nn.Module, config: PretrainConfig, betas: tuple[float
     for name, parameter in module.named_parameters():
         exempt = parameter.ndim <= 1 or name.split(".")[-1] in ("pos_embed", "cls_token", "mask_token")
         (no_decay if exempt else decay).append(parameter)
-    return torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=config.lr, betas=betas)
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr,
+        betas=betas,
+    )
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
@@ -123,9 +135,16 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def train_loop(module: nn.Module, loss_of_batch: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-               images: torch.Tensor, labels: torch.Tensor, config: PretrainConfig, betas: tuple[float, float],
-               generator: torch.Generator, progress: bool) -> list[float]:
+def train_loop(
+    module: nn.Module,
+    loss_of_batch: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    config: PretrainConfig,
+    betas: tuple[float, float],
+    generator: torch.Generator,
+    progress: bool,
+) -> list[float]:
     """AdamW + warm-up/cosine over shuffled mini-batches; returns the mean training loss of each epoch."""
     optimizer = make_optimizer(module, config, betas)
     steps_per_epoch = math.ceil(len(images) / config.batch_size)
@@ -136,11 +155,17 @@ def train_loop(module: nn.Module, loss_of_batch: Callable[[torch.Tensor, torch.T
     for epoch in range(config.epochs):
         order = torch.randperm(len(images), generator=generator, device=generator.device).to(images.device)
         # disable=None: no bar when stderr is not a terminal (redirected logs)
-        bar = tqdm(total=steps_per_epoch, desc=f"{config.method} epoch {epoch + 1}/{config.epochs}", unit="step",
-                   leave=False, dynamic_ncols=True, disable=None if progress else True)
+        bar = tqdm(
+            total=steps_per_epoch,
+            desc=f"{config.method} epoch {epoch + 1}/{config.epochs}",
+            unit="step",
+            leave=False,
+            dynamic_ncols=True,
+            disable=None if progress else True,
+        )
         running = torch.zeros((), device=images.device)
         for start in range(0, len(images), config.batch_size):
-            rows = order[start:start + config.batch_size]
+            rows = order[start : start + config.batch_size]
             batch = images[rows]
             if config.augment:
                 batch = augment_batch(batch, generator)
@@ -154,8 +179,7 @@ def train_loop(module: nn.Module, loss_of_batch: Callable[[torch.Tensor, torch.T
         bar.close()
         losses.append(float(running) / len(images))
         if progress:
-            print(f"{config.method} epoch {epoch + 1}/{config.epochs}: training loss {losses[-1]:.4f}",
-                  file=sys.stderr)
+            print(f"{config.method} epoch {epoch + 1}/{config.epochs}: training loss {losses[-1]:.4f}", file=sys.stderr)
     module.eval()
     return losses
 
@@ -167,26 +191,37 @@ def train_loop(module: nn.Module, loss_of_batch: Callable[[torch.Tensor, torch.T
 
 @torch.no_grad()
 def batched(function: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, size: int = 1000) -> torch.Tensor:
-    return torch.cat([function(images[start:start + size]) for start in range(0, len(images), size)])
+    return torch.cat([function(images[start : start + size]) for start in range(0, len(images), size)])
 
 
 @torch.no_grad()
-def knn_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
-                 test_labels: torch.Tensor, k: int = PROBE_K, temperature: float = PROBE_TEMPERATURE) -> float:
+def knn_accuracy(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_features: torch.Tensor,
+    test_labels: torch.Tensor,
+    k: int = PROBE_K,
+    temperature: float = PROBE_TEMPERATURE,
+) -> float:
     """Weighted k-NN on cosine similarity (votes exp(sim / T)), as in DINO's evaluation."""
     train_n, test_n = F.normalize(train_features, dim=1), F.normalize(test_features, dim=1)
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1
     correct = 0
     for start in range(0, len(test_n), 1000):
-        similarity, index = (test_n[start:start + 1000] @ train_n.T).topk(min(k, len(train_n)), dim=1)
+        similarity, index = (test_n[start : start + 1000] @ train_n.T).topk(min(k, len(train_n)), dim=1)
         votes = torch.zeros(len(index), num_classes, device=index.device)
         votes.scatter_add_(1, train_labels[index], (similarity / temperature).exp())
-        correct += int((votes.argmax(1) == test_labels[start:start + 1000]).sum())
+        correct += int((votes.argmax(1) == test_labels[start : start + 1000]).sum())
     return correct / len(test_labels)
 
 
-def linear_probe_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
-                          test_labels: torch.Tensor, weight_decay: float = 1e-4) -> float:
+def linear_probe_accuracy(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_features: torch.Tensor,
+    test_labels: torch.Tensor,
+    weight_decay: float = 1e-4,
+) -> float:
     """Multinomial logistic regression on standardised features (full batch, L-BFGS), test accuracy."""
     mean, std = train_features.mean(0), train_features.std(0).clamp(min=1e-6)
     x_train, x_test = (train_features - mean) / std, (test_features - mean) / std
@@ -194,8 +229,15 @@ def linear_probe_accuracy(train_features: torch.Tensor, train_labels: torch.Tens
     probe = nn.Linear(x_train.shape[1], num_classes).to(x_train.device)
     nn.init.zeros_(probe.weight)
     nn.init.zeros_(probe.bias)
-    optimizer = torch.optim.LBFGS(probe.parameters(), lr=1.0, max_iter=PROBE_ITERATIONS, history_size=20,
-                                  line_search_fn="strong_wolfe", tolerance_grad=0.0, tolerance_change=0.0)
+    optimizer = torch.optim.LBFGS(
+        probe.parameters(),
+        lr=1.0,
+        max_iter=PROBE_ITERATIONS,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+        tolerance_grad=0.0,
+        tolerance_change=0.0,
+    )
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
@@ -208,14 +250,21 @@ def linear_probe_accuracy(train_features: torch.Tensor, train_labels: torch.Tens
         return float((probe(x_test).argmax(1) == test_labels).float().mean())
 
 
-def feature_probes(backbone: nn.Module, images: torch.Tensor, labels: torch.Tensor, test_images: torch.Tensor,
-                   test_labels: torch.Tensor) -> dict:
+def feature_probes(
+    backbone: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    test_images: torch.Tensor,
+    test_labels: torch.Tensor,
+) -> dict:
     backbone.eval()
     train_features, test_features = batched(backbone, images), batched(backbone, test_images)
-    return {"knn_accuracy": knn_accuracy(train_features, labels, test_features, test_labels),
-            "linear_probe_accuracy": linear_probe_accuracy(train_features, labels, test_features, test_labels),
-            "probe": f"on the backbone's features, pool = probe training set, Fashion-MNIST test set; "
-                     f"{PROBE_K}-NN cosine (T={PROBE_TEMPERATURE}); logistic regression, L-BFGS {PROBE_ITERATIONS} it"}
+    return {
+        "knn_accuracy": knn_accuracy(train_features, labels, test_features, test_labels),
+        "linear_probe_accuracy": linear_probe_accuracy(train_features, labels, test_features, test_labels),
+        "probe": f"on the backbone's features, pool = probe training set, Fashion-MNIST test set; "
+        f"{PROBE_K}-NN cosine (T={PROBE_TEMPERATURE}); logistic regression, L-BFGS {PROBE_ITERATIONS} it",
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,8 +279,9 @@ def default_name(model_name: str, model_config, config: PretrainConfig) -> str:
 
 def settings_of(card: dict) -> dict:
     """What must agree for a cached backbone to be reused instead of re-trained."""
-    return {key: card.get(key) for key in ("model", "method", "epochs", "seed")} | \
-        {"dataset": (card.get("data") or {}).get("dataset")}
+    return {key: card.get(key) for key in ("model", "method", "epochs", "seed")} | {
+        "dataset": (card.get("data") or {}).get("dataset")
+    }
 
 
 def parse_model_sets(sets: Sequence[str]) -> dict:
@@ -249,17 +299,20 @@ def card_summary(card: dict) -> str:
     numbers = [f"{key.replace('_', ' ')} {value:.4f}" for key, value in quality.items() if isinstance(value, float)]
     model = ", ".join(f"{k} {v}" for k, v in card["model"].items() if k != "name" and v not in ("", False))
     data = card["data"]
-    return "\n".join([
-        f"backbone   {card['name']}",
-        f"model      {card['model']['name']} ({model})",
-        f"method     {card['method']['name']}, {card['epochs']} epochs, batch {card['method']['batch_size']}, "
-        f"lr {card['method']['lr']}, seed {card['seed']}",
-        f"data       {data['pool']['name']}: {data['num_images']} {data['dataset']} training images "
-        f"(held out by scenario.holdout_pretrain_pool=true)",
-        f"loss       final training loss {card['final_train_loss']:.4f}",
-        f"quality    {', '.join(numbers)}",
-        f"wall time  {card['wall_time_s']:.1f} s",
-        f"sha256     {card['sha256']}"])
+    return "\n".join(
+        [
+            f"backbone   {card['name']}",
+            f"model      {card['model']['name']} ({model})",
+            f"method     {card['method']['name']}, {card['epochs']} epochs, batch {card['method']['batch_size']}, "
+            f"lr {card['method']['lr']}, seed {card['seed']}",
+            f"data       {data['pool']['name']}: {data['num_images']} {data['dataset']} training images "
+            f"(held out by scenario.holdout_pretrain_pool=true)",
+            f"loss       final training loss {card['final_train_loss']:.4f}",
+            f"quality    {', '.join(numbers)}",
+            f"wall time  {card['wall_time_s']:.1f} s",
+            f"sha256     {card['sha256']}",
+        ]
+    )
 
 
 def build_mae(model: SingleHeadNet, config: PretrainConfig) -> MaskedAutoencoder:
@@ -269,41 +322,63 @@ def build_mae(model: SingleHeadNet, config: PretrainConfig) -> MaskedAutoencoder
 
     if not isinstance(model.backbone, VisionTransformer):
         raise UserError("MAE pre-training needs a backbone that sees the images as they are; set model.input_size=0")
-    return MaskedAutoencoder(model.backbone, config.decoder_embed_dim, config.decoder_depth,
-                             config.decoder_num_heads, norm_pix_loss=config.norm_pix_loss)
+    return MaskedAutoencoder(
+        model.backbone,
+        config.decoder_embed_dim,
+        config.decoder_depth,
+        config.decoder_num_heads,
+        norm_pix_loss=config.norm_pix_loss,
+    )
 
 
 def _cpu_tensors(module: nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
     return {prefix + key: value.detach().cpu().contiguous() for key, value in module.state_dict().items()}
 
 
-def train_supervised(model: SingleHeadNet, _, data: tuple, config: PretrainConfig, generator: torch.Generator,
-                     progress: bool) -> tuple[list[float], dict, dict]:
+def train_supervised(
+    model: SingleHeadNet, _, data: tuple, config: PretrainConfig, generator: torch.Generator, progress: bool
+) -> tuple[list[float], dict, dict]:
     """(losses per epoch, quality, tensors to store): backbone keys + ``pretrain_head.``."""
     from cl_bench.models.vit import find_vit
 
     images, labels, test_images, test_labels = data
     model.to(images.device)
-    losses = train_loop(model, lambda x, y: F.cross_entropy(model(x), y), images, labels, config, (0.9, 0.999),
-                        generator, progress)
+    losses = train_loop(
+        model, lambda x, y: F.cross_entropy(model(x), y), images, labels, config, (0.9, 0.999), generator, progress
+    )
     quality = {"test_accuracy": float((batched(model, test_images).argmax(1) == test_labels).float().mean())}
     quality.update(feature_probes(model.backbone, images, labels, test_images, test_labels))
     return losses, quality, {**_cpu_tensors(find_vit(model)), **_cpu_tensors(model.head, "pretrain_head.")}
 
 
-def train_mae(model: SingleHeadNet, mae: MaskedAutoencoder, data: tuple, config: PretrainConfig,
-              generator: torch.Generator, progress: bool) -> tuple[list[float], dict, dict]:
+def train_mae(
+    model: SingleHeadNet,
+    mae: MaskedAutoencoder,
+    data: tuple,
+    config: PretrainConfig,
+    generator: torch.Generator,
+    progress: bool,
+) -> tuple[list[float], dict, dict]:
     """(losses per epoch, quality, tensors to store): encoder under the backbone's keys + ``decoder.``."""
     from cl_bench.models.mae import mae_tensors
 
     images, labels, test_images, test_labels = data
     mae.to(images.device)
-    losses = train_loop(mae, lambda x, _: mae(x, config.mask_ratio, generator)[0], images, labels, config,
-                        (0.9, 0.95), generator, progress)
+    losses = train_loop(
+        mae,
+        lambda x, _: mae(x, config.mask_ratio, generator)[0],
+        images,
+        labels,
+        config,
+        (0.9, 0.95),
+        generator,
+        progress,
+    )
     test_generator = torch.Generator(device=images.device).manual_seed(0)  # the same test masks for every backbone
     with torch.no_grad():
-        total = sum(float(mae(batch, config.mask_ratio, test_generator)[0]) * len(batch)
-                    for batch in test_images.split(1000))
+        total = sum(
+            float(mae(batch, config.mask_ratio, test_generator)[0]) * len(batch) for batch in test_images.split(1000)
+        )
     quality = {"test_reconstruction_mse": total / len(test_images)}
     quality.update(feature_probes(model.backbone, images, labels, test_images, test_labels))
     return losses, quality, mae_tensors(mae)
@@ -332,16 +407,24 @@ def write_entry(target: Path, tensors: dict[str, torch.Tensor], card: dict) -> N
         raise
 
 
-def pretrain(model_name: str, model_sets: Sequence[str], values: dict, name: Optional[str] = None,
-             force: bool = False, progress: bool = True, command: str = "",
-             log: Callable[[str], None] = lambda line: print(line, file=sys.stderr)) -> Path:
+def pretrain(
+    model_name: str,
+    model_sets: Sequence[str],
+    values: dict,
+    name: Optional[str] = None,
+    force: bool = False,
+    progress: bool = True,
+    command: str = "",
+    log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+) -> Path:
     """Pre-train (or find) a backbone; returns its weights path. Every check runs before anything is written."""
     from cl_bench.models.vit import WEIGHTS_FILE, backbones_dir, read_card
     from cl_bench.device import seed_everything, select_device
 
     method = values.get("method", "supervised")
-    config = cast(PretrainConfig, build_config(PretrainConfig, {**METHOD_DEFAULTS.get(method, {}), **values},
-                                               "pretrain"))
+    config = cast(
+        PretrainConfig, build_config(PretrainConfig, {**METHOD_DEFAULTS.get(method, {}), **values}, "pretrain")
+    )
     images, labels, test_images, test_labels, data = pool_images(config.data)
     seed_everything(config.seed)
     model_name, model_config, model = build_model(model_name, parse_model_sets(model_sets), data["input_shape"])
@@ -350,14 +433,21 @@ def pretrain(model_name: str, model_sets: Sequence[str], values: dict, name: Opt
         raise UserError(f"--name {name!r} must be letters, digits, '.', '_' or '-' (a directory name)")
     device = select_device(config.device)
     target = backbones_dir() / name
-    card = {"schema_version": CARD_SCHEMA_VERSION, "name": name,
-            "model": {"name": model_name, **config_to_dict(model_config)}, "method": config.method_settings(),
-            "data": data, "epochs": config.epochs, "seed": config.seed}
+    card = {
+        "schema_version": CARD_SCHEMA_VERSION,
+        "name": name,
+        "model": {"name": model_name, **config_to_dict(model_config)},
+        "method": config.method_settings(),
+        "data": data,
+        "epochs": config.epochs,
+        "seed": config.seed,
+    }
     existing = read_card(target / WEIGHTS_FILE) if (target / WEIGHTS_FILE).is_file() else None
     if existing is not None and not force:
         if settings_of(existing) != settings_of(card):
-            raise UserError(f"backbone {name} already exists with other settings; pick another --name or "
-                            f"add --force to replace it")
+            raise UserError(
+                f"backbone {name} already exists with other settings; pick another --name or add --force to replace it"
+            )
         log(f"backbone {name} already exists (use --force to redo it)")
         return target / WEIGHTS_FILE
     mae = build_mae(model, config) if config.method == "mae" else None
@@ -365,13 +455,21 @@ def pretrain(model_name: str, model_sets: Sequence[str], values: dict, name: Opt
     started = time.perf_counter()
     train: Callable[..., tuple[list[float], dict, dict]] = train_supervised if mae is None else train_mae
     on_device = tuple(t.to(device) for t in (images, labels, test_images, test_labels))
-    losses, quality, tensors = train(model, mae, on_device, config,
-                                     torch.Generator(device=device).manual_seed(config.seed), progress)
-    card.update({"weights_file": WEIGHTS_FILE, "command": command,
-                 "environment": {**environment(device), "timm": timm.__version__},
-                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                 "wall_time_s": time.perf_counter() - started, "final_train_loss": losses[-1],
-                 "train_loss_per_epoch": losses, "quality": quality,
-                 "initial_weights": getattr(model, "backbone_card", None)})
+    losses, quality, tensors = train(
+        model, mae, on_device, config, torch.Generator(device=device).manual_seed(config.seed), progress
+    )
+    card.update(
+        {
+            "weights_file": WEIGHTS_FILE,
+            "command": command,
+            "environment": {**environment(device), "timm": timm.__version__},
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "wall_time_s": time.perf_counter() - started,
+            "final_train_loss": losses[-1],
+            "train_loss_per_epoch": losses,
+            "quality": quality,
+            "initial_weights": getattr(model, "backbone_card", None),
+        }
+    )
     write_entry(target, tensors, card)
     return target / WEIGHTS_FILE

@@ -14,8 +14,9 @@ DATASETS = ("fmnist",)
 
 @dataclass
 class PretrainConfig(ComponentConfig):
-    method: str = param("supervised", "supervised (linear head, cross-entropy) or mae (masked autoencoder)",
-                        choices=METHODS)
+    method: str = param(
+        "supervised", "supervised (linear head, cross-entropy) or mae (masked autoencoder)", choices=METHODS
+    )
     data: str = param("fmnist", "the dataset whose pre-training pool is used", choices=DATASETS)
     epochs: int = param(15, "passes over the pool (default per method)", low=1)
     batch_size: int = param(128, "mini-batch size", low=1)
@@ -33,21 +34,35 @@ class PretrainConfig(ComponentConfig):
 
     def validate(self) -> None:
         if self.warmup_epochs > self.epochs:
-            raise UserError(f"pretrain warm-up ({self.warmup_epochs} epochs) exceeds the {self.epochs} epochs; "
-                            f"lower --warmup-epochs")
+            raise UserError(
+                f"pretrain warm-up ({self.warmup_epochs} epochs) exceeds the {self.epochs} epochs; "
+                f"lower --warmup-epochs"
+            )
         if self.decoder_embed_dim % self.decoder_num_heads:
-            raise UserError(f"--decoder-heads {self.decoder_num_heads} must divide --decoder-dim "
-                            f"{self.decoder_embed_dim}")
+            raise UserError(
+                f"--decoder-heads {self.decoder_num_heads} must divide --decoder-dim {self.decoder_embed_dim}"
+            )
 
     def method_settings(self) -> dict:
         """The method and its hyperparameters, as recorded in the card."""
-        settings = {"name": self.method, "batch_size": self.batch_size, "lr": self.lr,
-                    "weight_decay": self.weight_decay, "warmup_epochs": self.warmup_epochs,
-                    "schedule": "linear warm-up, cosine decay per step", "augment": self.augment}
+        settings = {
+            "name": self.method,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "weight_decay": self.weight_decay,
+            "warmup_epochs": self.warmup_epochs,
+            "schedule": "linear warm-up, cosine decay per step",
+            "augment": self.augment,
+        }
         if self.method == "mae":
-            settings.update(optimizer="AdamW(betas=(0.9, 0.95))", mask_ratio=self.mask_ratio,
-                            decoder_embed_dim=self.decoder_embed_dim, decoder_depth=self.decoder_depth,
-                            decoder_num_heads=self.decoder_num_heads, norm_pix_loss=self.norm_pix_loss)
+            settings.update(
+                optimizer="AdamW(betas=(0.9, 0.95))",
+                mask_ratio=self.mask_ratio,
+                decoder_embed_dim=self.decoder_embed_dim,
+                decoder_depth=self.decoder_depth,
+                decoder_num_heads=self.decoder_num_heads,
+                norm_pix_loss=self.norm_pix_loss,
+            )
         else:
             settings.update(optimizer="AdamW(betas=(0.9, 0.999))", loss="cross-entropy")
         return settings

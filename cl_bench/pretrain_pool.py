@@ -39,5 +39,11 @@ def stream_indices(train_labels: np.ndarray) -> np.ndarray:
 def pool_description(train_labels: np.ndarray) -> dict:
     """What a backbone card records about the pool."""
     rows = pool_indices(train_labels)
-    return {"name": POOL_NAME, "dataset": "fmnist", "split": "train", "size": int(len(rows)),
-            "fraction_per_class": POOL_FRACTION, "seed": POOL_SEED}
+    return {
+        "name": POOL_NAME,
+        "dataset": "fmnist",
+        "split": "train",
+        "size": int(len(rows)),
+        "fraction_per_class": POOL_FRACTION,
+        "seed": POOL_SEED,
+    }

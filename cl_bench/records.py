@@ -43,6 +43,7 @@ UNTAGGED_TEMPORARY_AGE_S = 3600.0
 
 # ----------------------------------------------------------------------------- atomic files
 
+
 def _process_tag() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -69,7 +70,7 @@ def remove_stale_temporaries(path: Path) -> None:
     except OSError:
         return
     for candidate in candidates:
-        middle = candidate.name[len(prefix):-len(".tmp")]
+        middle = candidate.name[len(prefix) : -len(".tmp")]
         tag = middle.rsplit(".", 1)[0]
         owner_host, _, pid_text = tag.rpartition("-")
         try:
@@ -144,8 +145,10 @@ def strict_json(value: Any, **options: Any) -> str:
         return json.dumps(value, allow_nan=False, **options)
     except ValueError:
         where = _first_non_finite(value)
-        raise UserError(f"refusing to write a non-finite number at {where}; the run produced NaN or "
-                        f"infinity there (training diverged?)") from None
+        raise UserError(
+            f"refusing to write a non-finite number at {where}; the run produced NaN or "
+            f"infinity there (training diverged?)"
+        ) from None
 
 
 def _first_non_finite(value: Any, where: str = "$") -> Optional[str]:
@@ -288,7 +291,8 @@ class RunRecord(_Schema):
         _check_square(self.accuracy_matrix_clean, "accuracy_matrix_clean")
         _check_square(self.accuracy_matrix_validation, "accuracy_matrix_validation")
         if self.accuracy_matrix_validation is not None and len(self.accuracy_matrix_validation) != len(
-                self.accuracy_matrix):
+            self.accuracy_matrix
+        ):
             raise ValueError("accuracy_matrix_validation must have the shape of accuracy_matrix")
         size = len(self.accuracy_matrix)
         if self.accuracy_initial is not None and len(self.accuracy_initial) != size:
@@ -296,7 +300,8 @@ class RunRecord(_Schema):
         if self.accuracy_matrix_clean is not None and len(self.accuracy_matrix_clean) != size:
             raise ValueError("accuracy_matrix_clean must have the shape of accuracy_matrix")
         if (self.attack_effect is None) != (self.attack_info is None) or (
-                self.attack_effect is not None and self.accuracy_matrix_clean is None):
+            self.attack_effect is not None and self.accuracy_matrix_clean is None
+        ):
             raise ValueError("an attacked record needs attack_info, attack_effect and accuracy_matrix_clean together")
         if self.attack_info is not None and self.attack_info.target_experience >= size:
             raise ValueError("attack_info.target_experience is past the last experience")
@@ -371,8 +376,13 @@ def is_complete(path: Path) -> bool:
 
 def git_sha() -> Optional[str]:
     try:
-        result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                timeout=5, cwd=Path(__file__).resolve().parent)
+        result = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return result.stdout.strip() or None
@@ -382,10 +392,16 @@ def environment(device: Any) -> dict:
     import avalanche
     import torch
 
-    return {"python": sys.version.split()[0], "torch": torch.__version__,
-            "avalanche": getattr(avalanche, "__version__", "unknown"), "platform": platform.platform(),
-            "device": str(device), "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "torch_threads": torch.get_num_threads(), "git_sha": git_sha()}
+    return {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "avalanche": getattr(avalanche, "__version__", "unknown"),
+        "platform": platform.platform(),
+        "device": str(device),
+        "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "torch_threads": torch.get_num_threads(),
+        "git_sha": git_sha(),
+    }
 
 
 def stream_mode(record: dict) -> str:

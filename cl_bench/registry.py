@@ -33,9 +33,7 @@ CATALOG_PACKAGES = ("cl_bench.models", "scenarios", "strategies", "attacks", "ev
 
 @dataclass
 class Entry:
-    """A registered component: its builder, its config class and free-form metadata.
-
-    """
+    """A registered component: its builder, its config class and free-form metadata."""
 
     name: str
     kind: str
@@ -66,8 +64,10 @@ class Card:
 
     def describe_fields(self) -> list[tuple[str, str, Any, str]]:
         """What :meth:`Entry.describe_fields` gives, read from the card without building the stand-in class."""
-        return [(spec["name"], type_name(parse_type(spec["type"])), spec["default"], spec.get("doc", ""))
-                for spec in self.data["config"]["fields"]]
+        return [
+            (spec["name"], type_name(parse_type(spec["type"])), spec["default"], spec.get("doc", ""))
+            for spec in self.data["config"]["fields"]
+        ]
 
 
 class Registry:
@@ -81,6 +81,7 @@ class Registry:
 
     def register(self, name: str, config: Optional[type] = None, **meta: Any) -> Callable:
         """Decorator registering a builder under ``name`` with its config dataclass."""
+
         def decorate(builder: Callable) -> Callable:
             if name in self._entries:
                 raise ValueError(f"duplicate {self.kind} name {name!r}")
@@ -109,8 +110,10 @@ class Registry:
         entry = self._entries[name]
         if card is not None and name not in self._checked:
             if json.loads(json.dumps(entry_card(entry))) != card:
-                raise StaleCardsError(f"the card of {self.kind} {name!r} in cl_bench/cards.json no longer matches "
-                                      f"its code; run `cl-bench docs` and commit the result")
+                raise StaleCardsError(
+                    f"the card of {self.kind} {name!r} in cl_bench/cards.json no longer matches "
+                    f"its code; run `cl-bench docs` and commit the result"
+                )
             self._checked.add(name)
         return entry
 

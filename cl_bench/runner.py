@@ -58,8 +58,10 @@ def accuracy(strategy, batches: Iterable) -> float:
 
 def evaluate_datasets(strategy, datasets: Iterable, batch_size: int, num_workers: int = 0) -> list[float]:
     """Accuracy of the strategy's current model on each Avalanche dataset (in its eval transforms)."""
-    return [accuracy(strategy, make_loader(dataset.eval(), batch_size, shuffle=False, num_workers=num_workers))
-            for dataset in datasets]
+    return [
+        accuracy(strategy, make_loader(dataset.eval(), batch_size, shuffle=False, num_workers=num_workers))
+        for dataset in datasets
+    ]
 
 
 def evaluate_stream(strategy, test_stream, batch_size: int, num_workers: int = 0) -> list[float]:
@@ -102,10 +104,16 @@ def prepare(config: RunConfig, out_dir: Path, progress: bool) -> Prepared:
         scenario = split_validation(scenario, scenario_config.validation_fraction, config.seed)
     model = MODELS.get(config.model).builder(config.components["model"], scenario).to(device)
     # a task-free stream trains one mini-batch per experience: the runner draws one bar for the whole stream
-    context = StrategyContext(model=model, train=config.train, scenario=scenario, device=device,
-                              plugins=[DivergenceGuard(),
-                                       ProgressPlugin(scenario.n_experiences,
-                                                      enabled=progress and scenario.online is None)])
+    context = StrategyContext(
+        model=model,
+        train=config.train,
+        scenario=scenario,
+        device=device,
+        plugins=[
+            DivergenceGuard(),
+            ProgressPlugin(scenario.n_experiences, enabled=progress and scenario.online is None),
+        ],
+    )
     strategy = STRATEGIES.get(config.strategy).builder(config.components["strategy"], context)
     attack = None
     if config.attack is not None:
@@ -113,28 +121,53 @@ def prepare(config: RunConfig, out_dir: Path, progress: bool) -> Prepared:
         attack.progress = progress
         if not attack.poisons_training:
             # the measurement phase that test-time attacks need does not exist yet: a run would record clean numbers
-            raise UserError(f"attack {config.attack} does not poison training data; test-time attacks are not "
-                            f"supported by `cl-bench run` yet (choose brainwash or uniform_noise)")
+            raise UserError(
+                f"attack {config.attack} does not poison training data; test-time attacks are not "
+                f"supported by `cl-bench run` yet (choose brainwash or uniform_noise)"
+            )
         attack.target_index(scenario.n_experiences)  # validates the target before any work
         if getattr(strategy, "train_whole_stream", False):
-            raise UserError(f"strategy {config.strategy} trains once on the whole stream; "
-                            f"an attack on one experience needs a continual strategy")
+            raise UserError(
+                f"strategy {config.strategy} trains once on the whole stream; "
+                f"an attack on one experience needs a continual strategy"
+            )
         if not getattr(strategy, "supports_attacks", True):
-            raise UserError(f"strategy {config.strategy} cannot be attacked yet (its model does not return plain "
-                            f"logits); choose another victim")
+            raise UserError(
+                f"strategy {config.strategy} cannot be attacked yet (its model does not return plain "
+                f"logits); choose another victim"
+            )
         if scenario.online is not None:
-            raise UserError(f"attacks on task-free streams are not supported yet; use an offline scenario "
-                            f"(e.g. --scenario split_fmnist) with --attack {config.attack}")
+            raise UserError(
+                f"attacks on task-free streams are not supported yet; use an offline scenario "
+                f"(e.g. --scenario split_fmnist) with --attack {config.attack}"
+            )
     if scenario.online is not None and getattr(strategy, "train_whole_stream", False):
-        raise UserError(f"strategy {config.strategy} trains offline on the whole stream at once; task-free "
-                        f"scenarios are one pass over mini-batches (use naive, online_er, online_lora, ncm ...)")
-    return Prepared(config, Path(out_dir) / config.run_id(), scenario, strategy, device, attack, progress,
-                    getattr(model, "backbone_card", None))
+        raise UserError(
+            f"strategy {config.strategy} trains offline on the whole stream at once; task-free "
+            f"scenarios are one pass over mini-batches (use naive, online_er, online_lora, ncm ...)"
+        )
+    return Prepared(
+        config,
+        Path(out_dir) / config.run_id(),
+        scenario,
+        strategy,
+        device,
+        attack,
+        progress,
+        getattr(model, "backbone_card", None),
+    )
 
 
-def execute(config: RunConfig, out_dir: Path, command: str = "", resume: bool = False, force: bool = False,
-            progress: bool = True, log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
-            stop_after: Optional[int] = None) -> Path:
+def execute(
+    config: RunConfig,
+    out_dir: Path,
+    command: str = "",
+    resume: bool = False,
+    force: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+    stop_after: Optional[int] = None,
+) -> Path:
     """Run ``config`` into ``out_dir/<run_id>`` and return that directory.
 
     A complete record there is returned as is unless ``force``. ``resume`` continues from the
@@ -164,8 +197,16 @@ def execute(config: RunConfig, out_dir: Path, command: str = "", resume: bool = 
         raise
 
 
-def _execute_prepared(prepared: Prepared, run_dir: Path, command: str, resume: bool, force: bool,
-                      log: Callable[[str], None], started: float, stop_after: Optional[int]) -> Path:
+def _execute_prepared(
+    prepared: Prepared,
+    run_dir: Path,
+    command: str,
+    resume: bool,
+    force: bool,
+    log: Callable[[str], None],
+    started: float,
+    stop_after: Optional[int],
+) -> Path:
     config, scenario, strategy = prepared.config, prepared.scenario, prepared.strategy
     test_stream = scenario.benchmark.test_stream
     if resume and not force and checkpoint.exists(run_dir):
@@ -179,9 +220,14 @@ def _execute_prepared(prepared: Prepared, run_dir: Path, command: str, resume: b
         run_dir.mkdir(parents=True, exist_ok=True)
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
-        state = {"accuracy_matrix": [], "per_experience": [], "elapsed_s": 0.0,
-                 "accuracy_initial": evaluate_stream(strategy, test_stream, config.train.eval_batch_size,
-                                                     config.train.num_workers)}
+        state = {
+            "accuracy_matrix": [],
+            "per_experience": [],
+            "elapsed_s": 0.0,
+            "accuracy_initial": evaluate_stream(
+                strategy, test_stream, config.train.eval_batch_size, config.train.num_workers
+            ),
+        }
     elapsed_before = state["elapsed_s"]
 
     if scenario.online is not None:
@@ -198,18 +244,30 @@ def _execute_prepared(prepared: Prepared, run_dir: Path, command: str, resume: b
 def _check_resumed_state(state: dict, run_dir: Path, n_experiences: int) -> None:
     """The runner's own part of a checkpoint must have the shape this loop writes."""
     matrix, initial = state.get("accuracy_matrix"), state.get("accuracy_initial")
-    well_formed = (isinstance(matrix, list) and len(matrix) <= n_experiences
-                   and all(isinstance(row, list) and len(row) == n_experiences for row in matrix)
-                   and isinstance(initial, list) and len(initial) == n_experiences
-                   and isinstance(state.get("per_experience"), list)
-                   and isinstance(state.get("elapsed_s"), (int, float)))
+    well_formed = (
+        isinstance(matrix, list)
+        and len(matrix) <= n_experiences
+        and all(isinstance(row, list) and len(row) == n_experiences for row in matrix)
+        and isinstance(initial, list)
+        and len(initial) == n_experiences
+        and isinstance(state.get("per_experience"), list)
+        and isinstance(state.get("elapsed_s"), (int, float))
+    )
     if not well_formed:
-        raise UserError(f"cannot resume from the checkpoint in {run_dir}: its progress does not fit a stream of "
-                        f"{n_experiences} experiences; start the run over with --force")
+        raise UserError(
+            f"cannot resume from the checkpoint in {run_dir}: its progress does not fit a stream of "
+            f"{n_experiences} experiences; start the run over with --force"
+        )
 
 
-def train_offline(prepared: Prepared, state: dict, run_dir: Path, started: float, elapsed_before: float,
-                  stop_after: Optional[int] = None) -> None:
+def train_offline(
+    prepared: Prepared,
+    state: dict,
+    run_dir: Path,
+    started: float,
+    elapsed_before: float,
+    stop_after: Optional[int] = None,
+) -> None:
     """Train experience by experience, one accuracy-matrix row and a checkpoint after each.
 
     With a training-time attack on experience k: the experiences before k once, then k and the rest twice from
@@ -238,8 +296,10 @@ def train_offline(prepared: Prepared, state: dict, run_dir: Path, started: float
             # resume point of an interrupted attacked run)
             checkpoint.save(run_dir, strategy, state)
         optimizer_state = copy.deepcopy(strategy.optimizer.state_dict())
-        clean_rows = [train_and_evaluate(prepared, train_stream[index], state, "clean")
-                      for index in range(target, scenario.n_experiences)]
+        clean_rows = [
+            train_and_evaluate(prepared, train_stream[index], state, "clean")
+            for index in range(target, scenario.n_experiences)
+        ]
         checkpoint.load(run_dir, strategy)
         strategy.optimizer.load_state_dict(optimizer_state)
         attack_start = time.perf_counter()
@@ -249,8 +309,10 @@ def train_offline(prepared: Prepared, state: dict, run_dir: Path, started: float
         with torch.random.fork_rng(devices=[prepared.device] if prepared.device.type == "cuda" else []):
             poisoned = attack.poison(train_stream[target], strategy)
         state["attack_s"] = time.perf_counter() - attack_start
-        attacked_rows = [train_and_evaluate(prepared, poisoned if index == target else train_stream[index], state,
-                                            "attacked") for index in range(target, scenario.n_experiences)]
+        attacked_rows = [
+            train_and_evaluate(prepared, poisoned if index == target else train_stream[index], state, "attacked")
+            for index in range(target, scenario.n_experiences)
+        ]
         state["accuracy_matrix_clean"] = state["accuracy_matrix"] + clean_rows
         state["accuracy_matrix"] = state["accuracy_matrix"] + attacked_rows
         state["attack_target"] = target
@@ -264,19 +326,34 @@ def train_and_evaluate(prepared: Prepared, train_data, state: dict, branch: Opti
     if train_data is not None:
         prepared.strategy.train(train_data, eval_streams=[], **loader_options(prepared.config.train))
     eval_start = time.perf_counter()
-    row = evaluate_stream(prepared.strategy, prepared.scenario.benchmark.test_stream,
-                          prepared.config.train.eval_batch_size, prepared.config.train.num_workers)
+    row = evaluate_stream(
+        prepared.strategy,
+        prepared.scenario.benchmark.test_stream,
+        prepared.config.train.eval_batch_size,
+        prepared.config.train.num_workers,
+    )
     if prepared.scenario.validation:  # the held-out part of every experience's training data
         state.setdefault("validation_rows", {}).setdefault(branch or "main", []).append(
-            evaluate_datasets(prepared.strategy, prepared.scenario.validation, prepared.config.train.eval_batch_size,
-                              prepared.config.train.num_workers))
+            evaluate_datasets(
+                prepared.strategy,
+                prepared.scenario.validation,
+                prepared.config.train.eval_batch_size,
+                prepared.config.train.num_workers,
+            )
+        )
     timing = {"train_s": eval_start - train_start, "eval_s": time.perf_counter() - eval_start}
     state["per_experience"].append({"branch": branch, **timing} if branch else timing)
     return row
 
 
-def train_online(prepared: Prepared, state: dict, run_dir: Path, started: float, elapsed_before: float,
-                 stop_after: Optional[int] = None) -> None:
+def train_online(
+    prepared: Prepared,
+    state: dict,
+    run_dir: Path,
+    started: float,
+    elapsed_before: float,
+    stop_after: Optional[int] = None,
+) -> None:
     """One pass over a task-free stream, one ``strategy.train`` call per incoming mini-batch.
 
     The strategy gets each mini-batch as a bare experience (no task id, no boundary, no origin): only
@@ -288,20 +365,36 @@ def train_online(prepared: Prepared, state: dict, run_dir: Path, started: float,
     if online is None:
         raise ValueError("train_online needs a task-free scenario (scenario.online is None)")
     hidden_tasks = scenario.benchmark.train_stream
-    progress = state.setdefault("online", {"batches": 0, "samples": 0, "seen_classes": [], "boundaries": [],
-                                           "anytime": {"eval_every": online.eval_every, "samples": [],
-                                                       "accuracy": [], "n_classes": []}})
+    progress = state.setdefault(
+        "online",
+        {
+            "batches": 0,
+            "samples": 0,
+            "seen_classes": [],
+            "boundaries": [],
+            "anytime": {"eval_every": online.eval_every, "samples": [], "accuracy": [], "n_classes": []},
+        },
+    )
     batch_counts = [-(-len(task.dataset) // online.batch_size) for task in hidden_tasks]
     # disable=None: no bar when stderr is not a terminal (redirected logs)
-    bar = tqdm(total=sum(batch_counts), initial=progress["batches"], desc="stream", unit="batch", leave=False,
-               dynamic_ncols=True, disable=None if prepared.progress else True)
+    bar = tqdm(
+        total=sum(batch_counts),
+        initial=progress["batches"],
+        desc="stream",
+        unit="batch",
+        leave=False,
+        dynamic_ncols=True,
+        disable=None if prepared.progress else True,
+    )
     for task_index in range(len(state["accuracy_matrix"]), len(hidden_tasks)):
         train_start, anytime_s = time.perf_counter(), 0.0
-        batches = split_online_stream([hidden_tasks[task_index]], experience_size=online.batch_size, shuffle=False,
-                                      access_task_boundaries=False)
+        batches = split_online_stream(
+            [hidden_tasks[task_index]], experience_size=online.batch_size, shuffle=False, access_task_boundaries=False
+        )
         for batch in batches:
-            strategy.train(DatasetExperience(dataset=batch.dataset, current_experience=progress["batches"]),
-                           eval_streams=[])
+            strategy.train(
+                DatasetExperience(dataset=batch.dataset, current_experience=progress["batches"]), eval_streams=[]
+            )
             progress["batches"] += 1
             progress["samples"] += len(batch.dataset)
             progress["seen_classes"] = sorted(set(progress["seen_classes"]) | set(batch.dataset.targets.uniques))
@@ -312,12 +405,17 @@ def train_online(prepared: Prepared, state: dict, run_dir: Path, started: float,
                 anytime_s += time.perf_counter() - anytime_start
         progress["boundaries"].append(progress["samples"])
         eval_start = time.perf_counter()
-        row = evaluate_stream(strategy, scenario.benchmark.test_stream, prepared.config.train.eval_batch_size,
-                              prepared.config.train.num_workers)
+        row = evaluate_stream(
+            strategy,
+            scenario.benchmark.test_stream,
+            prepared.config.train.eval_batch_size,
+            prepared.config.train.num_workers,
+        )
         if task_index == len(hidden_tasks) - 1:
             progress["final_accuracy"] = anytime_accuracy(prepared, progress["seen_classes"])
-        state["per_experience"].append({"train_s": eval_start - train_start - anytime_s,
-                                        "eval_s": time.perf_counter() - eval_start + anytime_s})
+        state["per_experience"].append(
+            {"train_s": eval_start - train_start - anytime_s, "eval_s": time.perf_counter() - eval_start + anytime_s}
+        )
         state["accuracy_matrix"].append(row)
         state["elapsed_s"] = elapsed_before + time.perf_counter() - started
         checkpoint.save(run_dir, strategy, state)
@@ -335,8 +433,12 @@ def anytime_accuracy(prepared: Prepared, seen_classes: Sequence[int]) -> float:
     targets = torch.as_tensor(list(anytime_test.targets), dtype=torch.long)
     rows = torch.isin(targets, torch.as_tensor(list(seen_classes), dtype=torch.long)).nonzero().flatten()
     subset = anytime_test.subset(rows.tolist()).eval()
-    return accuracy(prepared.strategy, make_loader(subset, prepared.config.train.eval_batch_size, shuffle=False,
-                                                   num_workers=prepared.config.train.num_workers))
+    return accuracy(
+        prepared.strategy,
+        make_loader(
+            subset, prepared.config.train.eval_batch_size, shuffle=False, num_workers=prepared.config.train.num_workers
+        ),
+    )
 
 
 def record_anytime(prepared: Prepared, progress: dict) -> None:
@@ -353,8 +455,7 @@ def build_record(prepared: Prepared, state: dict, command: str) -> dict:
     per_experience = state["per_experience"]
     # a strategy trained once on the whole stream has no "before experience j" row: no forward transfer
     whole_stream = getattr(prepared.strategy, "train_whole_stream", False)
-    peak_memory_mb = (torch.cuda.max_memory_allocated() / 2**20 if prepared.device.type == "cuda"
-                      else _peak_rss_mb())
+    peak_memory_mb = torch.cuda.max_memory_allocated() / 2**20 if prepared.device.type == "cuda" else _peak_rss_mb()
     return {
         "schema_version": records.SCHEMA_VERSION,
         "run_id": config.run_id(),
@@ -370,12 +471,16 @@ def build_record(prepared: Prepared, state: dict, command: str) -> dict:
         "scenario_info": scenario.metadata(),
         "accuracy_matrix": matrix,
         "accuracy_initial": state["accuracy_initial"],
-        "metrics": {**metrics.all_metrics(matrix, None if whole_stream else state["accuracy_initial"]),
-                    **online_metrics(state)},
-        "timing": {"total_s": state["elapsed_s"],
-                   "train_s": sum(p["train_s"] for p in per_experience),
-                   "eval_s": sum(p["eval_s"] for p in per_experience),
-                   "per_experience": per_experience},
+        "metrics": {
+            **metrics.all_metrics(matrix, None if whole_stream else state["accuracy_initial"]),
+            **online_metrics(state),
+        },
+        "timing": {
+            "total_s": state["elapsed_s"],
+            "train_s": sum(p["train_s"] for p in per_experience),
+            "eval_s": sum(p["eval_s"] for p in per_experience),
+            "per_experience": per_experience,
+        },
         "peak_memory_mb": peak_memory_mb,
         **validation_fields(state),
         **attack_fields(prepared, state),
@@ -411,8 +516,13 @@ def attack_fields(prepared: Prepared, state: dict) -> dict:
     return {
         "accuracy_matrix_clean": clean,
         "metrics_clean": metrics.all_metrics(clean, state["accuracy_initial"]),
-        "attack_info": {"name": prepared.config.attack, "target_experience": state["attack_target"],
-                        "budget": attack.budget(), "metrics": attack.metrics(), "wall_time_s": state["attack_s"]},
+        "attack_info": {
+            "name": prepared.config.attack,
+            "target_experience": state["attack_target"],
+            "budget": attack.budget(),
+            "metrics": attack.metrics(),
+            "wall_time_s": state["attack_s"],
+        },
         "attack_effect": metrics.attack_effect(clean, state["accuracy_matrix"], state["attack_target"]),
     }
 
@@ -432,10 +542,15 @@ def online_fields(state: dict) -> dict:
     if online is None:
         return {}
     curve = online["anytime"]
-    return {"anytime_accuracy": curve,
-            "stream": {"batches": online["batches"], "samples": online["samples"],
-                       "hidden_boundaries": online["boundaries"],
-                       "final_accuracy_seen_classes": online.get("final_accuracy")}}
+    return {
+        "anytime_accuracy": curve,
+        "stream": {
+            "batches": online["batches"],
+            "samples": online["samples"],
+            "hidden_boundaries": online["boundaries"],
+            "final_accuracy_seen_classes": online.get("final_accuracy"),
+        },
+    }
 
 
 def strategy_info(strategy) -> dict:
@@ -469,8 +584,7 @@ def write_outputs(run_dir: Path, record: dict) -> None:
     checkpoint.remove(run_dir)
 
 
-def run_from_spec(spec: dict, sets: Sequence[str], out_dir: Path, force: bool = False,
-                  progress: bool = False) -> Path:
+def run_from_spec(spec: dict, sets: Sequence[str], out_dir: Path, force: bool = False, progress: bool = False) -> Path:
     """Entry point for sweeps: resolve a config dict (``--config`` format) and execute it."""
     config = resolve(spec, None, sets)
     command = f"cl-bench sweep (spec: {spec}, set: {list(sets)})"

@@ -33,9 +33,13 @@ VALIDATION_STREAM = 0x7A11  # second seed word of the validation split's generat
 class ScenarioConfig(ComponentConfig):
     """Fields every offline scenario has."""
 
-    validation_fraction: float = param(0.0, "fraction of each experience's training data held out (seeded, "
-                                            "stratified by class) as its validation split; 0: none", low=0.0,
-                                       high=0.5)
+    validation_fraction: float = param(
+        0.0,
+        "fraction of each experience's training data held out (seeded, "
+        "stratified by class) as its validation split; 0: none",
+        low=0.0,
+        high=0.5,
+    )
 
     # added after results were committed: runs without validation keep their ids
     omitted_at_default: ClassVar[tuple[str, ...]] = ("validation_fraction",)
@@ -54,8 +58,12 @@ class OnlineStream:
     anytime_test: Any  # Avalanche dataset: the anytime evaluation images (test images of every class)
 
     def metadata(self) -> dict:
-        return {"mode": self.mode, "batch_size": self.batch_size, "eval_every": self.eval_every,
-                "anytime_test_size": len(self.anytime_test)}
+        return {
+            "mode": self.mode,
+            "batch_size": self.batch_size,
+            "eval_every": self.eval_every,
+            "anytime_test_size": len(self.anytime_test),
+        }
 
 
 @dataclass
@@ -82,21 +90,34 @@ class ScenarioData:
 
     def metadata(self) -> dict:
         """The JSON-able part, stored in the run record."""
-        return {"input_shape": list(self.input_shape), "num_classes": self.num_classes,
-                "setting": self.setting, "task_labels": self.task_labels,
-                "n_experiences": self.n_experiences,
-                "classes_per_experience": self.classes_per_experience,
-                "class_order": self.class_order, "description": self.description,
-                "input_range": list(self.input_range) if self.input_range is not None else None,
-                "excluded_pools": list(self.excluded_pools), "dataset": self.dataset,
-                "online": self.online.metadata() if self.online is not None else None,
-                **({"validation_sizes": [len(part) for part in self.validation]} if self.validation else {})}
+        return {
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+            "setting": self.setting,
+            "task_labels": self.task_labels,
+            "n_experiences": self.n_experiences,
+            "classes_per_experience": self.classes_per_experience,
+            "class_order": self.class_order,
+            "description": self.description,
+            "input_range": list(self.input_range) if self.input_range is not None else None,
+            "excluded_pools": list(self.excluded_pools),
+            "dataset": self.dataset,
+            "online": self.online.metadata() if self.online is not None else None,
+            **({"validation_sizes": [len(part) for part in self.validation]} if self.validation else {}),
+        }
 
 
-def tensor_scenario(train_parts: Sequence[tuple[torch.Tensor, torch.Tensor]],
-                    test_parts: Sequence[tuple[torch.Tensor, torch.Tensor]], *, setting: str,
-                    task_labels: bool, num_classes: int, class_order: Sequence[int] = (),
-                    description: str = "", input_range: Optional[tuple[float, float]] = None) -> ScenarioData:
+def tensor_scenario(
+    train_parts: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    test_parts: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    setting: str,
+    task_labels: bool,
+    num_classes: int,
+    class_order: Sequence[int] = (),
+    description: str = "",
+    input_range: Optional[tuple[float, float]] = None,
+) -> ScenarioData:
     """A tensor-resident scenario: experience i trains on ``train_parts[i]`` and tests on ``test_parts[i]``.
 
     Each part is (inputs float32, targets int64). With ``task_labels`` experience i carries task
@@ -112,23 +133,33 @@ def tensor_scenario(train_parts: Sequence[tuple[torch.Tensor, torch.Tensor]],
         inputs = torch.cat([x.float() for x, _ in parts])
         targets = torch.cat([y.long() for _, y in parts])
         sizes = [len(y) for _, y in parts]
-        tasks = torch.cat([torch.full((n,), i if task_labels else 0, dtype=torch.long)
-                           for i, n in enumerate(sizes)])
+        tasks = torch.cat([torch.full((n,), i if task_labels else 0, dtype=torch.long) for i, n in enumerate(sizes)])
         bank = TensorBank(inputs, targets, tasks, name=name)
         bounds = torch.cumsum(torch.tensor([0] + sizes), 0).tolist()
         return [bank.dataset(range(bounds[i], bounds[i + 1])) for i in range(len(parts))]
 
-    benchmark = with_task_labels(benchmark_from_datasets(train=one_bank(train_parts, "train"),
-                                                       test=one_bank(test_parts, "test")))
+    benchmark = with_task_labels(
+        benchmark_from_datasets(train=one_bank(train_parts, "train"), test=one_bank(test_parts, "test"))
+    )
     classes = [sorted(torch.unique(y).tolist()) for _, y in train_parts]
-    return add_classes_timeline(ScenarioData(
-        benchmark=benchmark, input_shape=tuple(train_parts[0][0].shape[1:]), num_classes=num_classes,
-        setting=setting, task_labels=task_labels, classes_per_experience=classes, class_order=list(class_order),
-        description=description, input_range=input_range))
+    return add_classes_timeline(
+        ScenarioData(
+            benchmark=benchmark,
+            input_shape=tuple(train_parts[0][0].shape[1:]),
+            num_classes=num_classes,
+            setting=setting,
+            task_labels=task_labels,
+            classes_per_experience=classes,
+            class_order=list(class_order),
+            description=description,
+            input_range=input_range,
+        )
+    )
 
 
-def stratified_holdout(targets: Sequence[int] | np.ndarray, fraction: float,
-                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def stratified_holdout(
+    targets: Sequence[int] | np.ndarray, fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """(kept rows, held-out rows), both sorted: each class c loses ``round(fraction * n_c)`` rows, at least one
     and never all of them (a class of one row keeps it). Used for test splits and validation hold-outs."""
     target_array = np.asarray(targets)
@@ -147,16 +178,21 @@ def split_validation(scenario: ScenarioData, fraction: float, seed: int) -> Scen
     Experience i draws from ``Generator((seed, VALIDATION_STREAM, i))``; the test stream is untouched.
     """
     if scenario.online is not None:
-        raise UserError("scenario.validation_fraction is for offline streams; task-free streams have no "
-                        "experiences to hold data out of")
+        raise UserError(
+            "scenario.validation_fraction is for offline streams; task-free streams have no "
+            "experiences to hold data out of"
+        )
     train, validation = [], []
     for index, experience in enumerate(scenario.benchmark.train_stream):
         dataset = experience.dataset
-        kept, held = stratified_holdout(list(dataset.targets), fraction,
-                                        np.random.default_rng((seed, VALIDATION_STREAM, index)))
+        kept, held = stratified_holdout(
+            list(dataset.targets), fraction, np.random.default_rng((seed, VALIDATION_STREAM, index))
+        )
         if not len(held):
-            raise UserError(f"scenario.validation_fraction={fraction} holds out nothing of experience {index + 1} "
-                            f"({len(dataset)} samples); raise it or set it to 0")
+            raise UserError(
+                f"scenario.validation_fraction={fraction} holds out nothing of experience {index + 1} "
+                f"({len(dataset)} samples); raise it or set it to 0"
+            )
         train.append(dataset.subset(kept.tolist()))
         validation.append(dataset.subset(held.tolist()))
     test = [experience.dataset for experience in scenario.benchmark.test_stream]

@@ -134,6 +134,7 @@ class SweepResult:
 
 # ----------------------------------------------------------------------------- loading
 
+
 def _as_list(value: Any, where: str) -> list:
     if value is None:
         return []
@@ -151,8 +152,10 @@ def _check_grid_key(key: Any, where: str) -> None:
         kind, name = key.split(".", 1)
         if kind in SETTABLE_KINDS and name:
             return
-    raise UserError(f"{where}: unknown grid key {key!r}; use scenario, model, strategy, attack, seed "
-                    f"or <kind>.<field> with kind in {', '.join(SETTABLE_KINDS)} (e.g. train.lr)")
+    raise UserError(
+        f"{where}: unknown grid key {key!r}; use scenario, model, strategy, attack, seed "
+        f"or <kind>.<field> with kind in {', '.join(SETTABLE_KINDS)} (e.g. train.lr)"
+    )
 
 
 def parse_sweep(content: dict, name: str = "sweep", path: Optional[Path] = None) -> SweepSpec:
@@ -191,17 +194,27 @@ def parse_sweep(content: dict, name: str = "sweep", path: Optional[Path] = None)
                 raise UserError(f"{where}: each {key} entry must be a mapping of grid key -> value(s)")
             for pattern_key in pattern:
                 if pattern_key not in grid:
-                    raise UserError(f"{where}: {key} pattern key {pattern_key!r} is not a grid axis "
-                                    f"({', '.join(map(str, grid)) or 'no grid'})")
+                    raise UserError(
+                        f"{where}: {key} pattern key {pattern_key!r} is not a grid axis "
+                        f"({', '.join(map(str, grid)) or 'no grid'})"
+                    )
     out = content.get("out")
     if out is not None and (not isinstance(out, str) or not out.strip()):
         raise UserError(f"{where}: out must be a directory path (a string), got {out!r}")
     sweep_name = content.get("name")
     if sweep_name is not None and (not isinstance(sweep_name, str) or not sweep_name.strip()):
         raise UserError(f"{where}: name must be a non-empty string, got {sweep_name!r}")
-    return SweepSpec(name=sweep_name or name, out=Path(out) if out else None, grid=grid,
-                     base=base, sets=list(sets), only=patterns["only"], exclude=patterns["exclude"],
-                     runs=runs, path=path)
+    return SweepSpec(
+        name=sweep_name or name,
+        out=Path(out) if out else None,
+        grid=grid,
+        base=base,
+        sets=list(sets),
+        only=patterns["only"],
+        exclude=patterns["exclude"],
+        runs=runs,
+        path=path,
+    )
 
 
 def load_sweep(path: Path) -> SweepSpec:
@@ -211,6 +224,7 @@ def load_sweep(path: Path) -> SweepSpec:
 
 
 # ----------------------------------------------------------------------------- expansion
+
 
 def _merge_component(lower: Any, upper: Any) -> Any:
     """``upper`` over ``lower``: fields merge when the names agree or upper has none, else replace."""
@@ -337,10 +351,16 @@ def expand(sweep: SweepSpec, import_components: bool = True) -> list[RunSpec]:
         if run_id in seen:
             continue
         seen.add(run_id)
-        names = {"scenario": config.scenario, "model": config.model, "strategy": config.strategy,
-                 "attack": config.attack or "none", "seed": str(config.seed)}
-        runs.append(RunSpec(spec=spec, sets=sets, run_id=run_id, config_id=config.config_id(), label=label,
-                            names=names))
+        names = {
+            "scenario": config.scenario,
+            "model": config.model,
+            "strategy": config.strategy,
+            "attack": config.attack or "none",
+            "seed": str(config.seed),
+        }
+        runs.append(
+            RunSpec(spec=spec, sets=sets, run_id=run_id, config_id=config.config_id(), label=label, names=names)
+        )
     return runs
 
 
@@ -353,8 +373,10 @@ def parse_selection(assignments: Sequence[str]) -> dict[str, set[str]]:
     for assignment in assignments:
         key, sep, value = assignment.partition("=")
         if not sep or key not in SELECTABLE or not value.strip(","):
-            raise UserError(f"--only {assignment!r}: expected KEY=NAME[,NAME...] with KEY one of "
-                            f"{', '.join(SELECTABLE)}, e.g. --only scenario=continual_swiss_roll")
+            raise UserError(
+                f"--only {assignment!r}: expected KEY=NAME[,NAME...] with KEY one of "
+                f"{', '.join(SELECTABLE)}, e.g. --only scenario=continual_swiss_roll"
+            )
         selection.setdefault(key, set()).update(name for name in value.split(",") if name)
     return selection
 
@@ -366,8 +388,8 @@ def select(runs: Sequence[RunSpec], selection: dict[str, set[str]]) -> list[RunS
 
 # ----------------------------------------------------------------------------- execution
 
-def _default_run_fn(spec: dict, sets: list[str], out_dir: Path, force: bool = False,
-                    progress: bool = False) -> Path:
+
+def _default_run_fn(spec: dict, sets: list[str], out_dir: Path, force: bool = False, progress: bool = False) -> Path:
     # imported lazily: the runner pulls in torch/Avalanche, needed only where a run executes
     from cl_bench.runner import run_from_spec
 
@@ -385,8 +407,9 @@ def _limit_threads(threads: Optional[int]) -> None:
     torch.set_num_threads(threads)
 
 
-def _run_one(run_fn: RunFn, spec: dict, sets: list[str], out_dir: str, force: bool,
-             threads: Optional[int] = None) -> tuple[str, float]:
+def _run_one(
+    run_fn: RunFn, spec: dict, sets: list[str], out_dir: str, force: bool, threads: Optional[int] = None
+) -> tuple[str, float]:
     """Execute one run (in a worker process, a Ray task or in-process): (run dir, seconds)."""
     _limit_threads(threads)
     start = time.perf_counter()
@@ -418,8 +441,7 @@ class _Reporter:
         self.total = total
         self.count = 0
         # disable=None: no bar when stderr is not a terminal (redirected logs)
-        self.bar = tqdm(total=total, desc="sweep", unit="run", disable=None if progress else True,
-                        leave=False)
+        self.bar = tqdm(total=total, desc="sweep", unit="run", disable=None if progress else True, leave=False)
         self.echo = echo
 
     def finished(self, run: RunSpec, run_dir: Path, seconds: float) -> None:
@@ -442,10 +464,18 @@ def _echo_default(line: str) -> None:
     tqdm.write(line, file=sys.stdout)  # through tqdm so the bar is redrawn below the line
 
 
-def execute(runs: Sequence[RunSpec], out_dir: Path, workers: int = 1, executor: str = "local",
-            address: Optional[str] = None, force: bool = False, progress: bool = True,
-            run_fn: Optional[RunFn] = None, echo: Optional[Callable[[str], None]] = None,
-            ray_options: Optional[dict] = None) -> SweepResult:
+def execute(
+    runs: Sequence[RunSpec],
+    out_dir: Path,
+    workers: int = 1,
+    executor: str = "local",
+    address: Optional[str] = None,
+    force: bool = False,
+    progress: bool = True,
+    run_fn: Optional[RunFn] = None,
+    echo: Optional[Callable[[str], None]] = None,
+    ray_options: Optional[dict] = None,
+) -> SweepResult:
     """Run every run not already complete in ``out_dir``; failures are collected, not raised.
 
     ``executor``: "local" (workers=1 runs in this process; more use a spawn process pool) or
@@ -498,14 +528,22 @@ def execute(runs: Sequence[RunSpec], out_dir: Path, workers: int = 1, executor: 
     return result
 
 
-def _execute_in_process(pending: list[RunSpec], out_dir: Path, force: bool, run_fn: RunFn,
-                        reporter: _Reporter, result: SweepResult) -> None:
+def _execute_in_process(
+    pending: list[RunSpec], out_dir: Path, force: bool, run_fn: RunFn, reporter: _Reporter, result: SweepResult
+) -> None:
     for run in pending:
         _collect(lambda: _run_one(run_fn, run.spec, run.sets, str(out_dir), force), run, reporter, result)
 
 
-def _execute_pool(pending: list[RunSpec], out_dir: Path, force: bool, run_fn: RunFn, workers: int,
-                  reporter: _Reporter, result: SweepResult) -> None:
+def _execute_pool(
+    pending: list[RunSpec],
+    out_dir: Path,
+    force: bool,
+    run_fn: RunFn,
+    workers: int,
+    reporter: _Reporter,
+    result: SweepResult,
+) -> None:
     # spawn: a fresh interpreter per worker; forking a process that holds torch/CUDA/OpenMP state is unsafe
     context = multiprocessing.get_context("spawn")
     threads = worker_threads(workers)
@@ -527,8 +565,9 @@ def _execute_pool(pending: list[RunSpec], out_dir: Path, force: bool, run_fn: Ru
             raise
 
 
-def _collect(get_result: Callable[[], tuple[str, float]], run: RunSpec, reporter: _Reporter,
-             result: SweepResult) -> None:
+def _collect(
+    get_result: Callable[[], tuple[str, float]], run: RunSpec, reporter: _Reporter, result: SweepResult
+) -> None:
     """Record one finished task: its run dir, or its failure (a dead worker included)."""
     try:
         run_dir_name, seconds = get_result()
@@ -547,8 +586,16 @@ def _collect(get_result: Callable[[], tuple[str, float]], run: RunSpec, reporter
     reporter.finished(run, run_dir, seconds)
 
 
-def _execute_ray(pending: list[RunSpec], out_dir: Path, force: bool, run_fn: RunFn, address: Optional[str],
-                 ray_options: Optional[dict], reporter: _Reporter, result: SweepResult) -> None:
+def _execute_ray(
+    pending: list[RunSpec],
+    out_dir: Path,
+    force: bool,
+    run_fn: RunFn,
+    address: Optional[str],
+    ray_options: Optional[dict],
+    reporter: _Reporter,
+    result: SweepResult,
+) -> None:
     import ray
 
     if not ray.is_initialized():
@@ -589,15 +636,17 @@ def sweep_out_dir(sweep: SweepSpec, out: Optional[Path] = None) -> Path:
     return Path(out) if out is not None else (sweep.out or Path("runs"))
 
 
-def planned_runs(path: Path, selection: Optional[dict[str, set[str]]] = None,
-                 import_components: bool = True) -> tuple[SweepSpec, list[RunSpec]]:
+def planned_runs(
+    path: Path, selection: Optional[dict[str, set[str]]] = None, import_components: bool = True
+) -> tuple[SweepSpec, list[RunSpec]]:
     """Load a sweep file and expand it (validating every run), keeping the ``selection`` (see ``--only``)."""
     sweep = load_sweep(path)
     return sweep, select(expand(sweep, import_components), selection or {})
 
 
-def run_sweep(path: Path, out: Optional[Path] = None, selection: Optional[dict[str, set[str]]] = None,
-              **execute_options: Any) -> SweepResult:
+def run_sweep(
+    path: Path, out: Optional[Path] = None, selection: Optional[dict[str, set[str]]] = None, **execute_options: Any
+) -> SweepResult:
     """Load, expand (validating every run), select and execute a sweep file: the `cl-bench sweep` path."""
     sweep, runs = planned_runs(path, selection)
     return execute(runs, sweep_out_dir(sweep, out), **execute_options)

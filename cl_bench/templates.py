@@ -39,20 +39,31 @@ class SlicingDataMixin:
             tensors = (inputs.to(self.device), targets.to(self.device), task_labels.to(self.device))
         return SliceLoader(tensors, batch_size, shuffle, drop_last)
 
-    def make_train_dataloader(self, num_workers=0, shuffle=True, pin_memory=None,
-                              persistent_workers=False, drop_last=False, **kwargs):
+    def make_train_dataloader(
+        self, num_workers=0, shuffle=True, pin_memory=None, persistent_workers=False, drop_last=False, **kwargs
+    ):
         loader = self._slice_loader(self.adapted_dataset, self.train_mb_size, shuffle, drop_last)
         if loader is None:
-            return super().make_train_dataloader(num_workers=num_workers, shuffle=shuffle, pin_memory=pin_memory,
-                                                 persistent_workers=persistent_workers, drop_last=drop_last, **kwargs)
+            return super().make_train_dataloader(
+                num_workers=num_workers,
+                shuffle=shuffle,
+                pin_memory=pin_memory,
+                persistent_workers=persistent_workers,
+                drop_last=drop_last,
+                **kwargs,
+            )
         self.dataloader = loader
 
-    def make_eval_dataloader(self, num_workers=0, shuffle=False, pin_memory=None,
-                             persistent_workers=False, **kwargs):
+    def make_eval_dataloader(self, num_workers=0, shuffle=False, pin_memory=None, persistent_workers=False, **kwargs):
         loader = self._slice_loader(self.adapted_dataset, self.eval_mb_size, False, False)
         if loader is None:
-            return super().make_eval_dataloader(num_workers=num_workers, shuffle=shuffle, pin_memory=pin_memory,
-                                                persistent_workers=persistent_workers, **kwargs)
+            return super().make_eval_dataloader(
+                num_workers=num_workers,
+                shuffle=shuffle,
+                pin_memory=pin_memory,
+                persistent_workers=persistent_workers,
+                **kwargs,
+            )
         self.dataloader = loader
 
 
@@ -83,8 +94,14 @@ class ProgressPlugin(SupervisedPlugin):
         steps = strategy.train_epochs * len(strategy.dataloader)
         index = strategy.experience.current_experience
         # disable=None: no bar when stderr is not a terminal (redirected logs)
-        self.bar = tqdm(total=steps, desc=f"experience {index + 1}/{self.n_experiences}", unit="step",
-                        leave=False, dynamic_ncols=True, disable=None)
+        self.bar = tqdm(
+            total=steps,
+            desc=f"experience {index + 1}/{self.n_experiences}",
+            unit="step",
+            leave=False,
+            dynamic_ncols=True,
+            disable=None,
+        )
 
     def after_training_iteration(self, strategy, **kwargs):
         if self.bar is not None:
@@ -136,8 +153,10 @@ class DivergenceGuard(SupervisedPlugin):
 
 
 def _diverged(strategy, what: str) -> str:
-    return (f"training diverged on experience {strategy.clock.train_exp_counter + 1} ({what}); lower the learning "
-            f"rate (--lr) or the loss weights and run again")
+    return (
+        f"training diverged on experience {strategy.clock.train_exp_counter + 1} ({what}); lower the learning "
+        f"rate (--lr) or the loss weights and run again"
+    )
 
 
 @dataclass
@@ -154,16 +173,23 @@ class StrategyContext:
         parameters = self.model.parameters() if parameters is None else parameters
         if self.train.optimizer == "adam":
             return torch.optim.Adam(parameters, lr=self.train.lr, weight_decay=self.train.weight_decay)
-        return torch.optim.SGD(parameters, lr=self.train.lr, momentum=self.train.momentum,
-                               weight_decay=self.train.weight_decay)
+        return torch.optim.SGD(
+            parameters, lr=self.train.lr, momentum=self.train.momentum, weight_decay=self.train.weight_decay
+        )
 
     def template_kwargs(self, extra_plugins: Optional[list] = None) -> dict:
         """Keyword arguments common to every Avalanche template."""
-        return dict(model=self.model, optimizer=self.optimizer(), criterion=nn.CrossEntropyLoss(),
-                    train_mb_size=self.train.batch_size, train_epochs=self.train.epochs,
-                    eval_mb_size=self.train.eval_batch_size, device=self.device,
-                    plugins=list(self.plugins) + list(extra_plugins or []),
-                    evaluator=_silent_evaluator())
+        return dict(
+            model=self.model,
+            optimizer=self.optimizer(),
+            criterion=nn.CrossEntropyLoss(),
+            train_mb_size=self.train.batch_size,
+            train_epochs=self.train.epochs,
+            eval_mb_size=self.train.eval_batch_size,
+            device=self.device,
+            plugins=list(self.plugins) + list(extra_plugins or []),
+            evaluator=_silent_evaluator(),
+        )
 
 
 class _SilentEvaluator(EvaluationPlugin):

@@ -80,9 +80,7 @@ class TensorBank:
                 DataAttribute([self.bank_id] * n, "bank_id"),
                 DataAttribute(list(range(n)), "bank_index"),
             ]
-            self._full_dataset = TaskAwareSupervisedClassificationDataset(
-                [_BankRows(self)], data_attributes=attributes
-            )
+            self._full_dataset = TaskAwareSupervisedClassificationDataset([_BankRows(self)], data_attributes=attributes)
         if indices is None:
             return self._full_dataset
         return self._full_dataset.subset(torch.as_tensor(indices, dtype=torch.long).tolist())
@@ -156,8 +154,13 @@ class SliceLoader:
     RNG (seeded by the runner) so that runs are reproducible and resumable.
     """
 
-    def __init__(self, tensors: tuple[torch.Tensor, torch.Tensor, torch.Tensor], batch_size: int,
-                 shuffle: bool, drop_last: bool = False):
+    def __init__(
+        self,
+        tensors: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        batch_size: int,
+        shuffle: bool,
+        drop_last: bool = False,
+    ):
         self.tensors = tensors
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -186,5 +189,11 @@ def make_loader(dataset, batch_size: int, shuffle: bool, drop_last: bool = False
     tensors = gather(dataset)
     if tensors is not None:
         return SliceLoader(tensors, batch_size, shuffle, drop_last)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
-                      collate_fn=getattr(dataset, "collate_fn", None), num_workers=num_workers)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        drop_last=drop_last,
+        collate_fn=getattr(dataset, "collate_fn", None),
+        num_workers=num_workers,
+    )

@@ -88,37 +88,62 @@ class ContinualSwissRollConfig(ScenarioConfig):
     """Generator parameters; every default is a [suite] choice (spec section 4), not the paper's."""
 
     n_tasks: int = param(10, "number of tasks T (experiences) [suite]", low=1)
-    n_classes: int = param(2, "number of classes: interleaved rolls, angle shift 2*pi*c/n_classes; even [suite]",
-                           low=2)
-    dim: int = param(3, "input dimension D; D > 3 embeds the 3-D roll with a fixed random orthogonal matrix [suite]",
-                     low=3)
-    sigma: float = param(0.5, "std of the isotropic Gaussian noise, in raw units (roll radius 4.7-14.1) [suite]",
-                         low=0.0)
+    n_classes: int = param(2, "number of classes: interleaved rolls, angle shift 2*pi*c/n_classes; even [suite]", low=2)
+    dim: int = param(
+        3, "input dimension D; D > 3 embeds the 3-D roll with a fixed random orthogonal matrix [suite]", low=3
+    )
+    sigma: float = param(
+        0.5, "std of the isotropic Gaussian noise, in raw units (roll radius 4.7-14.1) [suite]", low=0.0
+    )
     n_train: int = param(500, "training samples per class per task [suite]", low=1)
     n_test: int = param(250, "test samples per class per task [suite]", low=1)
-    overlap: float = param(0.0, "window mode: widen each task's window by this fraction of its width on both "
-                                "sides [suite]", low=0.0, high=1.0, high_open=True)
-    mode: str = param("window", "how tasks differ: window (moving window along the roll) or rotate (whole "
-                                "roll rotated about the height axis) [suite]", choices=("window", "rotate"))
-    rotation_step: Optional[float] = param(None, "rotate mode: angle between consecutive tasks in radians; "
-                                                 "default 2*pi/n_tasks [suite]")
-    task_labels: bool = param(False, "give each task its own task label (multi-head, task-incremental); "
-                                     "default: one shared head, domain-incremental [suite]")
-    lift_dim: int = param(100, "suite variant v2 (default): map the input to this many dimensions with a fixed random "
-                               "Fourier feature map sqrt(2) cos(xW/bandwidth + b); 0 keeps the raw D-dimensional "
-                               "input (the v1 variant) [suite]", low=0)
-    lift_bandwidth: float = param(0.25, "v2: bandwidth of the Fourier feature map, in the scaled units (the roll "
-                                        "spans about [-1, 1]); 0.25 chosen on validation accuracy among 0.125 / 0.25 "
-                                        "/ 0.5 / 1.0 (sweeps/swiss_roll_v2_bandwidth.yaml) [suite]",
-                                  low=0.0, low_open=True)
-    validation_fraction: float = param(0.1, "fraction of each task's training data held out (seeded, stratified by "
-                                            "class) as its validation split, as GPM's official code does; 0: none",
-                                       low=0.0, high=0.5)
+    overlap: float = param(
+        0.0,
+        "window mode: widen each task's window by this fraction of its width on both sides [suite]",
+        low=0.0,
+        high=1.0,
+        high_open=True,
+    )
+    mode: str = param(
+        "window",
+        "how tasks differ: window (moving window along the roll) or rotate (whole "
+        "roll rotated about the height axis) [suite]",
+        choices=("window", "rotate"),
+    )
+    rotation_step: Optional[float] = param(
+        None, "rotate mode: angle between consecutive tasks in radians; default 2*pi/n_tasks [suite]"
+    )
+    task_labels: bool = param(
+        False,
+        "give each task its own task label (multi-head, task-incremental); "
+        "default: one shared head, domain-incremental [suite]",
+    )
+    lift_dim: int = param(
+        100,
+        "suite variant v2 (default): map the input to this many dimensions with a fixed random "
+        "Fourier feature map sqrt(2) cos(xW/bandwidth + b); 0 keeps the raw D-dimensional "
+        "input (the v1 variant) [suite]",
+        low=0,
+    )
+    lift_bandwidth: float = param(
+        0.25,
+        "v2: bandwidth of the Fourier feature map, in the scaled units (the roll "
+        "spans about [-1, 1]); 0.25 chosen on validation accuracy among 0.125 / 0.25 "
+        "/ 0.5 / 1.0 (sweeps/swiss_roll_v2_bandwidth.yaml) [suite]",
+        low=0.0,
+        low_open=True,
+    )
+    validation_fraction: float = param(
+        0.1,
+        "fraction of each task's training data held out (seeded, stratified by "
+        "class) as its validation split, as GPM's official code does; 0: none",
+        low=0.0,
+        high=0.5,
+    )
 
     def validate(self) -> None:
         if self.n_classes % 2:
-            raise UserError(f"scenario.n_classes must be even (n_classes = 2k interleaved rolls), "
-                            f"got {self.n_classes}")
+            raise UserError(f"scenario.n_classes must be even (n_classes = 2k interleaved rolls), got {self.n_classes}")
         if self.rotation_step is not None and not math.isfinite(self.rotation_step):
             raise UserError(f"scenario.rotation_step must be a finite angle in radians, got {self.rotation_step}")
 
@@ -163,8 +188,7 @@ def lift(points: np.ndarray, config: ContinualSwissRollConfig, seed: int) -> np.
     return math.sqrt(2.0) * np.cos(points @ weights / config.lift_bandwidth + phases)
 
 
-def raw_points(config: ContinualSwissRollConfig, rng: np.random.Generator, task: int, label: int,
-               n: int) -> np.ndarray:
+def raw_points(config: ContinualSwissRollConfig, rng: np.random.Generator, task: int, label: int, n: int) -> np.ndarray:
     """``n`` 3-D points of class ``label`` for task ``task``, with noise, before scaling (float64)."""
     if config.mode == "window":
         low, high = task_window(config, task)
@@ -182,8 +206,9 @@ def raw_points(config: ContinualSwissRollConfig, rng: np.random.Generator, task:
     return points + noise
 
 
-def generate_task(config: ContinualSwissRollConfig, seed: int,
-                  task: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def generate_task(
+    config: ContinualSwissRollConfig, seed: int, task: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Task ``task``'s (x_train, y_train, x_test, y_test): float32 (n, dim or lift_dim), int64 labels, scaled.
 
     A pure function of (config, seed, task): the same arguments give bitwise identical arrays.
@@ -194,8 +219,9 @@ def generate_task(config: ContinualSwissRollConfig, seed: int,
     embedding = embedding_matrix(config, seed)
     splits = []
     for n_per_class in (config.n_train, config.n_test):
-        points = np.concatenate([raw_points(config, rng, task, label, n_per_class)
-                                 for label in range(config.n_classes)])
+        points = np.concatenate(
+            [raw_points(config, rng, task, label, n_per_class) for label in range(config.n_classes)]
+        )
         labels = np.repeat(np.arange(config.n_classes, dtype=np.int64), n_per_class)
         splits.append((points, labels))
     arrays = []
@@ -209,9 +235,13 @@ def generate_task(config: ContinualSwissRollConfig, seed: int,
     return tuple(arrays)  # type: ignore[return-value]
 
 
-@SCENARIOS.register("continual_swiss_roll", config=ContinualSwissRollConfig, default_model="mlp",
-                    model_defaults={"widths": [100, 100], "bias": True},
-                    train_defaults={"epochs": 20, "batch_size": 32, "lr": 0.1})
+@SCENARIOS.register(
+    "continual_swiss_roll",
+    config=ContinualSwissRollConfig,
+    default_model="mlp",
+    model_defaults={"widths": [100, 100], "bias": True},
+    train_defaults={"epochs": 20, "batch_size": 32, "lr": 0.1},
+)
 def build(config: ContinualSwissRollConfig, seed: int) -> ScenarioData:
     """Continual Swiss Roll, suite variant (not the paper's verified setup): tasks = windows along a noisy 3-D roll."""
     train_parts, test_parts = [], []
@@ -219,15 +249,28 @@ def build(config: ContinualSwissRollConfig, seed: int) -> ScenarioData:
         x_train, y_train, x_test, y_test = generate_task(config, seed, task)
         train_parts.append((torch.from_numpy(x_train), torch.from_numpy(y_train)))
         test_parts.append((torch.from_numpy(x_test), torch.from_numpy(y_test)))
-    shift = ("a moving window along the roll" if config.mode == "window"
-             else f"the whole roll rotated by {config.resolved_rotation_step():.4g} rad per task")
-    variant = (f"suite variant v2, lifted to {config.lift_dim} random Fourier features (bandwidth "
-               f"{config.lift_bandwidth})" if config.lift_dim else "suite variant, raw input")
-    description = (f"Continual Swiss Roll ({variant}; not comparable number-for-number with Abbasi et al. "
-                   f"2022): {config.n_tasks} tasks, {config.n_classes} classes, D={config.dim}, "
-                   f"sigma={config.sigma}, {config.n_train}/{config.n_test} train/test samples per class per "
-                   f"task, tasks differ by {shift}")
-    return (tensor_scenario(
-        train_parts, test_parts, setting="task-incremental" if config.task_labels else "domain-incremental",
-        task_labels=config.task_labels, num_classes=config.n_classes, class_order=list(range(config.n_classes)),
-        description=description))
+    shift = (
+        "a moving window along the roll"
+        if config.mode == "window"
+        else f"the whole roll rotated by {config.resolved_rotation_step():.4g} rad per task"
+    )
+    variant = (
+        f"suite variant v2, lifted to {config.lift_dim} random Fourier features (bandwidth {config.lift_bandwidth})"
+        if config.lift_dim
+        else "suite variant, raw input"
+    )
+    description = (
+        f"Continual Swiss Roll ({variant}; not comparable number-for-number with Abbasi et al. "
+        f"2022): {config.n_tasks} tasks, {config.n_classes} classes, D={config.dim}, "
+        f"sigma={config.sigma}, {config.n_train}/{config.n_test} train/test samples per class per "
+        f"task, tasks differ by {shift}"
+    )
+    return tensor_scenario(
+        train_parts,
+        test_parts,
+        setting="task-incremental" if config.task_labels else "domain-incremental",
+        task_labels=config.task_labels,
+        num_classes=config.n_classes,
+        class_order=list(range(config.n_classes)),
+        description=description,
+    )

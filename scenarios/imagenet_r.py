@@ -38,8 +38,14 @@ from cl_bench.config import param
 from cl_bench.data import ImageFolderListing, imagenet_r_dir, load_imagenet_r
 from cl_bench.registry import SCENARIOS
 from cl_bench.scenario import ScenarioData
-from scenarios.split_image import (IMAGENET_MEAN_STD, SLCA_IMAGENET_R_AUGMENT, SplitImageConfig, image_transforms,
-                                   per_item_split, stratified_split)
+from scenarios.split_image import (
+    IMAGENET_MEAN_STD,
+    SLCA_IMAGENET_R_AUGMENT,
+    SplitImageConfig,
+    image_transforms,
+    per_item_split,
+    stratified_split,
+)
 
 TITLE = "ImageNet-R"
 
@@ -88,8 +94,14 @@ def imagenet_r_split(test_fraction: float, split_seed: int) -> ImageNetRSplit:
 
 def test_fraction_param():
     """The ``test_fraction`` field of the ImageNet-R configs (suite choice, see the module docstring)."""
-    return param(0.2, "fraction of each class held out for testing (suite choice: no official split; the papers' "
-                      "code uses 80/20)", low=0.0, high=1.0, low_open=True, high_open=True)
+    return param(
+        0.2,
+        "fraction of each class held out for testing (suite choice: no official split; the papers' code uses 80/20)",
+        low=0.0,
+        high=1.0,
+        low_open=True,
+        high_open=True,
+    )
 
 
 def split_seed_param():
@@ -104,8 +116,9 @@ class SplitImageNetRConfig(SplitImageConfig):
     NUM_CLASSES: ClassVar[int] = 200  # the real dataset's; the builder uses the count it finds
 
     n_experiences: int = param(10, "number of experiences; must divide the number of classes (200)", low=1)
-    image_size: int = param(224, "side of the model input in pixels (papers: 224); eval Resize(N*256/224, bicubic) "
-                                 "+ CenterCrop(N)", low=1)
+    image_size: int = param(
+        224, "side of the model input in pixels (papers: 224); eval Resize(N*256/224, bicubic) + CenterCrop(N)", low=1
+    )
     augment: bool = param(False, "augment training images (SLCA): RandomResizedCrop(N, bicubic) + horizontal flip")
     normalize: bool = param(True, "normalise with the ImageNet mean/std (SLCA); false: pixels in [0,1] (Online-LoRA)")
     test_fraction: float = test_fraction_param()
@@ -115,9 +128,13 @@ class SplitImageNetRConfig(SplitImageConfig):
         self.check_classes(None)  # the class count comes from the data: checked again at build time
 
 
-@SCENARIOS.register("split_imagenet_r", config=SplitImageNetRConfig, default_model="timm",
-                    requires_data="imagenet-r", train_defaults={"epochs": 5, "batch_size": 64, "lr": 0.01,
-                                                                "momentum": 0.9})
+@SCENARIOS.register(
+    "split_imagenet_r",
+    config=SplitImageNetRConfig,
+    default_model="timm",
+    requires_data="imagenet-r",
+    train_defaults={"epochs": 5, "batch_size": 64, "lr": 0.01, "momentum": 0.9},
+)
 def build_split_imagenet_r(config: SplitImageNetRConfig, seed: int) -> ScenarioData:
     """Split ImageNet-R: 10 experiences x 20 classes, 224-px RGB (needs `cl-bench data prepare imagenet-r`)."""
     data = imagenet_r_split(config.test_fraction, config.split_seed)
@@ -125,9 +142,21 @@ def build_split_imagenet_r(config: SplitImageNetRConfig, seed: int) -> ScenarioD
     augment = SLCA_IMAGENET_R_AUGMENT if config.augment else None
     transforms = image_transforms(config.image_size, augment, IMAGENET_MEAN_STD if config.normalize else None)
     side = config.image_size
-    notes = (f"{'ImageNet-normalised' if config.normalize else 'pixels in [0,1]'}, {side}x{side} px"
-             f"{', augmented training images' if config.augment else ''}, stratified "
-             f"{1 - config.test_fraction:.0%}/{config.test_fraction:.0%} split (split_seed {config.split_seed})")
-    return per_item_split(config, seed, data.n_classes, data.part("train"), data.part("test"), transforms, TITLE,
-                          str(data.listing.root), (3, side, side), notes,
-                          None if config.normalize else (0.0, 1.0))
+    notes = (
+        f"{'ImageNet-normalised' if config.normalize else 'pixels in [0,1]'}, {side}x{side} px"
+        f"{', augmented training images' if config.augment else ''}, stratified "
+        f"{1 - config.test_fraction:.0%}/{config.test_fraction:.0%} split (split_seed {config.split_seed})"
+    )
+    return per_item_split(
+        config,
+        seed,
+        data.n_classes,
+        data.part("train"),
+        data.part("test"),
+        transforms,
+        TITLE,
+        str(data.listing.root),
+        (3, side, side),
+        notes,
+        None if config.normalize else (0.0, 1.0),
+    )

@@ -56,18 +56,25 @@ from cl_bench.scenario import ScenarioConfig, ScenarioData, tensor_scenario
 class PermutedFMNISTConfig(ScenarioConfig):
     """Permuted Fashion-MNIST: one fixed pixel permutation per experience."""
 
-    n_experiences: int = param(10, "number of experiences, each with its own pixel permutation (official: 10)",
-                               low=1)
-    train_per_experience: int = param(5000, "training images per experience, a random subset drawn per "
-                                             "experience; 0 = all 60000 (as in the paper)",
-                                      low=0, high=FMNIST_REAL_COUNTS["train"])
-    test_per_experience: int = param(0, "test images per experience, a random subset drawn per experience; "
-                                        "0 = all 10000", low=0, high=FMNIST_REAL_COUNTS["test"])
+    n_experiences: int = param(10, "number of experiences, each with its own pixel permutation (official: 10)", low=1)
+    train_per_experience: int = param(
+        5000,
+        "training images per experience, a random subset drawn per experience; 0 = all 60000 (as in the paper)",
+        low=0,
+        high=FMNIST_REAL_COUNTS["train"],
+    )
+    test_per_experience: int = param(
+        0,
+        "test images per experience, a random subset drawn per experience; 0 = all 10000",
+        low=0,
+        high=FMNIST_REAL_COUNTS["test"],
+    )
     identity_first: bool = param(False, "keep experience 0 unpermuted (official: every experience is permuted)")
 
 
-def draw_permutations(n_experiences: int, n_pixels: int, rng: np.random.Generator,
-                      identity_first: bool) -> list[np.ndarray]:
+def draw_permutations(
+    n_experiences: int, n_pixels: int, rng: np.random.Generator, identity_first: bool
+) -> list[np.ndarray]:
     """One pixel permutation per experience; all drawn even with ``identity_first`` so the others stay the same."""
     permutations = [rng.permutation(n_pixels) for _ in range(n_experiences)]
     if identity_first:
@@ -77,13 +84,16 @@ def draw_permutations(n_experiences: int, n_pixels: int, rng: np.random.Generato
 
 def _subset_size(requested: int, available: int, field: str, split: str, where: str) -> int:
     if requested > available:
-        raise UserError(f"scenario.{field}={requested} exceeds the {available} {split} images in {where}; "
-                        f"use at most {available} (0 = all)")
+        raise UserError(
+            f"scenario.{field}={requested} exceeds the {available} {split} images in {where}; "
+            f"use at most {available} (0 = all)"
+        )
     return requested or available
 
 
-def _permuted_part(images: np.ndarray, labels: np.ndarray, rows: np.ndarray | None,
-                   permutation: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+def _permuted_part(
+    images: np.ndarray, labels: np.ndarray, rows: np.ndarray | None, permutation: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows of uint8 (N, 28, 28) images with their pixels permuted -> float32 (n, 1, 28, 28) in [0, 1], labels."""
     flat = images.reshape(len(images), -1)
     # one fancy-indexing pass on uint8 (4x cheaper than on floats), no per-sample loop
@@ -93,16 +103,23 @@ def _permuted_part(images: np.ndarray, labels: np.ndarray, rows: np.ndarray | No
     return inputs, torch.from_numpy(chosen.astype(np.int64))
 
 
-@SCENARIOS.register("permuted_fmnist", config=PermutedFMNISTConfig, default_model="mlp_gpm", requires_data="fmnist",
-                    train_defaults={"epochs": 5, "batch_size": 10, "lr": 0.01})
+@SCENARIOS.register(
+    "permuted_fmnist",
+    config=PermutedFMNISTConfig,
+    default_model="mlp_gpm",
+    requires_data="fmnist",
+    train_defaults={"epochs": 5, "batch_size": 10, "lr": 0.01},
+)
 def build_permuted_fmnist(config: PermutedFMNISTConfig, seed: int) -> ScenarioData:
     """Permuted Fashion-MNIST (GPM's PMNIST): 10 pixel permutations, one head (needs `cl-bench data prepare fmnist`)."""
     directory = fmnist_dir()
     arrays = load_fmnist(directory)
-    n_train = _subset_size(config.train_per_experience, len(arrays.train_labels), "train_per_experience",
-                           "training", str(directory))
-    n_test = _subset_size(config.test_per_experience, len(arrays.test_labels), "test_per_experience",
-                          "test", str(directory))
+    n_train = _subset_size(
+        config.train_per_experience, len(arrays.train_labels), "train_per_experience", "training", str(directory)
+    )
+    n_test = _subset_size(
+        config.test_per_experience, len(arrays.test_labels), "test_per_experience", "test", str(directory)
+    )
     rng = np.random.default_rng(seed)
     n_pixels = int(np.prod(arrays.train_images.shape[1:]))
     permutations = draw_permutations(config.n_experiences, n_pixels, rng, config.identity_first)
@@ -118,10 +135,19 @@ def build_permuted_fmnist(config: PermutedFMNISTConfig, seed: int) -> ScenarioDa
         train_parts.append(_permuted_part(arrays.train_images, arrays.train_labels, train_rows, permutation))
         test_parts.append(_permuted_part(arrays.test_images, arrays.test_labels, test_rows, permutation))
     first = "experience 0 unpermuted" if config.identity_first else "every experience permuted"
-    description = (f"Permuted Fashion-MNIST: {config.n_experiences} experiences, each with its own fixed pixel "
-                   f"permutation drawn from the run seed ({first}), domain-incremental (one 10-way head, no task "
-                   f"labels), {n_train} train / {n_test} test images per experience, 28x28 pixels in [0,1]")
-    scenario = tensor_scenario(train_parts, test_parts, setting="domain-incremental", task_labels=False,
-                               num_classes=FMNIST_CLASSES, description=description, input_range=(0.0, 1.0))
+    description = (
+        f"Permuted Fashion-MNIST: {config.n_experiences} experiences, each with its own fixed pixel "
+        f"permutation drawn from the run seed ({first}), domain-incremental (one 10-way head, no task "
+        f"labels), {n_train} train / {n_test} test images per experience, 28x28 pixels in [0,1]"
+    )
+    scenario = tensor_scenario(
+        train_parts,
+        test_parts,
+        setting="domain-incremental",
+        task_labels=False,
+        num_classes=FMNIST_CLASSES,
+        description=description,
+        input_range=(0.0, 1.0),
+    )
     scenario.dataset = "fmnist"  # a backbone pre-trained on the Fashion-MNIST pool is refused here (no holdout)
     return scenario

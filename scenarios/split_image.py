@@ -90,11 +90,14 @@ class SplitImageConfig(ScenarioConfig):
     NUM_CLASSES: ClassVar[int] = 10
 
     n_experiences: int = param(5, "number of experiences; must divide the number of classes", low=1)
-    class_order: Optional[list[int]] = param(None, "explicit class order (a permutation of all class ids); "
-                                                   "default: 0, 1, 2, ... in order")
+    class_order: Optional[list[int]] = param(
+        None, "explicit class order (a permutation of all class ids); default: 0, 1, 2, ... in order"
+    )
     shuffle_classes: bool = param(False, "order the classes by a permutation drawn from the run seed")
-    task_labels: bool = param(False, "multi-head task-incremental (task id = experience index); default: "
-                                     "class-incremental, one head, no task id")
+    task_labels: bool = param(
+        False,
+        "multi-head task-incremental (task id = experience index); default: class-incremental, one head, no task id",
+    )
 
     def validate(self) -> None:
         self.check_classes(self.NUM_CLASSES)
@@ -107,11 +110,12 @@ class SplitImageConfig(ScenarioConfig):
         if self.class_order is not None:
             expected = n_classes if n_classes is not None else len(self.class_order)
             if sorted(self.class_order) != list(range(expected)):
-                raise UserError(f"scenario.class_order must be a permutation of 0..{expected - 1} "
-                                f"(each class once), got {self.class_order}")
+                raise UserError(
+                    f"scenario.class_order must be a permutation of 0..{expected - 1} "
+                    f"(each class once), got {self.class_order}"
+                )
             if self.shuffle_classes:
-                raise UserError("scenario.class_order and scenario.shuffle_classes exclude each other; "
-                                "set only one")
+                raise UserError("scenario.class_order and scenario.shuffle_classes exclude each other; set only one")
 
 
 def class_order_for(config: SplitImageConfig, seed: int, n_classes: Optional[int] = None) -> list[int]:
@@ -127,7 +131,7 @@ def class_order_for(config: SplitImageConfig, seed: int, n_classes: Optional[int
 def experience_classes(config: SplitImageConfig, order: list[int]) -> list[list[int]]:
     """Consecutive chunks of the class order, one per experience."""
     k = len(order) // config.n_experiences
-    return [order[i * k:(i + 1) * k] for i in range(config.n_experiences)]
+    return [order[i * k : (i + 1) * k] for i in range(config.n_experiences)]
 
 
 def _rows_per_experience(labels: np.ndarray, chunks: list[list[int]], what: str) -> list[np.ndarray]:
@@ -138,23 +142,39 @@ def _rows_per_experience(labels: np.ndarray, chunks: list[list[int]], what: str)
     return rows
 
 
-def _tensor_split(arrays: ImageArrays, config: SplitImageConfig, seed: int,
-                  to_inputs: Callable[[np.ndarray], torch.Tensor], title: str, where: str) -> ScenarioData:
+def _tensor_split(
+    arrays: ImageArrays,
+    config: SplitImageConfig,
+    seed: int,
+    to_inputs: Callable[[np.ndarray], torch.Tensor],
+    title: str,
+    where: str,
+) -> ScenarioData:
     """A tensor-resident split scenario from decoded arrays; ``to_inputs`` maps raw images to float32."""
     order = class_order_for(config, seed)
     chunks = experience_classes(config, order)
     parts = {}
-    for split, images, labels in (("train", arrays.train_images, arrays.train_labels),
-                                  ("test", arrays.test_images, arrays.test_labels)):
+    for split, images, labels in (
+        ("train", arrays.train_images, arrays.train_labels),
+        ("test", arrays.test_images, arrays.test_labels),
+    ):
         rows = _rows_per_experience(labels, chunks, f"the {title} {split} set in {where}")
         parts[split] = [(to_inputs(images[r]), torch.from_numpy(labels[r].astype(np.int64))) for r in rows]
     k = config.NUM_CLASSES // config.n_experiences
-    description = (f"Split {title}: {config.n_experiences} experiences x {k} classes, class order {order}, "
-                   f"{'task-incremental (multi-head)' if config.task_labels else 'class-incremental (single head)'}")
-    return (tensor_scenario(
-        parts["train"], parts["test"], setting="task-incremental" if config.task_labels else "class-incremental",
-        task_labels=config.task_labels, num_classes=config.NUM_CLASSES, class_order=order, description=description,
-        input_range=(0.0, 1.0)))
+    description = (
+        f"Split {title}: {config.n_experiences} experiences x {k} classes, class order {order}, "
+        f"{'task-incremental (multi-head)' if config.task_labels else 'class-incremental (single head)'}"
+    )
+    return tensor_scenario(
+        parts["train"],
+        parts["test"],
+        setting="task-incremental" if config.task_labels else "class-incremental",
+        task_labels=config.task_labels,
+        num_classes=config.NUM_CLASSES,
+        class_order=order,
+        description=description,
+        input_range=(0.0, 1.0),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,9 +186,12 @@ def _tensor_split(arrays: ImageArrays, config: SplitImageConfig, seed: int,
 class SplitFMNISTConfig(SplitImageConfig):
     """Split Fashion-MNIST: official train/test split, pixels in [0, 1]."""
 
-    holdout_pretrain_pool: bool = param(False, "leave the pre-training pool (a fixed sixth of the training images, "
-                                               "see cl_bench/pretrain_pool.py) out of the stream; needed with a "
-                                               "backbone from `cl-bench pretrain`")
+    holdout_pretrain_pool: bool = param(
+        False,
+        "leave the pre-training pool (a fixed sixth of the training images, "
+        "see cl_bench/pretrain_pool.py) out of the stream; needed with a "
+        "backbone from `cl-bench pretrain`",
+    )
 
     omitted_at_default: ClassVar[tuple[str, ...]] = ("holdout_pretrain_pool",)  # added after the issue-3/4 boards
 
@@ -178,8 +201,13 @@ def _uint8_to_unit(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images).float().div_(255.0).unsqueeze(1)
 
 
-@SCENARIOS.register("split_fmnist", config=SplitFMNISTConfig, default_model="mlp", requires_data="fmnist",
-                    train_defaults={"epochs": 2, "batch_size": 128, "lr": 0.01, "momentum": 0.9})
+@SCENARIOS.register(
+    "split_fmnist",
+    config=SplitFMNISTConfig,
+    default_model="mlp",
+    requires_data="fmnist",
+    train_defaults={"epochs": 2, "batch_size": 128, "lr": 0.01, "momentum": 0.9},
+)
 def build_split_fmnist(config: SplitFMNISTConfig, seed: int) -> ScenarioData:
     """Split Fashion-MNIST: 5 experiences x 2 classes, 28x28 pixels in [0,1] (needs `cl-bench data prepare fmnist`)."""
     directory = fmnist_dir()
@@ -210,10 +238,10 @@ def without_pretrain_pool(arrays: ImageArrays) -> ImageArrays:
 class SplitDigitsConfig(SplitImageConfig):
     """Split digits: sklearn's 8x8 digits with a fixed stratified train/test split."""
 
-    test_fraction: float = param(0.3, "fraction of each class held out for testing", low=0.0, high=1.0,
-                                 low_open=True, high_open=True)
-    split_seed: int = param(0, "seed of the stratified train/test split (fixed, independent of the run seed)",
-                            low=0)
+    test_fraction: float = param(
+        0.3, "fraction of each class held out for testing", low=0.0, high=1.0, low_open=True, high_open=True
+    )
+    split_seed: int = param(0, "seed of the stratified train/test split (fixed, independent of the run seed)", low=0)
 
 
 @lru_cache(maxsize=1)
@@ -259,18 +287,25 @@ def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tup
     return stratified_holdout(labels, test_fraction, np.random.default_rng(seed))
 
 
-@SCENARIOS.register("split_digits", config=SplitDigitsConfig, default_model="mlp",
-                    model_defaults={"widths": [64, 64]},
-                    train_defaults={"epochs": 3, "batch_size": 32, "lr": 0.05, "momentum": 0.0})
+@SCENARIOS.register(
+    "split_digits",
+    config=SplitDigitsConfig,
+    default_model="mlp",
+    model_defaults={"widths": [64, 64]},
+    train_defaults={"epochs": 3, "batch_size": 32, "lr": 0.05, "momentum": 0.0},
+)
 def build_split_digits(config: SplitDigitsConfig, seed: int) -> ScenarioData:
     """Split digits (sklearn 8x8, bundled): 5 experiences x 2 classes, tiny and fast, for tests and smoke runs."""
     images, labels = _digits()
     train_rows, test_rows = stratified_split(labels, config.test_fraction, config.split_seed)
     arrays = ImageArrays(images[train_rows], labels[train_rows], images[test_rows], labels[test_rows])
-    scenario = _tensor_split(arrays, config, seed, lambda x: torch.from_numpy(x).unsqueeze(1), "digits",
-                             "sklearn.datasets.load_digits")
-    scenario.description += (f", 8x8 pixels in [0,1], stratified {1 - config.test_fraction:.0%}/"
-                             f"{config.test_fraction:.0%} split (split_seed {config.split_seed})")
+    scenario = _tensor_split(
+        arrays, config, seed, lambda x: torch.from_numpy(x).unsqueeze(1), "digits", "sklearn.datasets.load_digits"
+    )
+    scenario.description += (
+        f", 8x8 pixels in [0,1], stratified {1 - config.test_fraction:.0%}/"
+        f"{config.test_fraction:.0%} split (split_seed {config.split_seed})"
+    )
     return scenario
 
 
@@ -284,10 +319,17 @@ class SplitCIFAR10Config(SplitImageConfig):
     """Split CIFAR-10."""
 
     normalize: bool = param(True, "normalise each channel with the published CIFAR mean/std; false: pixels in [0,1]")
-    image_size: int = param(0, "0: the native 32x32 pixels; N: SLCA's resize pipeline at N px (paper: 224), eval "
-                               "Resize(N*256/224, bicubic) + CenterCrop(N)", low=0)
-    augment: bool = param(False, "augment training images (SLCA): RandomResizedCrop(N, bicubic) + flip + "
-                                 "ColorJitter(brightness 63/255); at 32 px RandomCrop(32, padding 4) + flip + jitter")
+    image_size: int = param(
+        0,
+        "0: the native 32x32 pixels; N: SLCA's resize pipeline at N px (paper: 224), eval "
+        "Resize(N*256/224, bicubic) + CenterCrop(N)",
+        low=0,
+    )
+    augment: bool = param(
+        False,
+        "augment training images (SLCA): RandomResizedCrop(N, bicubic) + flip + "
+        "ColorJitter(brightness 63/255); at 32 px RandomCrop(32, padding 4) + flip + jitter",
+    )
 
 
 @dataclass
@@ -319,8 +361,13 @@ class HWCImages(Dataset):
         return np.array(self.images[index]), int(self.labels[index])
 
 
-def per_item_dataset(items: Dataset, labels: np.ndarray, task_of_class: np.ndarray, train_transform: Callable,
-                     eval_transform: Optional[Callable] = None):
+def per_item_dataset(
+    items: Dataset,
+    labels: np.ndarray,
+    task_of_class: np.ndarray,
+    train_transform: Callable,
+    eval_transform: Optional[Callable] = None,
+):
     """One Avalanche classification dataset over ``items`` (``(x, y)`` per index), with ``targets`` and
     ``targets_task_labels`` attributes and the "train" and "eval" transform groups (eval: the train
     transform when None)."""
@@ -328,11 +375,14 @@ def per_item_dataset(items: Dataset, labels: np.ndarray, task_of_class: np.ndarr
     from avalanche.benchmarks.utils.classification_dataset import TaskAwareSupervisedClassificationDataset
     from avalanche.benchmarks.utils.transform_groups import TransformGroups
 
-    attributes = [DataAttribute(labels.tolist(), "targets"),
-                  DataAttribute(task_of_class[labels].tolist(), "targets_task_labels", use_in_getitem=True)]
+    attributes = [
+        DataAttribute(labels.tolist(), "targets"),
+        DataAttribute(task_of_class[labels].tolist(), "targets_task_labels", use_in_getitem=True),
+    ]
     groups = {"train": train_transform, "eval": train_transform if eval_transform is None else eval_transform}
-    return TaskAwareSupervisedClassificationDataset([items], data_attributes=attributes,
-                                                    transform_groups=TransformGroups(groups))
+    return TaskAwareSupervisedClassificationDataset(
+        [items], data_attributes=attributes, transform_groups=TransformGroups(groups)
+    )
 
 
 @dataclass(frozen=True)
@@ -349,8 +399,9 @@ SLCA_IMAGENET_R_AUGMENT = AugmentRecipe((0.08, 1.0), "bicubic", 0.0)  # spec slc
 ONLINE_LORA_AUGMENT = AugmentRecipe((0.05, 1.0), "bilinear", 0.0)  # spec online_lora.md section 5
 
 
-def image_transforms(image_size: int, augment: Optional[AugmentRecipe],
-                     mean_std: Optional[tuple[Sequence[float], Sequence[float]]]) -> tuple[Callable, Callable]:
+def image_transforms(
+    image_size: int, augment: Optional[AugmentRecipe], mean_std: Optional[tuple[Sequence[float], Sequence[float]]]
+) -> tuple[Callable, Callable]:
     """(train, eval) transforms from a PIL image to a float tensor (3, image_size, image_size).
 
     eval (every official recipe): ``Resize(image_size * 256 // 224, bicubic)`` (256 for 224) +
@@ -361,14 +412,21 @@ def image_transforms(image_size: int, augment: Optional[AugmentRecipe],
     from torchvision.transforms import InterpolationMode
 
     tail = [transforms.ToTensor()] + ([transforms.Normalize(*mean_std)] if mean_std is not None else [])
-    eval_transform = transforms.Compose([transforms.Resize(image_size * 256 // 224,
-                                                           interpolation=InterpolationMode.BICUBIC),
-                                         transforms.CenterCrop(image_size), *tail])
+    eval_transform = transforms.Compose(
+        [
+            transforms.Resize(image_size * 256 // 224, interpolation=InterpolationMode.BICUBIC),
+            transforms.CenterCrop(image_size),
+            *tail,
+        ]
+    )
     if augment is None:
         return eval_transform, eval_transform
-    steps = [transforms.RandomResizedCrop(image_size, scale=augment.crop_scale,
-                                          interpolation=InterpolationMode(augment.crop_interpolation)),
-             transforms.RandomHorizontalFlip()]
+    steps = [
+        transforms.RandomResizedCrop(
+            image_size, scale=augment.crop_scale, interpolation=InterpolationMode(augment.crop_interpolation)
+        ),
+        transforms.RandomHorizontalFlip(),
+    ]
     if augment.brightness:
         steps.append(transforms.ColorJitter(brightness=augment.brightness))
     return transforms.Compose(steps + tail), eval_transform
@@ -382,20 +440,35 @@ def cifar_transforms(name: str, image_size: int, augment: bool, normalize: bool)
     mean_std = CIFAR_MEAN_STD[name] if normalize else None
     if image_size:
         return (*image_transforms(image_size, SLCA_CIFAR_AUGMENT if augment else None, mean_std), True)
-    native = transforms.Compose([transforms.ToTensor()]
-                                + ([transforms.Normalize(*mean_std)] if mean_std is not None else []))
+    native = transforms.Compose(
+        [transforms.ToTensor()] + ([transforms.Normalize(*mean_std)] if mean_std is not None else [])
+    )
     if not augment:
         return native, native, False
-    train = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
-                                transforms.ColorJitter(brightness=SLCA_CIFAR_AUGMENT.brightness),
-                                *native.transforms])
+    train = transforms.Compose(
+        [
+            transforms.RandomCrop(32, padding=4),
+            transforms.RandomHorizontalFlip(),
+            transforms.ColorJitter(brightness=SLCA_CIFAR_AUGMENT.brightness),
+            *native.transforms,
+        ]
+    )
     return train, native, True
 
 
-def per_item_split(config: SplitImageConfig, seed: int, n_classes: int, train: tuple[Dataset, np.ndarray],
-                   test: tuple[Dataset, np.ndarray], transforms: tuple[Callable, Callable], title: str, where: str,
-                   input_shape: tuple[int, ...], notes: str,
-                   input_range: Optional[tuple[float, float]]) -> ScenarioData:
+def per_item_split(
+    config: SplitImageConfig,
+    seed: int,
+    n_classes: int,
+    train: tuple[Dataset, np.ndarray],
+    test: tuple[Dataset, np.ndarray],
+    transforms: tuple[Callable, Callable],
+    title: str,
+    where: str,
+    input_shape: tuple[int, ...],
+    notes: str,
+    input_range: Optional[tuple[float, float]],
+) -> ScenarioData:
     """A split scenario over per-item datasets: ``train`` and ``test`` are ``(items, labels)``."""
     from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
     from avalanche.benchmarks.scenarios.task_aware import with_task_labels
@@ -413,22 +486,33 @@ def per_item_split(config: SplitImageConfig, seed: int, n_classes: int, train: t
         streams[split] = [full.subset(r.tolist()) for r in rows]
     benchmark = with_task_labels(benchmark_from_datasets(train=streams["train"], test=streams["test"]))
     k = n_classes // config.n_experiences
-    description = (f"Split {title}: {config.n_experiences} experiences x {k} classes, class order "
-                   f"{order}, {'task-incremental (multi-head)' if config.task_labels else 'class-incremental'}, "
-                   f"{notes}, per-item loading")
-    return add_classes_timeline(ScenarioData(
-        benchmark=benchmark, input_shape=input_shape, num_classes=n_classes,
-        setting="task-incremental" if config.task_labels else "class-incremental", task_labels=config.task_labels,
-        classes_per_experience=[sorted(c) for c in chunks], class_order=order, description=description,
-        input_range=input_range))
+    description = (
+        f"Split {title}: {config.n_experiences} experiences x {k} classes, class order "
+        f"{order}, {'task-incremental (multi-head)' if config.task_labels else 'class-incremental'}, "
+        f"{notes}, per-item loading"
+    )
+    return add_classes_timeline(
+        ScenarioData(
+            benchmark=benchmark,
+            input_shape=input_shape,
+            num_classes=n_classes,
+            setting="task-incremental" if config.task_labels else "class-incremental",
+            task_labels=config.task_labels,
+            classes_per_experience=[sorted(c) for c in chunks],
+            class_order=order,
+            description=description,
+            input_range=input_range,
+        )
+    )
 
 
 def _build_split_cifar(name: str, config: SplitCIFAR10Config, seed: int) -> ScenarioData:
     layout = CIFAR_LAYOUTS[name]
     root = cifar_root(name)
     arrays = load_cifar(name, root)
-    train_transform, eval_transform, as_pil = cifar_transforms(name, config.image_size, config.augment,
-                                                               config.normalize)
+    train_transform, eval_transform, as_pil = cifar_transforms(
+        name, config.image_size, config.augment, config.normalize
+    )
     side = config.image_size or 32
     notes = "normalised per channel" if config.normalize else "pixels in [0,1]"
     if config.image_size:
@@ -436,25 +520,42 @@ def _build_split_cifar(name: str, config: SplitCIFAR10Config, seed: int) -> Scen
     if config.augment:
         notes += ", augmented training images"
     return per_item_split(
-        config, seed, layout.num_classes,
+        config,
+        seed,
+        layout.num_classes,
         (HWCImages(arrays.train_images, arrays.train_labels, as_pil), arrays.train_labels),
         (HWCImages(arrays.test_images, arrays.test_labels, as_pil), arrays.test_labels),
-        (train_transform, eval_transform), layout.title, str(root), (3, side, side), notes,
-        None if config.normalize else (0.0, 1.0))
+        (train_transform, eval_transform),
+        layout.title,
+        str(root),
+        (3, side, side),
+        notes,
+        None if config.normalize else (0.0, 1.0),
+    )
 
 
 CIFAR_TRAIN_DEFAULTS = {"epochs": 5, "batch_size": 64, "lr": 0.01, "momentum": 0.9}
 
 
-@SCENARIOS.register("split_cifar10", config=SplitCIFAR10Config, default_model="cnn", requires_data="cifar10",
-                    train_defaults=dict(CIFAR_TRAIN_DEFAULTS))
+@SCENARIOS.register(
+    "split_cifar10",
+    config=SplitCIFAR10Config,
+    default_model="cnn",
+    requires_data="cifar10",
+    train_defaults=dict(CIFAR_TRAIN_DEFAULTS),
+)
 def build_split_cifar10(config: SplitCIFAR10Config, seed: int) -> ScenarioData:
     """Split CIFAR-10: 5 experiences x 2 classes, 32x32 RGB or resized (needs `cl-bench data prepare cifar10`)."""
     return _build_split_cifar("cifar10", config, seed)
 
 
-@SCENARIOS.register("split_cifar100", config=SplitCIFAR100Config, default_model="cnn", requires_data="cifar100",
-                    train_defaults=dict(CIFAR_TRAIN_DEFAULTS))
+@SCENARIOS.register(
+    "split_cifar100",
+    config=SplitCIFAR100Config,
+    default_model="cnn",
+    requires_data="cifar100",
+    train_defaults=dict(CIFAR_TRAIN_DEFAULTS),
+)
 def build_split_cifar100(config: SplitCIFAR100Config, seed: int) -> ScenarioData:
     """Split CIFAR-100: 10 experiences x 10 classes, 32x32 RGB or resized (needs `cl-bench data prepare cifar100`)."""
     return _build_split_cifar("cifar100", config, seed)

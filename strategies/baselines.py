@@ -33,8 +33,17 @@ from dataclasses import dataclass
 
 import torch
 from avalanche.training.plugins import ReplayPlugin, RWalkPlugin
-from avalanche.training.supervised import (AGEM, EWC, GEM, MAS, Cumulative, JointTraining, LwF, Naive,
-                                           SynapticIntelligence)
+from avalanche.training.supervised import (
+    AGEM,
+    EWC,
+    GEM,
+    MAS,
+    Cumulative,
+    JointTraining,
+    LwF,
+    Naive,
+    SynapticIntelligence,
+)
 
 from cl_bench.config import ComponentConfig, param
 from cl_bench.errors import UserError
@@ -89,8 +98,13 @@ class OnlineEWCConfig(ComponentConfig):
 @STRATEGIES.register("online_ewc", config=OnlineEWCConfig)
 def build_online_ewc(config: OnlineEWCConfig, context: StrategyContext):
     """Online EWC: a single running Fisher estimate decayed by gamma at each experience."""
-    return fast(EWC)(ewc_lambda=config.ewc_lambda, mode="online", decay_factor=config.decay_factor,
-                     keep_importance_data=False, **context.template_kwargs())
+    return fast(EWC)(
+        ewc_lambda=config.ewc_lambda,
+        mode="online",
+        decay_factor=config.decay_factor,
+        keep_importance_data=False,
+        **context.template_kwargs(),
+    )
 
 
 @dataclass
@@ -108,8 +122,9 @@ def build_si(config: SIConfig, context: StrategyContext):
 @dataclass
 class MASConfig(ComponentConfig):
     lambda_reg: float = param(1.0, "penalty strength lambda (paper)", low=0.0)
-    alpha: float = param(0.5, "moving-average weight of importances across experiences (Avalanche default)",
-                         low=0.0, high=1.0)
+    alpha: float = param(
+        0.5, "moving-average weight of importances across experiences (Avalanche default)", low=0.0, high=1.0
+    )
 
 
 @STRATEGIES.register("mas", config=MASConfig)
@@ -133,8 +148,9 @@ def build_lwf(config: LwFConfig, context: StrategyContext):
 class SlicingReplayPlugin(ReplayPlugin):
     """Avalanche's replay with batches built by slicing tensors (see module docstring)."""
 
-    def before_training_exp(self, strategy, num_workers: int = 0, shuffle: bool = True,
-                            drop_last: bool = False, **kwargs):
+    def before_training_exp(
+        self, strategy, num_workers: int = 0, shuffle: bool = True, drop_last: bool = False, **kwargs
+    ):
         memory = self.storage_policy.buffer
         if len(memory) == 0:
             return
@@ -142,8 +158,12 @@ class SlicingReplayPlugin(ReplayPlugin):
         if new_tensors is None or memory_tensors is None:
             return super().before_training_exp(strategy, num_workers, shuffle, drop_last, **kwargs)
         strategy.dataloader = ReplaySliceLoader(
-            new_tensors, memory_tensors, self.batch_size or strategy.train_mb_size,
-            self.batch_size_mem or strategy.train_mb_size, strategy.device)
+            new_tensors,
+            memory_tensors,
+            self.batch_size or strategy.train_mb_size,
+            self.batch_size_mem or strategy.train_mb_size,
+            strategy.device,
+        )
 
 
 class ReplaySliceLoader:
@@ -161,13 +181,15 @@ class ReplaySliceLoader:
     def __iter__(self):
         n_new, n_memory = len(self.new_tensors[1]), len(self.memory_tensors[1])
         new_order = torch.randperm(n_new)
-        memory_order = torch.cat([torch.randperm(n_memory) for _ in range(
-            -(-len(self) * self.batch_size_mem // n_memory))])
+        memory_order = torch.cat(
+            [torch.randperm(n_memory) for _ in range(-(-len(self) * self.batch_size_mem // n_memory))]
+        )
         for step, start in enumerate(range(0, n_new, self.batch_size)):
-            new_rows = new_order[start:start + self.batch_size]
-            memory_rows = memory_order[step * self.batch_size_mem:(step + 1) * self.batch_size_mem]
-            yield [torch.cat([new[new_rows], old[memory_rows]])
-                   for new, old in zip(self.new_tensors, self.memory_tensors)]
+            new_rows = new_order[start : start + self.batch_size]
+            memory_rows = memory_order[step * self.batch_size_mem : (step + 1) * self.batch_size_mem]
+            yield [
+                torch.cat([new[new_rows], old[memory_rows]]) for new, old in zip(self.new_tensors, self.memory_tensors)
+            ]
 
 
 @dataclass
@@ -192,8 +214,9 @@ class AGEMConfig(ComponentConfig):
 @STRATEGIES.register("agem", config=AGEMConfig)
 def build_agem(config: AGEMConfig, context: StrategyContext):
     """Averaged GEM: projects the gradient when it conflicts with the average memory gradient."""
-    return fast(AGEM)(patterns_per_exp=config.patterns_per_exp, sample_size=config.sample_size,
-                      **context.template_kwargs())
+    return fast(AGEM)(
+        patterns_per_exp=config.patterns_per_exp, sample_size=config.sample_size, **context.template_kwargs()
+    )
 
 
 @dataclass
@@ -205,8 +228,9 @@ class GEMConfig(ComponentConfig):
 @STRATEGIES.register("gem", config=GEMConfig)
 def build_gem(config: GEMConfig, context: StrategyContext):
     """Gradient Episodic Memory: QP projection so that no past experience's memory loss increases."""
-    return fast(GEM)(patterns_per_exp=config.patterns_per_exp, memory_strength=config.memory_strength,
-                     **context.template_kwargs())
+    return fast(GEM)(
+        patterns_per_exp=config.patterns_per_exp, memory_strength=config.memory_strength, **context.template_kwargs()
+    )
 
 
 @dataclass
@@ -220,11 +244,15 @@ class RWalkConfig(ComponentConfig):
 def build_rwalk(config: RWalkConfig, context: StrategyContext):
     """Riemannian Walk: online Fisher plus path-integral scores (EWC++ and SI combined)."""
     train = context.train
-    iterations = min(train.epochs * -(-len(experience.dataset) // train.batch_size)
-                     for experience in context.scenario.benchmark.train_stream)
+    iterations = min(
+        train.epochs * -(-len(experience.dataset) // train.batch_size)
+        for experience in context.scenario.benchmark.train_stream
+    )
     if iterations < config.delta_t:
-        raise UserError(f"rwalk needs at least strategy.delta_t={config.delta_t} iterations per experience, the "
-                        f"shortest has {iterations} (its path scores would be 0/0 = NaN); lower strategy.delta_t "
-                        f"or raise train.epochs")
+        raise UserError(
+            f"rwalk needs at least strategy.delta_t={config.delta_t} iterations per experience, the "
+            f"shortest has {iterations} (its path scores would be 0/0 = NaN); lower strategy.delta_t "
+            f"or raise train.epochs"
+        )
     plugin = RWalkPlugin(ewc_lambda=config.ewc_lambda, ewc_alpha=config.ewc_alpha, delta_t=config.delta_t)
     return fast(Naive)(**context.template_kwargs([plugin]))

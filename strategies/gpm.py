@@ -77,16 +77,25 @@ GPM_TRAIN_DEFAULTS = {"momentum": 0.0, "weight_decay": 0.0}  # the official plai
 
 @dataclass
 class GPMConfig(ComponentConfig):
-    threshold: list[float] = param([0.97], "energy threshold eps per projected layer, in layer order (the last "
-                                          "value repeats); paper: PMNIST 0.95,0.99,0.99, CIFAR-100 0.97",
-                                   low=0.0, high=1.0, low_open=True)
-    threshold_increment: float = param(0.0, "added to every threshold per finished task (CIFAR-100: 0.003)",
-                                       low=0.0)
-    threshold_rule: str = param("official", "first-task basis size: official (one vector fewer) or paper",
-                                choices=("official", "paper"))
-    representation_samples: list[int] = param([300], "samples per projected layer for the representation matrix, "
-                                                     "in layer order, last repeats (PMNIST 300; CIFAR-100 "
-                                                     "24,100,100,125,125)", low=1)
+    threshold: list[float] = param(
+        [0.97],
+        "energy threshold eps per projected layer, in layer order (the last "
+        "value repeats); paper: PMNIST 0.95,0.99,0.99, CIFAR-100 0.97",
+        low=0.0,
+        high=1.0,
+        low_open=True,
+    )
+    threshold_increment: float = param(0.0, "added to every threshold per finished task (CIFAR-100: 0.003)", low=0.0)
+    threshold_rule: str = param(
+        "official", "first-task basis size: official (one vector fewer) or paper", choices=("official", "paper")
+    )
+    representation_samples: list[int] = param(
+        [300],
+        "samples per projected layer for the representation matrix, "
+        "in layer order, last repeats (PMNIST 300; CIFAR-100 "
+        "24,100,100,125,125)",
+        low=1,
+    )
     freeze_1d: bool = param(True, "freeze biases and BatchNorm affine parameters after task 1 (official)")
     reset_optimizer: bool = param(True, "fresh optimizer state at every task (official)")
 
@@ -104,8 +113,9 @@ def energy_rank(singular_values: torch.Tensor, threshold: float, rule: str = "of
     return below
 
 
-def update_basis(basis: Optional[torch.Tensor], representation: torch.Tensor, threshold: float,
-                 rule: str = "official") -> torch.Tensor:
+def update_basis(
+    basis: Optional[torch.Tensor], representation: torch.Tensor, threshold: float, rule: str = "official"
+) -> torch.Tensor:
     """GPM's memory update of one layer: the new orthonormal basis (float64, ``(d, r)``).
 
     ``basis`` is None (or has no columns) before the first update; ``representation`` is ``R``,
@@ -115,14 +125,14 @@ def update_basis(basis: Optional[torch.Tensor], representation: torch.Tensor, th
     dim = matrix.shape[0]
     if basis is None or basis.shape[1] == 0:
         left, singular_values, _ = torch.linalg.svd(matrix, full_matrices=False)
-        return left[:, :energy_rank(singular_values, threshold, rule)].contiguous()
+        return left[:, : energy_rank(singular_values, threshold, rule)].contiguous()
     basis = basis.to(torch.float64)
-    total = (matrix ** 2).sum()
+    total = (matrix**2).sum()
     residual = matrix - basis @ (basis.T @ matrix)
     left, singular_values, _ = torch.linalg.svd(residual, full_matrices=False)
-    explained = (total - (singular_values ** 2).sum()) / total
+    explained = (total - (singular_values**2).sum()) / total
     # energy explained before adding direction i: walk while it is below the threshold
-    before_each = explained + torch.cumsum(singular_values ** 2 / total, 0) - singular_values ** 2 / total
+    before_each = explained + torch.cumsum(singular_values**2 / total, 0) - singular_values**2 / total
     added = int((before_each < threshold).sum())
     if added == 0:
         return basis
@@ -141,8 +151,9 @@ def layer_input_matrix(module: nn.Module, layer_input: torch.Tensor) -> torch.Te
         return layer_input.reshape(-1, module.in_features).T
     conv = cast(nn.Conv2d, module)  # projected_layers holds only Linear and Conv2d layers
     padding = cast(tuple[int, ...], conv.padding)  # numeric: unfold takes no padding="same"
-    patches = F.unfold(layer_input, conv.kernel_size, dilation=conv.dilation, padding=padding,
-                       stride=conv.stride)  # (N, C*kh*kw, L), rows in weight.view(out, -1) order
+    patches = F.unfold(
+        layer_input, conv.kernel_size, dilation=conv.dilation, padding=padding, stride=conv.stride
+    )  # (N, C*kh*kw, L), rows in weight.view(out, -1) order
     return patches.permute(1, 0, 2).reshape(patches.shape[1], -1)
 
 
@@ -167,8 +178,10 @@ def projected_layers(model: nn.Module) -> dict[str, nn.Module]:
         if id(module) in heads or not isinstance(module, (nn.Linear, nn.Conv2d)):
             continue
         if isinstance(module, nn.Conv2d) and (module.groups != 1 or module.padding_mode != "zeros"):
-            raise UserError(f"GPM supports plain convolutions only; layer {name} has groups={module.groups}, "
-                            f"padding_mode={module.padding_mode!r}")
+            raise UserError(
+                f"GPM supports plain convolutions only; layer {name} has groups={module.groups}, "
+                f"padding_mode={module.padding_mode!r}"
+            )
         layers[name] = module
     if not layers:
         raise UserError("GPM found no Linear or Conv2d layer to protect in this model")
@@ -178,8 +191,13 @@ def projected_layers(model: nn.Module) -> dict[str, nn.Module]:
 def shared_1d_parameters(model: nn.Module) -> list[nn.Parameter]:
     """Biases and norm-layer affine parameters outside the per-task heads."""
     heads = head_modules(model)
-    return [parameter for module in model.modules() if id(module) not in heads
-            for parameter in module.parameters(recurse=False) if parameter.dim() == 1]
+    return [
+        parameter
+        for module in model.modules()
+        if id(module) not in heads
+        for parameter in module.parameters(recurse=False)
+        if parameter.dim() == 1
+    ]
 
 
 def per_layer(values: list, count: int) -> list:
@@ -227,12 +245,14 @@ class GPMPlugin(SupervisedPlugin):
 
     def _capture_hook(self, name: str):
         """Keeps a Linear layer's input rows and output gradient of the current step (see before_update)."""
+
         def hook(module, args, output):
             if not (module.training and torch.is_grad_enabled() and output.requires_grad):
                 return
             calls = self._captured.setdefault(name, [])
             calls.append([args[0].detach().reshape(-1, module.in_features), None])
             output.register_hook(lambda grad, entry=calls[-1]: entry.__setitem__(1, grad.reshape(-1, grad.shape[-1])))
+
         return hook
 
     def before_update(self, strategy, **kwargs):
@@ -242,8 +262,11 @@ class GPMPlugin(SupervisedPlugin):
             if gradient is None:
                 continue
             flat = gradient.view(gradient.shape[0], -1)
-            if len(calls) == 1 and calls[0][1] is not None and self._input_side_is_cheaper(flat, form, matrix,
-                                                                                          len(calls[0][0])):
+            if (
+                len(calls) == 1
+                and calls[0][1] is not None
+                and self._input_side_is_cheaper(flat, form, matrix, len(calls[0][0]))
+            ):
                 # G = g^T X, so G - G M M^T = g^T (X - X M M^T): with a small batch, projecting the batch's
                 # input rows is much cheaper than projecting the (out x d) gradient (same result)
                 inputs, output_gradient = calls[0]
@@ -278,14 +301,15 @@ class GPMPlugin(SupervisedPlugin):
         self._release()
         layers = projected_layers(strategy.model)
         samples = per_layer(self.config.representation_samples, len(layers))
-        thresholds = [value + self.tasks_done * self.config.threshold_increment
-                      for value in per_layer(self.config.threshold, len(layers))]
+        thresholds = [
+            value + self.tasks_done * self.config.threshold_increment
+            for value in per_layer(self.config.threshold, len(layers))
+        ]
         inputs = self.layer_inputs(strategy, layers, max(samples))
         occupancy = {}
         for (name, module), n_samples, threshold in zip(layers.items(), samples, thresholds):
             representation = layer_input_matrix(module, inputs[name][:n_samples])
-            self.bases[name] = update_basis(self.bases.get(name), representation, threshold,
-                                            self.config.threshold_rule)
+            self.bases[name] = update_basis(self.bases.get(name), representation, threshold, self.config.threshold_rule)
             occupancy[name] = self.bases[name].shape[1] / self.bases[name].shape[0]
         self.memory_history.append(occupancy)
         self.tasks_done += 1
@@ -296,9 +320,12 @@ class GPMPlugin(SupervisedPlugin):
         """Inputs of every layer on ``n_samples`` random training samples, one eval-mode pass."""
         inputs, task_labels = sample_experience(strategy.experience.dataset, n_samples)
         captured: dict[str, torch.Tensor] = {}
-        hooks = [module.register_forward_pre_hook(
-            lambda _module, args, name=name: captured.__setitem__(name, args[0].detach()))
-            for name, module in layers.items()]
+        hooks = [
+            module.register_forward_pre_hook(
+                lambda _module, args, name=name: captured.__setitem__(name, args[0].detach())
+            )
+            for name, module in layers.items()
+        ]
         try:
             with eval_mode(strategy.model) as model:
                 avalanche_forward(model, inputs.to(strategy.device), task_labels.to(strategy.device))

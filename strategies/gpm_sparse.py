@@ -55,25 +55,47 @@ from strategies.gpm import GPM_TRAIN_DEFAULTS, GPMConfig, GPMPlugin, build_gpm_t
 
 @dataclass
 class GPMSparseConfig(GPMConfig):
-    k_ratio: list[float] = param([0.1], "k-WTA winners per hidden layer as a fraction of its width, in layer order "
-                                        "(last repeats); 1 = ReLU. Paper value unknown: chosen on validation for "
-                                        "the Swiss roll (0.1) and permuted Fashion-MNIST (0.5), see "
-                                        "sweeps/gpm_sparse_grid_*.yaml; 0.1 elsewhere (suite starting value)",
-                                 low=0.0, high=1.0, low_open=True)
-    rho: float = param(1.0, "heterogeneous-dropout strength; 0 disables it. Paper value unknown: chosen on "
-                            "validation for the Swiss roll (1.0) and permuted Fashion-MNIST (5.0); 1.0 elsewhere",
-                       low=0.0)
+    k_ratio: list[float] = param(
+        [0.1],
+        "k-WTA winners per hidden layer as a fraction of its width, in layer order "
+        "(last repeats); 1 = ReLU. Paper value unknown: chosen on validation for "
+        "the Swiss roll (0.1) and permuted Fashion-MNIST (0.5), see "
+        "sweeps/gpm_sparse_grid_*.yaml; 0.1 elsewhere (suite starting value)",
+        low=0.0,
+        high=1.0,
+        low_open=True,
+    )
+    rho: float = param(
+        1.0,
+        "heterogeneous-dropout strength; 0 disables it. Paper value unknown: chosen on "
+        "validation for the Swiss roll (1.0) and permuted Fashion-MNIST (5.0); 1.0 elsewhere",
+        low=0.0,
+    )
     kwta_relu: bool = param(True, "k-WTA of relu(z), so winners are non-negative (suite choice)")
-    conv_mode: str = param("global", "k-WTA on conv maps over C*H*W per sample, or over channels per location "
-                                     "(suite choice)", choices=("global", "channel"))
-    hd_sampling: str = param("bernoulli", "HD mask: per sample and unit, or one subset of ~1.1k units per batch",
-                             choices=("bernoulli", "subset"))
-    count_on: str = param("train", "count winners in masked training passes, or in one clean pass at task end",
-                          choices=("train", "clean"))
-    hd_rescale: bool = param(False, "inverted dropout: scale retained units by 1/p in training (suite default: no "
-                                    "rescaling, the spec's recollection)")
-    hd_eval: str = param("off", "evaluation: no HD mask (off, suite default) or every unit scaled by the keep-"
-                                "probability the latest task trained with (expected)", choices=("off", "expected"))
+    conv_mode: str = param(
+        "global",
+        "k-WTA on conv maps over C*H*W per sample, or over channels per location (suite choice)",
+        choices=("global", "channel"),
+    )
+    hd_sampling: str = param(
+        "bernoulli",
+        "HD mask: per sample and unit, or one subset of ~1.1k units per batch",
+        choices=("bernoulli", "subset"),
+    )
+    count_on: str = param(
+        "train", "count winners in masked training passes, or in one clean pass at task end", choices=("train", "clean")
+    )
+    hd_rescale: bool = param(
+        False,
+        "inverted dropout: scale retained units by 1/p in training (suite default: no "
+        "rescaling, the spec's recollection)",
+    )
+    hd_eval: str = param(
+        "off",
+        "evaluation: no HD mask (off, suite default) or every unit scaled by the keep-"
+        "probability the latest task trained with (expected)",
+        choices=("off", "expected"),
+    )
 
     # added after the gpm_sparse boards were committed: those runs keep their ids
     omitted_at_default: ClassVar[tuple[str, ...]] = ("hd_rescale", "hd_eval")
@@ -81,8 +103,10 @@ class GPMSparseConfig(GPMConfig):
     def validate(self) -> None:
         super().validate()
         if self.hd_rescale and self.hd_eval == "expected":
-            raise UserError("strategy.hd_rescale=true and strategy.hd_eval=expected both correct the train/eval "
-                            "mismatch (the rescaled mask has mean 1); set one of them")
+            raise UserError(
+                "strategy.hd_rescale=true and strategy.hd_eval=expected both correct the train/eval "
+                "mismatch (the rescaled mask has mean 1); set one of them"
+            )
 
 
 @dataclass
@@ -92,8 +116,9 @@ class GPMKWTAConfig(GPMSparseConfig):
 
 @dataclass
 class GPMHDConfig(GPMSparseConfig):
-    k_ratio: list[float] = param([1.0], "k-WTA is off in this ablation: k = width, i.e. ReLU (must stay 1)",
-                                 low=1.0, high=1.0)
+    k_ratio: list[float] = param(
+        [1.0], "k-WTA is off in this ablation: k = width, i.e. ReLU (must stay 1)", low=1.0, high=1.0
+    )
 
 
 class HeterogeneousDropoutPlugin(SupervisedPlugin):
@@ -118,15 +143,18 @@ class HeterogeneousDropoutPlugin(SupervisedPlugin):
     @torch.no_grad()
     def count_clean(self, strategy, units: list[KWTA]) -> None:
         """Winner counts of one eval-mode pass over the task's training set (no HD mask)."""
+
         def count(module, _args, output) -> None:  # returns None: a forward hook's return value replaces the output
-            module.activation_count.add_((output != 0).reshape(output.shape[0], -1).sum(0).to(
-                module.activation_count.dtype))
+            module.activation_count.add_(
+                (output != 0).reshape(output.shape[0], -1).sum(0).to(module.activation_count.dtype)
+            )
 
         counters = [unit.register_forward_hook(count) for unit in units]
         try:
             with eval_mode(strategy.model) as model:
-                for inputs, _, task_labels in make_loader(strategy.experience.dataset.eval(), strategy.eval_mb_size,
-                                                          shuffle=False):
+                for inputs, _, task_labels in make_loader(
+                    strategy.experience.dataset.eval(), strategy.eval_mb_size, shuffle=False
+                ):
                     avalanche_forward(model, inputs.to(strategy.device), task_labels.to(strategy.device))
         finally:
             for counter in counters:
@@ -144,9 +172,16 @@ def build_sparse(config: GPMSparseConfig, context: StrategyContext):
     backbone = getattr(context.model, "backbone", None)
     if backbone is None:
         raise UserError("gpm_sparse needs a model with a `backbone` (e.g. mlp, mlp_gpm, alexnet_gpm)")
-    units = insert_kwta(backbone, tuple(context.scenario.input_shape), config.k_ratio, relu=config.kwta_relu,
-                        conv_mode=config.conv_mode, hd_sampling=config.hd_sampling,
-                         rescale=config.hd_rescale, eval_mask=config.hd_eval)
+    units = insert_kwta(
+        backbone,
+        tuple(context.scenario.input_shape),
+        config.k_ratio,
+        relu=config.kwta_relu,
+        conv_mode=config.conv_mode,
+        hd_sampling=config.hd_sampling,
+        rescale=config.hd_rescale,
+        eval_mask=config.hd_eval,
+    )
     if not units:
         raise UserError(f"model {type(context.model).__name__} has no nn.ReLU to replace by k-WTA")
     context.model.to(context.device)
@@ -162,22 +197,31 @@ CHOSEN_RHO = {"continual_swiss_roll": 1.0, "permuted_fmnist": 5.0}
 SPARSE_DEFAULTS = {scenario: {"k_ratio": CHOSEN_K[scenario], "rho": CHOSEN_RHO[scenario]} for scenario in CHOSEN_K}
 
 
-@STRATEGIES.register("gpm_sparse", config=GPMSparseConfig, train_defaults=GPM_TRAIN_DEFAULTS,
-                     scenario_defaults=SPARSE_DEFAULTS)
+@STRATEGIES.register(
+    "gpm_sparse", config=GPMSparseConfig, train_defaults=GPM_TRAIN_DEFAULTS, scenario_defaults=SPARSE_DEFAULTS
+)
 def build_gpm_sparse(config: GPMSparseConfig, context: StrategyContext):
     """GPM + k-winner-take-all activations + heterogeneous dropout between tasks (Abbasi et al. 2022)."""
     return build_sparse(config, context)
 
 
-@STRATEGIES.register("gpm_kwta", config=GPMKWTAConfig, train_defaults=GPM_TRAIN_DEFAULTS,
-                     scenario_defaults={scenario: {"k_ratio": k} for scenario, k in CHOSEN_K.items()})
+@STRATEGIES.register(
+    "gpm_kwta",
+    config=GPMKWTAConfig,
+    train_defaults=GPM_TRAIN_DEFAULTS,
+    scenario_defaults={scenario: {"k_ratio": k} for scenario, k in CHOSEN_K.items()},
+)
 def build_gpm_kwta(config: GPMKWTAConfig, context: StrategyContext):
     """Ablation of gpm_sparse: GPM + k-WTA activations, no heterogeneous dropout."""
     return build_sparse(config, context)
 
 
-@STRATEGIES.register("gpm_hd", config=GPMHDConfig, train_defaults=GPM_TRAIN_DEFAULTS,
-                     scenario_defaults={scenario: {"rho": rho} for scenario, rho in CHOSEN_RHO.items()})
+@STRATEGIES.register(
+    "gpm_hd",
+    config=GPMHDConfig,
+    train_defaults=GPM_TRAIN_DEFAULTS,
+    scenario_defaults={scenario: {"rho": rho} for scenario, rho in CHOSEN_RHO.items()},
+)
 def build_gpm_hd(config: GPMHDConfig, context: StrategyContext):
     """Ablation of gpm_sparse: GPM + heterogeneous dropout on ReLU units (k = width)."""
     return build_sparse(config, context)

@@ -78,14 +78,20 @@ class L2PConfig(ComponentConfig):
     pool_size: int = param(10, "prompts in the pool, M (official Split CIFAR-100 config; Avalanche: 20)", low=1)
     prompt_length: int = param(5, "tokens per prompt, L_p (official, Avalanche)", low=1)
     top_k: int = param(5, "prompts selected per image, N (official, Avalanche)", low=1)
-    sim_coefficient: float = param(0.1, "weight lambda of the key-query pull constraint (official, Avalanche)",
-                                   low=0.0)
-    batchwise_prompt: bool = param(False, "select the batch's N most frequent prompts for every image (official: "
-                                          "true; suite choice false: predictions independent of the batch)")
-    head_type: str = param("prompt", "classifier input: mean of the prompt tokens (official), the [CLS] token, "
-                                     "or both", choices=("prompt", "token", "token+prompt"))
-    use_mask: bool = param(True, "mask the logits of classes outside the current experience while training "
-                                 "(official train_mask)")
+    sim_coefficient: float = param(0.1, "weight lambda of the key-query pull constraint (official, Avalanche)", low=0.0)
+    batchwise_prompt: bool = param(
+        False,
+        "select the batch's N most frequent prompts for every image (official: "
+        "true; suite choice false: predictions independent of the batch)",
+    )
+    head_type: str = param(
+        "prompt",
+        "classifier input: mean of the prompt tokens (official), the [CLS] token, or both",
+        choices=("prompt", "token", "token+prompt"),
+    )
+    use_mask: bool = param(
+        True, "mask the logits of classes outside the current experience while training (official train_mask)"
+    )
 
     def validate(self) -> None:
         if self.top_k > self.pool_size:
@@ -95,21 +101,36 @@ class L2PConfig(ComponentConfig):
 def vit_dimensions(vit) -> dict:
     """Constructor arguments of Avalanche's ViTWithPrompt that reproduce ``vit``; UserError if unsupported."""
     block = vit.blocks[0]
-    unsupported = [reason for reason, bad in (
-        ("no [CLS] token", vit.cls_token is None), ("global_pool is not 'token'", vit.global_pool != "token"),
-        ("register tokens", vit.num_reg_tokens > 0), ("no_embed_class", vit.no_embed_class),
-        ("dynamic image size", vit.dynamic_img_size), ("attention pooling", vit.attn_pool is not None),
-        ("a pre-norm", not isinstance(vit.norm_pre, nn.Identity)),
-        ("an fc_norm", not isinstance(vit.fc_norm, nn.Identity)),
-    ) if bad]
+    unsupported = [
+        reason
+        for reason, bad in (
+            ("no [CLS] token", vit.cls_token is None),
+            ("global_pool is not 'token'", vit.global_pool != "token"),
+            ("register tokens", vit.num_reg_tokens > 0),
+            ("no_embed_class", vit.no_embed_class),
+            ("dynamic image size", vit.dynamic_img_size),
+            ("attention pooling", vit.attn_pool is not None),
+            ("a pre-norm", not isinstance(vit.norm_pre, nn.Identity)),
+            ("an fc_norm", not isinstance(vit.fc_norm, nn.Identity)),
+        )
+        if bad
+    ]
     if unsupported:
-        raise UserError(f"l2p cannot rebuild this ViT with prompts ({', '.join(unsupported)}); "
-                        f"use a plain [CLS]-token ViT such as vit_micro")
-    return dict(img_size=tuple(vit.patch_embed.img_size), patch_size=tuple(vit.patch_embed.patch_size),
-                in_chans=vit.patch_embed.proj.in_channels, embed_dim=vit.embed_dim, depth=len(vit.blocks),
-                num_heads=block.attn.num_heads, mlp_ratio=block.mlp.fc1.out_features / vit.embed_dim,
-                qkv_bias=block.attn.qkv.bias is not None,
-                init_values=1.0 if isinstance(block.ls1, LayerScale) else None)  # the values are copied below
+        raise UserError(
+            f"l2p cannot rebuild this ViT with prompts ({', '.join(unsupported)}); "
+            f"use a plain [CLS]-token ViT such as vit_micro"
+        )
+    return dict(
+        img_size=tuple(vit.patch_embed.img_size),
+        patch_size=tuple(vit.patch_embed.patch_size),
+        in_chans=vit.patch_embed.proj.in_channels,
+        embed_dim=vit.embed_dim,
+        depth=len(vit.blocks),
+        num_heads=block.attn.num_heads,
+        mlp_ratio=block.mlp.fc1.out_features / vit.embed_dim,
+        qkv_bias=block.attn.qkv.bias is not None,
+        init_values=1.0 if isinstance(block.ls1, LayerScale) else None,
+    )  # the values are copied below
 
 
 def _vit_with_prompt_class():
@@ -122,10 +143,20 @@ def _vit_with_prompt_class():
 def build_prompted_vit(vit, num_classes: int, config: L2PConfig) -> ViTWithPrompt:
     """Avalanche's ViTWithPrompt with ``vit``'s weights, a fresh head, and the backbone frozen."""
     model = _vit_with_prompt_class()(
-        **vit_dimensions(vit), num_classes=num_classes, prompt_length=config.prompt_length,
-        embedding_key="cls", prompt_init="uniform", prompt_pool=True, prompt_key=True,
-        pool_size=config.pool_size, top_k=config.top_k, batchwise_prompt=config.batchwise_prompt,
-        prompt_key_init="uniform", head_type=config.head_type, use_prompt_mask=False)
+        **vit_dimensions(vit),
+        num_classes=num_classes,
+        prompt_length=config.prompt_length,
+        embedding_key="cls",
+        prompt_init="uniform",
+        prompt_pool=True,
+        prompt_key=True,
+        pool_size=config.pool_size,
+        top_k=config.top_k,
+        batchwise_prompt=config.batchwise_prompt,
+        prompt_key_init="uniform",
+        head_type=config.head_type,
+        use_prompt_mask=False,
+    )
     state = {name: value.detach().clone() for name, value in vit.state_dict().items()}
     position = state["pos_embed"]  # (1, 1 + patches, D): [CLS] first
     prompt_positions = position[:, :1].expand(-1, config.top_k * config.prompt_length, -1)
@@ -149,8 +180,10 @@ def build_query_vit(vit) -> nn.Module:
 def _load_exactly(model: nn.Module, state: dict, expected_missing: set) -> None:
     missing, unexpected = model.load_state_dict(state, strict=False)
     if set(missing) != expected_missing or unexpected:
-        raise UserError(f"l2p cannot copy this ViT's weights (missing {sorted(set(missing) - expected_missing)}, "
-                        f"unexpected {sorted(unexpected)[:5]})")
+        raise UserError(
+            f"l2p cannot copy this ViT's weights (missing {sorted(set(missing) - expected_missing)}, "
+            f"unexpected {sorted(unexpected)[:5]})"
+        )
 
 
 def check_query_matches_backbone(query: nn.Module, backbone: nn.Module, input_shape: tuple) -> None:
@@ -161,8 +194,10 @@ def check_query_matches_backbone(query: nn.Module, backbone: nn.Module, input_sh
         ours = backbone(inputs.to(device)).float().cpu()
         rebuilt = query.to(device)(inputs.to(device))["pre_logits"].float().cpu()
     if ours.shape != rebuilt.shape or not torch.allclose(ours, rebuilt, atol=1e-4, rtol=1e-4):
-        raise UserError("l2p: the backbone is not a plain timm ViT whose [CLS] feature the prompted copy "
-                        "reproduces (input preprocessing or a different pooling?); use vit_micro or timm:NAME")
+        raise UserError(
+            "l2p: the backbone is not a plain timm ViT whose [CLS] feature the prompted copy "
+            "reproduces (input preprocessing or a different pooling?); use vit_micro or timm:NAME"
+        )
 
 
 class PromptedViT(LearningToPrompt):
@@ -170,8 +205,18 @@ class PromptedViT(LearningToPrompt):
 
     supports_attacks = False  # its model returns a dict of outputs; attacks call the model directly
 
-    def __init__(self, *, model: nn.Module, original_vit: nn.Module, num_classes: int, lr: float,
-                 sim_coefficient: float, use_mask: bool, criterion: nn.Module, **template_kwargs):
+    def __init__(
+        self,
+        *,
+        model: nn.Module,
+        original_vit: nn.Module,
+        num_classes: int,
+        lr: float,
+        sim_coefficient: float,
+        use_mask: bool,
+        criterion: nn.Module,
+        **template_kwargs,
+    ):
         # LearningToPrompt.__init__ would build and download its own ViT: set up what it sets, ourselves
         optimizer = torch.optim.Adam(model.parameters(), betas=(0.9, 0.999), lr=lr)
         SupervisedTemplate.__init__(self, model=model, optimizer=optimizer, criterion=criterion, **template_kwargs)
@@ -212,13 +257,16 @@ class PromptedViT(LearningToPrompt):
 def build_l2p(config: L2PConfig, context: StrategyContext):
     """Learning to Prompt (Avalanche's LearningToPrompt) on our pre-trained ViT: prompt pool, frozen backbone."""
     if getattr(context.scenario, "online", None) is not None or context.scenario.setting == "task-free":
-        raise UserError("l2p needs experience boundaries (optimizer reset, classes_in_this_experience masking); "
-                        "use an offline class-incremental scenario")
+        raise UserError(
+            "l2p needs experience boundaries (optimizer reset, classes_in_this_experience masking); "
+            "use an offline class-incremental scenario"
+        )
     if getattr(context.scenario, "task_labels", False):
         raise UserError("l2p is class-incremental (one head); drop scenario.task_labels")
     if context.train.optimizer != "adam":
-        raise UserError("l2p trains with Adam (Avalanche re-creates it at every experience); "
-                        "remove train.optimizer=sgd")
+        raise UserError(
+            "l2p trains with Adam (Avalanche re-creates it at every experience); remove train.optimizer=sgd"
+        )
     vit = find_vit(context.model)
     backbone = getattr(context.model, "backbone", None)
     if not isinstance(backbone, nn.Module):
@@ -229,6 +277,12 @@ def build_l2p(config: L2PConfig, context: StrategyContext):
     model.backbone_card = getattr(context.model, "backbone_card", None)  # the runner records it from strategy.model
     kwargs = context.template_kwargs()
     del kwargs["model"], kwargs["optimizer"]
-    return fast(PromptedViT)(model=model, original_vit=query, num_classes=context.scenario.num_classes,
-                             lr=context.train.lr, sim_coefficient=config.sim_coefficient, use_mask=config.use_mask,
-                             **kwargs)
+    return fast(PromptedViT)(
+        model=model,
+        original_vit=query,
+        num_classes=context.scenario.num_classes,
+        lr=context.train.lr,
+        sim_coefficient=config.sim_coefficient,
+        use_mask=config.use_mask,
+        **kwargs,
+    )

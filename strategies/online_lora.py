@@ -98,20 +98,34 @@ ONLINE_LORA_TRAIN_DEFAULTS = {"optimizer": "adam", "lr": 3e-4, "batch_size": 64,
 @dataclass
 class OnlineLoRAConfig(ComponentConfig):
     rank: int = param(4, "LoRA rank r of the q and v updates (official 4)", low=1)
-    merge_mode: str = param("paper", "merge at a plateau: paper (sum of products, new pair re-initialised) or "
-                                     "official (factor sums, pair zeroed)", choices=("paper", "official"))
+    merge_mode: str = param(
+        "paper",
+        "merge at a plateau: paper (sum of products, new pair re-initialised) or official (factor sums, pair zeroed)",
+        choices=("paper", "official"),
+    )
     reg_lambda: float = param(2000.0, "importance-penalty weight lambda (official MAS-weight 2000)", low=0.0)
     hard_buffer_size: int = param(4, "mini-batches kept in the hard buffer (official 4; CUB-200 8)", low=0)
     window_length: int = param(5, "length of the loss window (official 5)", low=1)
-    tau_mean: float = param(3.0, "plateau threshold on the window mean (suite choice for 10 classes: the official "
-                                 "6.0 for 100 classes times ln10/ln100)", low=0.0)
-    tau_var: float = param(0.025, "plateau threshold on the window variance (suite choice: the official 0.1 times "
-                                  "(ln10/ln100)^2)", low=0.0)
-    importance_mode: str = param("official_flat", "importance: official_flat (a mini-batch is one flattened "
-                                                  "sample) or per_sample (per-sample Fisher, suite choice)",
-                                 choices=("official_flat", "per_sample"))
-    anchor: str = param("reset", "penalty anchor of A in paper mode: reset (its post-reset value, suite choice) "
-                                 "or zero", choices=("reset", "zero"))
+    tau_mean: float = param(
+        3.0,
+        "plateau threshold on the window mean (suite choice for 10 classes: the official "
+        "6.0 for 100 classes times ln10/ln100)",
+        low=0.0,
+    )
+    tau_var: float = param(
+        0.025, "plateau threshold on the window variance (suite choice: the official 0.1 times (ln10/ln100)^2)", low=0.0
+    )
+    importance_mode: str = param(
+        "official_flat",
+        "importance: official_flat (a mini-batch is one flattened "
+        "sample) or per_sample (per-sample Fisher, suite choice)",
+        choices=("official_flat", "per_sample"),
+    )
+    anchor: str = param(
+        "reset",
+        "penalty anchor of A in paper mode: reset (its post-reset value, suite choice) or zero",
+        choices=("reset", "zero"),
+    )
 
 
 # ----------------------------------------------------------------------------- the LoRA module
@@ -231,7 +245,7 @@ class PlateauDetector:
 
     def update(self, value: float) -> bool:
         """Add one loss value; True when this value completes a plateau."""
-        self.window = (self.window + [float(value)])[-self.window_length:]
+        self.window = (self.window + [float(value)])[-self.window_length :]
         mean = sum(self.window) / len(self.window)
         var = sum((v - mean) ** 2 for v in self.window) / len(self.window)
         if not self.peak:
@@ -259,8 +273,9 @@ def running_average(previous: Optional[dict], estimate: dict, count: int) -> dic
 
 def importance_penalty(parameters: dict, importance: dict, anchors: dict, reg_lambda: float) -> torch.Tensor:
     """``(lambda / 2) sum Omega * (P - anchor)^2`` over the named parameters (missing anchor = 0)."""
-    total = sum((importance[name] * (p - anchors[name] if name in anchors else p) ** 2).sum()
-                for name, p in parameters.items())
+    total = sum(
+        (importance[name] * (p - anchors[name] if name in anchors else p) ** 2).sum() for name, p in parameters.items()
+    )
     return reg_lambda / 2 * total
 
 
@@ -274,7 +289,7 @@ def hard_buffer_importance(model: nn.Module, parameters: dict, entries: list, mo
             if mode == "official_flat":
                 log_probs = F.log_softmax(model(inputs).reshape(1, -1), dim=1)
                 loss = F.nll_loss(log_probs, log_probs.argmax(dim=1))
-                squared = [g ** 2 for g in torch.autograd.grad(loss, values)]
+                squared = [g**2 for g in torch.autograd.grad(loss, values)]
             else:
                 squared = [g.pow(2).sum(0) for g in per_sample_gradients(model, names, values, inputs)]
             for name, value in zip(names, squared):
@@ -333,16 +348,20 @@ class OnlineLoRAPlugin(SupervisedPlugin):
         terms = []
         if self.hard_buffer:
             logits = strategy.model(torch.cat([entry[0] for entry in self.hard_buffer]))
-            terms = [F.cross_entropy(part, entry[1]) for part, entry in
-                     zip(logits.split([len(entry[1]) for entry in self.hard_buffer]), self.hard_buffer)]
+            terms = [
+                F.cross_entropy(part, entry[1])
+                for part, entry in zip(logits.split([len(entry[1]) for entry in self.hard_buffer]), self.hard_buffer)
+            ]
             strategy.loss = strategy.loss + sum(terms)
         # one device sync for all the floats of this step
         window, current_loss, *hard_losses = torch.stack(
-            [value.detach().reshape(()) for value in [strategy.loss, current, *terms]]).tolist()
+            [value.detach().reshape(()) for value in [strategy.loss, current, *terms]]
+        ).tolist()
         self.step = {"current": current_loss, "hard": hard_losses, "window": window}
         if self.importance is not None:
             strategy.loss = strategy.loss + importance_penalty(
-                trainable_lora_parameters(strategy.model), self.importance, self.anchors, self.config.reg_lambda)
+                trainable_lora_parameters(strategy.model), self.importance, self.anchors, self.config.reg_lambda
+            )
 
     def after_update(self, strategy, **kwargs):
         step, self.step = self.step, None
@@ -368,27 +387,39 @@ class OnlineLoRAPlugin(SupervisedPlugin):
             self.anchors = {name: p.detach().clone() for name, p in parameters.items() if ".lora_A_" in name}
 
     def record_info(self) -> dict:
-        return {"online_lora": {
-            "plateau_batches": list(self.plateau_batches), "plateau_samples": list(self.plateau_samples),
-            "merges": len(self.plateau_batches), "merge_mode": self.config.merge_mode,
-            "importance_mode": self.config.importance_mode, "anchor": self.config.anchor,
-            "tau_mean": self.config.tau_mean, "tau_var": self.config.tau_var,
-            "batches_seen": self.batches_seen, "samples_seen": self.samples_seen,
-            "loss_window_values": list(self.loss_trace)}}
+        return {
+            "online_lora": {
+                "plateau_batches": list(self.plateau_batches),
+                "plateau_samples": list(self.plateau_samples),
+                "merges": len(self.plateau_batches),
+                "merge_mode": self.config.merge_mode,
+                "importance_mode": self.config.importance_mode,
+                "anchor": self.config.anchor,
+                "tau_mean": self.config.tau_mean,
+                "tau_var": self.config.tau_var,
+                "batches_seen": self.batches_seen,
+                "samples_seen": self.samples_seen,
+                "loss_window_values": list(self.loss_trace),
+            }
+        }
 
 
-@STRATEGIES.register("online_lora", config=OnlineLoRAConfig, requires_vit=True,
-                     train_defaults=ONLINE_LORA_TRAIN_DEFAULTS)
+@STRATEGIES.register(
+    "online_lora", config=OnlineLoRAConfig, requires_vit=True, train_defaults=ONLINE_LORA_TRAIN_DEFAULTS
+)
 def build_online_lora(config: OnlineLoRAConfig, context: StrategyContext):
     """Online-LoRA: LoRA on a frozen ViT's q and v, merged at loss plateaus, importance-weighted penalty."""
     if context.train.optimizer != "adam":
         raise UserError("online_lora trains with Adam (official); drop train.optimizer=sgd")
     if getattr(context.scenario, "task_labels", False):
-        raise UserError("online_lora is class-incremental and never reads task labels; "
-                        "use a scenario without task labels (e.g. --set scenario.task_labels=false)")
+        raise UserError(
+            "online_lora is class-incremental and never reads task labels; "
+            "use a scenario without task labels (e.g. --set scenario.task_labels=false)"
+        )
     model = add_lora(context.model, config.rank, config.merge_mode)
     kwargs = context.template_kwargs([OnlineLoRAPlugin(config)])
     # every parameter, in model order, like Avalanche's own optimizer reset (frozen ones never get a gradient)
-    kwargs["optimizer"] = torch.optim.Adam(model.parameters(), lr=context.train.lr, betas=(0.9, 0.999), eps=1e-8,
-                                           weight_decay=context.train.weight_decay)
+    kwargs["optimizer"] = torch.optim.Adam(
+        model.parameters(), lr=context.train.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=context.train.weight_decay
+    )
     return fast(Naive)(**kwargs)

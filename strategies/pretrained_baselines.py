@@ -71,8 +71,10 @@ def require_single_head(model: nn.Module, strategy: str) -> tuple[nn.Module, nn.
     over all classes."""
     backbone, head = getattr(model, "backbone", None), getattr(model, "head", None)
     if not isinstance(backbone, nn.Module) or not isinstance(head, nn.Linear):
-        raise UserError(f"{strategy} needs a single-head model (model.backbone + one linear model.head); "
-                        f"task-incremental multi-head models are not supported (drop scenario.task_labels)")
+        raise UserError(
+            f"{strategy} needs a single-head model (model.backbone + one linear model.head); "
+            f"task-incremental multi-head models are not supported (drop scenario.task_labels)"
+        )
     return backbone, head
 
 
@@ -115,8 +117,11 @@ def build_linear_probe(config: LinearProbeConfig, context: StrategyContext):
 
 @dataclass
 class NCMConfig(ComponentConfig):
-    similarity: str = param("cosine", "cosine (SimpleCIL) or euclidean (minus the squared distance) between "
-                                      "the features and each class mean", choices=("cosine", "euclidean"))
+    similarity: str = param(
+        "cosine",
+        "cosine (SimpleCIL) or euclidean (minus the squared distance) between the features and each class mean",
+        choices=("cosine", "euclidean"),
+    )
 
 
 class ClassMeans(SupervisedPlugin):
@@ -152,14 +157,19 @@ class ClassMeans(SupervisedPlugin):
         if similarity == "cosine":
             scores = F.normalize(features, dim=1) @ F.normalize(prototypes, dim=1).T
         else:
-            scores = -(features.pow(2).sum(1, keepdim=True) - 2 * features @ prototypes.T
-                       + prototypes.pow(2).sum(1).unsqueeze(0))
+            scores = -(
+                features.pow(2).sum(1, keepdim=True)
+                - 2 * features @ prototypes.T
+                + prototypes.pow(2).sum(1).unsqueeze(0)
+            )
         unseen = (self.class_counts == 0).to(features.device)
         return scores.masked_fill(unseen.unsqueeze(0), MASKED_LOGIT)
 
     def record_info(self) -> dict:
-        return {"ncm_classes_seen": int((self.class_counts > 0).sum()),
-                "ncm_samples_seen": int(self.class_counts.sum())}
+        return {
+            "ncm_classes_seen": int((self.class_counts > 0).sum()),
+            "ncm_samples_seen": int(self.class_counts.sum()),
+        }
 
 
 class NCMTemplate(SupervisedTemplate):
@@ -202,10 +212,15 @@ def build_ncm(config: NCMConfig, context: StrategyContext):
 @dataclass
 class OnlineERConfig(ComponentConfig):
     mem_size: int = param(500, "memory size in samples, filled by reservoir sampling (suite choice)", low=1)
-    replay_batch_size: int = param(0, "memory samples replayed with every incoming mini-batch; 0 = the incoming "
-                                      "batch size (suite choice; Chaudhry et al.: 10 with batches of 10)", low=0)
-    updates_per_batch: int = param(1, "optimizer steps per incoming mini-batch, each with a fresh memory draw "
-                                      "(paper: 1)", low=1)
+    replay_batch_size: int = param(
+        0,
+        "memory samples replayed with every incoming mini-batch; 0 = the incoming "
+        "batch size (suite choice; Chaudhry et al.: 10 with batches of 10)",
+        low=0,
+    )
+    updates_per_batch: int = param(
+        1, "optimizer steps per incoming mini-batch, each with a fresh memory draw (paper: 1)", low=1
+    )
 
 
 def stream_seed(seed: int, name: str) -> int:
@@ -245,8 +260,9 @@ class ReservoirMemory(SupervisedPlugin):
             self.task_labels = task_labels.new_zeros(self.capacity)
         assert self.targets is not None and self.task_labels is not None  # allocated together with self.inputs
         device = inputs.device
-        self.inputs, self.targets, self.task_labels = (t.to(device) for t in
-                                                       (self.inputs, self.targets, self.task_labels))
+        self.inputs, self.targets, self.task_labels = (
+            t.to(device) for t in (self.inputs, self.targets, self.task_labels)
+        )
         positions = self.seen + torch.arange(len(targets), dtype=torch.long)
         slots = positions.clone()
         full = positions >= self.capacity
@@ -273,10 +289,16 @@ class ReservoirMemory(SupervisedPlugin):
         return [t[rows.to(t.device)].to(device) for t in (self.inputs, self.targets, self.task_labels)]
 
     def record_info(self) -> dict:
-        held = self.targets[:self.size].tolist() if self.targets is not None else []
+        held = self.targets[: self.size].tolist() if self.targets is not None else []
         classes = {str(c): held.count(c) for c in sorted(set(held))}
-        return {"er_memory": {"capacity": self.capacity, "size": self.size, "stream_seen": self.seen,
-                              "class_counts": classes}}
+        return {
+            "er_memory": {
+                "capacity": self.capacity,
+                "size": self.size,
+                "stream_seen": self.seen,
+                "class_counts": classes,
+            }
+        }
 
 
 class OnlineERTemplate(SupervisedTemplate):
@@ -301,8 +323,7 @@ class OnlineERTemplate(SupervisedTemplate):
                 updates = []
                 for _ in range(self.updates_per_batch):
                     replay = self.memory.sample(count, self.device)
-                    updates.append(incoming if replay is None else
-                                   [torch.cat(pair) for pair in zip(incoming, replay)])
+                    updates.append(incoming if replay is None else [torch.cat(pair) for pair in zip(incoming, replay)])
                 self.dataloader = updates
                 super().training_epoch(**kwargs)  # Avalanche's update loop, one optimizer step per entry
                 self.memory.add(*incoming[:3])
@@ -314,6 +335,9 @@ class OnlineERTemplate(SupervisedTemplate):
 def build_online_er(config: OnlineERConfig, context: StrategyContext):
     """Online experience replay: reservoir-sampled memory, incoming batch + memory batch in every update."""
     memory = ReservoirMemory(config.mem_size, stream_seed(torch.initial_seed(), "online_er"))
-    return fast(OnlineERTemplate)(memory=memory, replay_batch_size=config.replay_batch_size,
-                                  updates_per_batch=config.updates_per_batch,
-                                  **context.template_kwargs([memory]))
+    return fast(OnlineERTemplate)(
+        memory=memory,
+        replay_batch_size=config.replay_batch_size,
+        updates_per_batch=config.updates_per_batch,
+        **context.template_kwargs([memory]),
+    )

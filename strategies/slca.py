@@ -88,31 +88,47 @@ NORM_EPSILON = 1e-7  # added to each head's logit norm (official)
 
 @dataclass
 class SLCAConfig(ComponentConfig):
-    lr_ratio: float = param(0.01, "stage 1: backbone lr / head lr (official 1/100); 0 freezes the backbone",
-                            low=0.0)
-    milestones: list[int] = param([], "stage 1: epochs after which the lr is multiplied by lr_decay (official "
-                                      "[18] of 20 on CIFAR, [40] of 50); empty: constant lr", low=1)
+    lr_ratio: float = param(0.01, "stage 1: backbone lr / head lr (official 1/100); 0 freezes the backbone", low=0.0)
+    milestones: list[int] = param(
+        [],
+        "stage 1: epochs after which the lr is multiplied by lr_decay (official "
+        "[18] of 20 on CIFAR, [40] of 50); empty: constant lr",
+        low=1,
+    )
     lr_decay: float = param(0.1, "stage 1: MultiStepLR factor gamma (official)", low=0.0, low_open=True)
     classifier_alignment: bool = param(True, "stage 2: align all heads on features sampled from class Gaussians")
     ca_epochs: int = param(5, "stage 2: alignment epochs (official)", low=1)
     ca_samples_per_class: int = param(256, "stage 2: features drawn per seen class per epoch (official)", low=1)
     ca_batch_size: int = param(256, "stage 2: mini-batch size over the shuffled samples (official)", low=1)
-    ca_lr: float = param(0.01, "stage 2: SGD lr, cosine-annealed over ca_epochs (official: the stage-1 lr, 0.01)",
-                         low=0.0, low_open=True)
+    ca_lr: float = param(
+        0.01, "stage 2: SGD lr, cosine-annealed over ca_epochs (official: the stage-1 lr, 0.01)", low=0.0, low_open=True
+    )
     ca_momentum: float = param(0.9, "stage 2: SGD momentum (official)", low=0.0, high=1.0, high_open=True)
     ca_weight_decay: float = param(5e-4, "stage 2: SGD weight decay (official)", low=0.0)
-    logit_norm_tau: float = param(0.1, "stage 2: logit-normalisation temperature (official 0.1, Cars 0.05); "
-                                       "0: plain cross-entropy", low=0.0)
-    covariance_ridge: float = param(1e-4, "added to the diagonal of every class covariance (official)",
-                                    low=0.0, low_open=True)
-    mean_scale_floor: float = param(0.9, "class means of task t scaled by floor + (1-floor)(t+1)/(T+1) "
-                                         "(official 0.9); 1.0: no scaling", low=0.0, high=1.0)
-    class_task_rule: str = param("explicit", "task of a class for the mean scaling: explicit (the scenario's "
-                                             "experiences) or official (class position // current task size)",
-                                 choices=("explicit", "official"))
+    logit_norm_tau: float = param(
+        0.1, "stage 2: logit-normalisation temperature (official 0.1, Cars 0.05); 0: plain cross-entropy", low=0.0
+    )
+    covariance_ridge: float = param(
+        1e-4, "added to the diagonal of every class covariance (official)", low=0.0, low_open=True
+    )
+    mean_scale_floor: float = param(
+        0.9,
+        "class means of task t scaled by floor + (1-floor)(t+1)/(T+1) (official 0.9); 1.0: no scaling",
+        low=0.0,
+        high=1.0,
+    )
+    class_task_rule: str = param(
+        "explicit",
+        "task of a class for the mean scaling: explicit (the scenario's "
+        "experiences) or official (class position // current task size)",
+        choices=("explicit", "official"),
+    )
     restore_after_ca: bool = param(True, "put the pre-alignment heads back before the next experience (official)")
-    reinit_final_norm: bool = param(True, "reset the timm ViT's final LayerNorm to weight 1, bias 0 at build "
-                                          "time (official); no effect without a timm ViT")
+    reinit_final_norm: bool = param(
+        True,
+        "reset the timm ViT's final LayerNorm to weight 1, bias 0 at build "
+        "time (official); no effect without a timm ViT",
+    )
 
     def validate(self) -> None:
         if any(later <= earlier for earlier, later in zip(self.milestones, self.milestones[1:])):
@@ -121,14 +137,19 @@ class SLCAConfig(ComponentConfig):
 
 @dataclass
 class SLCASlowLearnerConfig(SLCAConfig):
-    classifier_alignment: bool = param(False, "stage 2: align all heads on features sampled from class Gaussians "
-                                              "(off: the slow learner alone)")
+    classifier_alignment: bool = param(
+        False, "stage 2: align all heads on features sampled from class Gaussians (off: the slow learner alone)"
+    )
 
 
 @dataclass
 class SLCAAlignmentConfig(SLCAConfig):
-    lr_ratio: float = param(1.0, "stage 1: backbone lr / head lr (1: the backbone at the head's lr, the paper's "
-                                 "'Seq FT w/ CA'); 0 freezes the backbone", low=0.0)
+    lr_ratio: float = param(
+        1.0,
+        "stage 1: backbone lr / head lr (1: the backbone at the head's lr, the paper's "
+        "'Seq FT w/ CA'); 0 freezes the backbone",
+        low=0.0,
+    )
 
 
 # ----------------------------------------------------------------------------- pure maths
@@ -233,11 +254,11 @@ class SLCAClassifier(nn.Module):
         if n_tasks == 0:
             return logits
         seen = torch.cat(self.head_logits(features, n_tasks), dim=1)
-        return logits.index_copy(1, self.columns[:self.offsets[n_tasks]], seen)
+        return logits.index_copy(1, self.columns[: self.offsets[n_tasks]], seen)
 
     def current_task_loss(self, logits: torch.Tensor, targets: torch.Tensor, task: int) -> torch.Tensor:
         """Cross-entropy over the columns of ``task`` only, targets as positions in that head."""
-        task_logits = logits[:, self.columns[self.offsets[task]:self.offsets[task + 1]]]
+        task_logits = logits[:, self.columns[self.offsets[task] : self.offsets[task + 1]]]
         in_task = self.task_of_class[targets] == task
         if not bool(in_task.any()):
             return task_logits.sum() * 0.0  # nothing to learn from this batch (all labels foreign)
@@ -276,8 +297,9 @@ class SLCAPlugin(SupervisedPlugin):
         """Before stage 1: restore the un-aligned heads, unmask the experience's classes, freeze the rest."""
         task = getattr(strategy.experience, "current_experience", None)
         if task is None or not 0 <= task < len(self.classes_per_task):
-            raise UserError(f"slca needs experiences numbered 0..{len(self.classes_per_task) - 1} "
-                            f"(current_experience), got {task}")
+            raise UserError(
+                f"slca needs experiences numbered 0..{len(self.classes_per_task) - 1} (current_experience), got {task}"
+            )
         classifier = strategy.model.head
         if self.pre_alignment_heads is not None and self.config.restore_after_ca:
             classifier.load_head_state(self.pre_alignment_heads)
@@ -312,7 +334,8 @@ class SLCAPlugin(SupervisedPlugin):
             rows = all_features[all_targets == label]
             if len(rows) > 0:
                 self.class_means[label], self.class_covariances[label] = class_statistics(
-                    rows, self.config.covariance_ridge)
+                    rows, self.config.covariance_ridge
+                )
 
     def scale_factors(self, classes: list[int]) -> list[float]:
         """Mean-scaling factor of each class at the current task (``class_task_rule``, pitfall 6)."""
@@ -328,20 +351,22 @@ class SLCAPlugin(SupervisedPlugin):
     def align(self, classifier: SLCAClassifier, device: torch.device) -> Optional[float]:
         """Stage 2 on the heads of tasks 0..T; returns the mean loss of the last epoch (None: nothing to align)."""
         config, task = self.config, self.current_task
-        seen = [c for cs in self.classes_per_task[:task + 1] for c in cs]  # = concatenated head order
+        seen = [c for cs in self.classes_per_task[: task + 1] for c in cs]  # = concatenated head order
         positions = [i for i, c in enumerate(seen) if c in self.class_means]
         classes = [seen[i] for i in positions]
         if not classes:
             return None
         factors = torch.tensor(self.scale_factors(classes), dtype=torch.float64)
         means = (torch.stack([self.class_means[c] for c in classes]) * factors[:, None]).float().to(device)
-        cholesky = torch.stack([torch.linalg.cholesky(self.class_covariances[c].double())
-                                for c in classes]).float().to(device)
+        cholesky = (
+            torch.stack([torch.linalg.cholesky(self.class_covariances[c].double()) for c in classes]).float().to(device)
+        )
         labels = torch.tensor(positions, device=device).repeat_interleave(config.ca_samples_per_class)
-        heads = classifier.heads[:task + 1]
+        heads = classifier.heads[: task + 1]
         heads.requires_grad_(True)
-        optimizer = torch.optim.SGD(heads.parameters(), lr=config.ca_lr, momentum=config.ca_momentum,
-                                    weight_decay=config.ca_weight_decay)
+        optimizer = torch.optim.SGD(
+            heads.parameters(), lr=config.ca_lr, momentum=config.ca_momentum, weight_decay=config.ca_weight_decay
+        )
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.ca_epochs)
         epoch_loss = 0.0
         for _ in range(config.ca_epochs):
@@ -350,9 +375,9 @@ class SLCAPlugin(SupervisedPlugin):
             samples, targets = samples[order], labels[order]
             losses = []
             for start in range(0, len(samples), config.ca_batch_size):
-                batch = samples[start:start + config.ca_batch_size]
+                batch = samples[start : start + config.ca_batch_size]
                 logits = normalized_logits(classifier.head_logits(batch, task + 1), config.logit_norm_tau)
-                loss = F.cross_entropy(logits, targets[start:start + config.ca_batch_size])
+                loss = F.cross_entropy(logits, targets[start : start + config.ca_batch_size])
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -362,9 +387,13 @@ class SLCAPlugin(SupervisedPlugin):
         return epoch_loss
 
     def record_info(self) -> dict:
-        return {"slca": {"classes_with_statistics": len(self.class_means),
-                         "final_norm_reset": self.final_norm_reset,
-                         "alignment": list(self.alignment_log)}}
+        return {
+            "slca": {
+                "classes_with_statistics": len(self.class_means),
+                "final_norm_reset": self.final_norm_reset,
+                "alignment": list(self.alignment_log),
+            }
+        }
 
 
 # ----------------------------------------------------------------------------- the template (stage 1)
@@ -388,11 +417,13 @@ class SLCATemplate(Naive):
         train, ratio = self.train_config, self.slca.config.lr_ratio
         groups = [{"params": list(self.model.backbone.parameters()), "lr": train.lr * ratio}] if ratio > 0 else []
         groups.append({"params": list(self.model.head.heads[self.slca.current_task].parameters()), "lr": train.lr})
-        self.optimizer = torch.optim.SGD(groups, lr=train.lr, momentum=train.momentum,
-                                         weight_decay=train.weight_decay)
+        self.optimizer = torch.optim.SGD(groups, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
         milestones = self.slca.config.milestones
-        self.lr_scheduler = (torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones, self.slca.config.lr_decay)
-                             if milestones else None)
+        self.lr_scheduler = (
+            torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones, self.slca.config.lr_decay)
+            if milestones
+            else None
+        )
 
     def forward(self):
         if self.is_training and self.slca.config.lr_ratio == 0:
@@ -423,8 +454,9 @@ def check_supported(context: StrategyContext) -> None:
         raise UserError("slca needs a single-head model (backbone + one Linear head over all classes)")
     classes = [c for cs in scenario.classes_per_experience for c in cs]
     if len(classes) != len(set(classes)):
-        raise UserError("slca needs experiences with disjoint classes (class-incremental), not a domain-incremental "
-                        "stream")
+        raise UserError(
+            "slca needs experiences with disjoint classes (class-incremental), not a domain-incremental stream"
+        )
     if context.train.optimizer != "sgd":
         raise UserError("slca trains with SGD (two learning-rate groups); set train.optimizer=sgd")
 
@@ -433,8 +465,9 @@ def build_slca_strategy(config: SLCAConfig, context: StrategyContext):
     check_supported(context)
     model, scenario = context.model, context.scenario
     final_norm_reset = config.reinit_final_norm and reset_final_norm(model)
-    model.head = SLCAClassifier(cast(nn.Linear, model.head).in_features, scenario.classes_per_experience,
-                                scenario.num_classes).to(context.device)
+    model.head = SLCAClassifier(
+        cast(nn.Linear, model.head).in_features, scenario.classes_per_experience, scenario.num_classes
+    ).to(context.device)
     plugin = SLCAPlugin(config, scenario.classes_per_experience, final_norm_reset)
     # the optimizer in the kwargs is a placeholder: make_optimizer builds SLCA's own at every experience
     return fast(SLCATemplate)(slca_plugin=plugin, train_config=context.train, **context.template_kwargs())

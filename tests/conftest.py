@@ -35,16 +35,21 @@ def fake_fmnist_arrays(train_per_class: int, test_per_class: int, seed: int = 0)
     return arrays
 
 
-FMNIST_NAMES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
-                "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
+FMNIST_NAMES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
 
 
 @pytest.fixture
 def fake_fmnist() -> Callable[..., dict[str, np.ndarray]]:
     """Factory: write a tiny Fashion-MNIST (four IDX files) into a directory; returns the arrays."""
 
-    def make(directory: Path, train_per_class: int = 20, test_per_class: int = 10, gz: bool = True,
-             seed: int = 0) -> dict[str, np.ndarray]:
+    def make(
+        directory: Path, train_per_class: int = 20, test_per_class: int = 10, gz: bool = True, seed: int = 0
+    ) -> dict[str, np.ndarray]:
         directory.mkdir(parents=True, exist_ok=True)
         arrays = fake_fmnist_arrays(train_per_class, test_per_class, seed)
         for key, name in FMNIST_NAMES.items():
@@ -87,8 +92,15 @@ def dump_pickle(path: Path, content: dict, python2_style: bool) -> None:
 
 CIFAR_FORMATS = {
     # name: (base_folder, train files, test files, meta file, label key, names key, classes)
-    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "batches.meta",
-                b"labels", b"label_names", 10),
+    "cifar10": (
+        "cifar-10-batches-py",
+        [f"data_batch_{i}" for i in range(1, 6)],
+        ["test_batch"],
+        "batches.meta",
+        b"labels",
+        b"label_names",
+        10,
+    ),
     "cifar100": ("cifar-100-python", ["train"], ["test"], "meta", b"fine_labels", b"fine_label_names", 100),
 }
 
@@ -101,8 +113,14 @@ def fake_cifar() -> Callable[..., dict[str, np.ndarray]]:
     uint8 (N, 3072) like the official files. Returns the (N, 32, 32, 3) images and labels written.
     """
 
-    def make(name: str, parent: Path, train_per_class: int = 1, test_per_class: int = 1,
-             python2_style: bool = True, seed: int = 0) -> dict[str, np.ndarray]:
+    def make(
+        name: str,
+        parent: Path,
+        train_per_class: int = 1,
+        test_per_class: int = 1,
+        python2_style: bool = True,
+        seed: int = 0,
+    ) -> dict[str, np.ndarray]:
         base_folder, train_files, test_files, meta_file, label_key, names_key, n_classes = CIFAR_FORMATS[name]
         folder = parent / base_folder
         folder.mkdir(parents=True, exist_ok=True)
@@ -112,9 +130,12 @@ def fake_cifar() -> Callable[..., dict[str, np.ndarray]]:
             for file_name in files:
                 labels = rng.permutation(np.repeat(np.arange(n_classes), per_class))
                 images = rng.integers(0, 256, size=(len(labels), 32, 32, 3), dtype=np.uint8)
-                content = {b"batch_label": b"fake batch", label_key: labels.tolist(),
-                           b"data": images.transpose(0, 3, 1, 2).reshape(len(labels), -1),
-                           b"filenames": [f"img_{i}.png".encode() for i in range(len(labels))]}
+                content = {
+                    b"batch_label": b"fake batch",
+                    label_key: labels.tolist(),
+                    b"data": images.transpose(0, 3, 1, 2).reshape(len(labels), -1),
+                    b"filenames": [f"img_{i}.png".encode() for i in range(len(labels))],
+                }
                 if name == "cifar100":
                     content[b"coarse_labels"] = (labels // 5).tolist()
                 dump_pickle(folder / file_name, content, python2_style)
@@ -133,8 +154,11 @@ def fake_cifar() -> Callable[..., dict[str, np.ndarray]]:
 
 # on split_digits' tiny runs (lr 0.05, one epoch of ~10 mini-batches) the default EWC penalty diverges, and
 # RWalk updates no path score within delta_t=10 iterations: the runner (rightly) refuses both
-SMOKE_SETS = {"ewc": ["strategy.ewc_lambda=10"], "online_ewc": ["strategy.ewc_lambda=10"],
-              "rwalk": ["strategy.delta_t=2"]}
+SMOKE_SETS = {
+    "ewc": ["strategy.ewc_lambda=10"],
+    "online_ewc": ["strategy.ewc_lambda=10"],
+    "rwalk": ["strategy.delta_t=2"],
+}
 
 
 def run_cli(args, capsys):

@@ -20,10 +20,12 @@ def _record(run_dir):
 
 
 def _run(tmp_path, attack=None, sets=(), stop_after=None, resume=False, strategy="naive"):
-    config = resolve({}, {"scenario": "split_digits", "strategy": strategy, "attack": attack, "device": "cpu"},
-                     TINY + SMOKE_SETS.get(strategy, []) + list(sets))
-    return runner.execute(config, tmp_path, progress=False, log=lambda line: None, stop_after=stop_after,
-                          resume=resume)
+    config = resolve(
+        {},
+        {"scenario": "split_digits", "strategy": strategy, "attack": attack, "device": "cpu"},
+        TINY + SMOKE_SETS.get(strategy, []) + list(sets),
+    )
+    return runner.execute(config, tmp_path, progress=False, log=lambda line: None, stop_after=stop_after, resume=resume)
 
 
 def test_attack_effect_by_hand():
@@ -81,24 +83,44 @@ def test_an_interrupted_attacked_run_resumes_to_the_same_record(strategy, tmp_pa
 
 
 def test_cli_prints_clean_and_attacked_side_by_side(tmp_path, capsys):
-    code, out, err = run_cli(["run", "--scenario", "split_digits", "--attack", "uniform_noise", "--set",
-                              "attack.epsilon=0.3", "--device", "cpu", "--no-progress", "--epochs", "1",
-                              "--out", str(tmp_path)], capsys)
+    code, out, err = run_cli(
+        [
+            "run",
+            "--scenario",
+            "split_digits",
+            "--attack",
+            "uniform_noise",
+            "--set",
+            "attack.epsilon=0.3",
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path),
+        ],
+        capsys,
+    )
     assert code == 0, err
     lines = out.splitlines()
     assert any(line.startswith("clean ") for line in lines) and any(line.startswith("attacked ") for line in lines)
     assert any(line.startswith("difference ") for line in lines)
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["--attack", "uniform_noise", "--set", "attack.epsilon=-0.1"], "attack.epsilon must be >= 0"),
-    (["--attack", "uniform_nosie"], "unknown attack 'uniform_nosie'; did you mean uniform_noise"),
-    (["--attack", "uniform_noise", "--set", "attack.target_experience=7"], "outside the 5 experiences"),
-    (["--attack", "uniform_noise", "--strategy", "joint"], "trains once on the whole stream"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--attack", "uniform_noise", "--set", "attack.epsilon=-0.1"], "attack.epsilon must be >= 0"),
+        (["--attack", "uniform_nosie"], "unknown attack 'uniform_nosie'; did you mean uniform_noise"),
+        (["--attack", "uniform_noise", "--set", "attack.target_experience=7"], "outside the 5 experiences"),
+        (["--attack", "uniform_noise", "--strategy", "joint"], "trains once on the whole stream"),
+    ],
+)
 def test_bad_attack_input_is_one_line_exit_2_and_nothing_written(args, fragment, tmp_path, capsys):
-    code, out, err = run_cli(["run", "--scenario", "split_digits", "--no-progress", "--out", str(tmp_path), *args],
-                             capsys)
+    code, out, err = run_cli(
+        ["run", "--scenario", "split_digits", "--no-progress", "--out", str(tmp_path), *args], capsys
+    )
     assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
 
@@ -109,8 +131,11 @@ def test_attack_board_pairs_clean_and_attacked_per_victim_and_stays_off_the_cl_b
     from cl_bench.leaderboard import build_leaderboards
 
     for seed in (0, 1):
-        config = resolve({}, {"scenario": "split_digits", "strategy": "naive", "attack": "uniform_noise",
-                              "device": "cpu", "seed": seed}, TINY + ["attack.epsilon=0.3"])
+        config = resolve(
+            {},
+            {"scenario": "split_digits", "strategy": "naive", "attack": "uniform_noise", "device": "cpu", "seed": seed},
+            TINY + ["attack.epsilon=0.3"],
+        )
         runner.execute(config, tmp_path / "runs", progress=False, log=lambda line: None)
     written = build_leaderboards(tmp_path / "runs", tmp_path / "boards", warn=lambda message: None)
     assert [path.name for path in written] == ["attack_uniform_noise.csv"]
@@ -128,11 +153,29 @@ def test_a_test_time_attack_is_refused_until_the_measurement_phase_exists(tmp_pa
     from cl_bench.registry import Entry
 
     ATTACKS.entries()  # load the catalogs before adding the toy
-    toy = Entry("test_time_toy", "attack", lambda config, scenario, seed: Attack(config, scenario, seed),
-                ComponentConfig, "a test-time attack", {})
+    toy = Entry(
+        "test_time_toy",
+        "attack",
+        lambda config, scenario, seed: Attack(config, scenario, seed),
+        ComponentConfig,
+        "a test-time attack",
+        {},
+    )
     monkeypatch.setitem(ATTACKS._entries, "test_time_toy", toy)
     out = tmp_path / "runs"
-    code, _, err = run_cli(["run", "--scenario", "split_digits", "--attack", "test_time_toy", "--out", str(out),
-                            "--set", "train.epochs=1"], capsys)
+    code, _, err = run_cli(
+        [
+            "run",
+            "--scenario",
+            "split_digits",
+            "--attack",
+            "test_time_toy",
+            "--out",
+            str(out),
+            "--set",
+            "train.epochs=1",
+        ],
+        capsys,
+    )
     assert code == 2 and "does not poison training data" in err and len(err.strip().splitlines()) == 1
     assert not out.exists() or not any(out.iterdir())

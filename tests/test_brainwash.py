@@ -16,8 +16,16 @@ from avalanche.benchmarks.scenarios.task_aware import with_task_labels
 from conftest import run_cli
 from torch import nn
 
-from attacks.brainwash import (BrainWash, BrainWashConfig, ProxySet, attacker_copy, invert, make_batch_objective,
-                               optimise_noise, surrogate_loss)
+from attacks.brainwash import (
+    BrainWash,
+    BrainWashConfig,
+    ProxySet,
+    attacker_copy,
+    invert,
+    make_batch_objective,
+    optimise_noise,
+    surrogate_loss,
+)
 from cl_bench import runner
 from cl_bench.config import TrainConfig, resolve
 from cl_bench.data_prepare import FMNIST_DEBIAN_DIR, prepare
@@ -44,6 +52,7 @@ def one_thread():
 # ---------------------------------------------------------------------------------------------
 # shared tiny builders
 # ---------------------------------------------------------------------------------------------
+
 
 def linear_rule_task(generator, n=256, dim=20):
     """n inputs uniform in [0,1]^dim, labelled by the sign of a random linear rule on x - 0.5."""
@@ -88,8 +97,9 @@ def task_a_proxy(xa, ya):
 
 
 def noise_for(model, xb, yb, proxy, config, seed, **kwargs):
-    return optimise_noise(attacker_copy(model, "train"), xb, yb, 1, proxy, config, UNIT,
-                          torch.Generator().manual_seed(seed), **kwargs)
+    return optimise_noise(
+        attacker_copy(model, "train"), xb, yb, 1, proxy, config, UNIT, torch.Generator().manual_seed(seed), **kwargs
+    )
 
 
 def record_of(out_dir):
@@ -101,11 +111,15 @@ def record_of(out_dir):
 # oracles 1-2: budget and labels, through BrainWash.poison on split_digits (task-incremental, pixels in [0,1])
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def digits_victim():
     """A naive learner with a small multi-head MLP, trained one epoch on experiences 0 and 1 of split_digits."""
-    config = resolve({}, {"scenario": "split_digits", "strategy": "naive", "device": "cpu"},
-                     ["scenario.task_labels=true", "train.epochs=1", "model.widths=[32]"])
+    config = resolve(
+        {},
+        {"scenario": "split_digits", "strategy": "naive", "device": "cpu"},
+        ["scenario.task_labels=true", "train.epochs=1", "model.widths=[32]"],
+    )
     prepared = runner.prepare(config, "unused", progress=False)
     for index in (0, 1):
         prepared.strategy.train(prepared.scenario.benchmark.train_stream[index], eval_streams=[])
@@ -149,6 +163,7 @@ def test_poison_stays_in_the_budget_and_range_and_leaves_labels_alone(epsilon, d
 # oracle 3: signed update size
 # ---------------------------------------------------------------------------------------------
 
+
 def test_one_outer_step_is_a_signed_step_of_exactly_step_size():
     model, xa, ya, xb, yb = toy_problem(0)
     step = 0.01
@@ -160,8 +175,9 @@ def test_one_outer_step_is_a_signed_step_of_exactly_step_size():
     assert (delta.abs() == step32).float().mean() > 0.9  # almost every gradient entry is non-zero
 
     # a step larger than the budget is clipped to the ball
-    clipped, _ = noise_for(model, xb, yb, task_a_proxy(xa, ya), toy_config(steps=1, init="zero", step_size=0.5,
-                                                                           epsilon=0.1), seed=0)
+    clipped, _ = noise_for(
+        model, xb, yb, task_a_proxy(xa, ya), toy_config(steps=1, init="zero", step_size=0.5, epsilon=0.1), seed=0
+    )
     assert clipped.abs().max() <= 0.1 + 1e-7 and (clipped.abs() == torch.tensor(0.1)).float().mean() > 0.9
 
     # the second step (same generator stream: the first step is replayed) moves each entry by at most one step
@@ -172,6 +188,7 @@ def test_one_outer_step_is_a_signed_step_of_exactly_step_size():
 # ---------------------------------------------------------------------------------------------
 # oracle 4: the delta-gradient goes through the lookahead (second order)
 # ---------------------------------------------------------------------------------------------
+
 
 def lookahead_gradient_inputs(dtype=torch.float32):
     torch.manual_seed(0)
@@ -206,14 +223,16 @@ def test_noise_gradient_matches_finite_differences():
     gradient, _ = torch.func.grad(objective, argnums=1, has_aux=True)(params, delta, *rest)
     direction = torch.randn(delta.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     h = 1e-5
-    numeric = (objective(params, delta + h * direction, *rest)[0]
-               - objective(params, delta - h * direction, *rest)[0]) / (2 * h)
+    numeric = (
+        objective(params, delta + h * direction, *rest)[0] - objective(params, delta - h * direction, *rest)[0]
+    ) / (2 * h)
     assert float((gradient * direction).sum()) == pytest.approx(float(numeric), rel=1e-4, abs=1e-9)
 
 
 # ---------------------------------------------------------------------------------------------
 # oracle 5: the attacker's surrogate goes up; vmap equals the per-batch loop
 # ---------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_optimised_noise_raises_the_surrogate_above_clean_and_uniform(seed):
@@ -247,6 +266,7 @@ def test_vmap_and_per_batch_loop_give_the_same_noise():
 # oracle 6: reckless vs cautious
 # ---------------------------------------------------------------------------------------------
 
+
 def test_cautious_noise_keeps_the_current_task_better_than_reckless():
     # Victim accuracy on task B after a few steps is not robust on this toy (it flips with seeds and step
     # counts); the quantity the cautious term controls is: the clean task-B CE after the victim's SGD step
@@ -267,6 +287,7 @@ def test_cautious_noise_keeps_the_current_task_better_than_reckless():
 # oracle 7: model inversion
 # ---------------------------------------------------------------------------------------------
 
+
 def inversion_problem(batch_norm=False, per_group=64):
     """A 2-task multi-head MLP trained on both tasks, labels (2, M) and uniform starts (2, M, 20)."""
     model, xa, ya, xb, yb = toy_problem(0, batch_norm=batch_norm)  # training forwards set the BN running stats
@@ -280,15 +301,17 @@ def inversion_problem(batch_norm=False, per_group=64):
 def head_accuracy(model, images, labels, group_tasks):
     with torch.no_grad():
         model.eval()
-        return [float((model(images[g], task).argmax(1) == labels[g]).float().mean())
-                for g, task in enumerate(group_tasks)]
+        return [
+            float((model(images[g], task).argmax(1) == labels[g]).float().mean()) for g, task in enumerate(group_tasks)
+        ]
 
 
 def test_inversion_finds_inputs_each_head_assigns_to_their_labels():
     model, labels, init = inversion_problem()
     start_accuracy = head_accuracy(model, init, labels, [0, 1])
-    images, info = invert(attacker_copy(model, "eval"), labels, [0, 1], init, BrainWashConfig(inversion_steps=300),
-                          UNIT)
+    images, info = invert(
+        attacker_copy(model, "eval"), labels, [0, 1], init, BrainWashConfig(inversion_steps=300), UNIT
+    )
     assert images.shape == (2, 64, 20)
     assert images.min() >= 0.0 and images.max() <= 1.0
     accuracy = head_accuracy(model, images, labels, [0, 1])
@@ -304,8 +327,9 @@ def test_inversion_of_groups_together_equals_one_at_a_time():
     config = BrainWashConfig(inversion_steps=20)
     together, _ = invert(attacker_copy(model, "eval"), labels, [0, 1], init, config, UNIT)
     for group in (0, 1):
-        alone, _ = invert(attacker_copy(model, "eval"), labels[group:group + 1], [group], init[group:group + 1],
-                          config, UNIT)
+        alone, _ = invert(
+            attacker_copy(model, "eval"), labels[group : group + 1], [group], init[group : group + 1], config, UNIT
+        )
         torch.testing.assert_close(alone[0], together[group], rtol=0, atol=1e-5)
 
 
@@ -314,8 +338,9 @@ def test_inversion_reduces_the_batch_norm_term():
     batch_norm = model.backbone[1]
     assert batch_norm.num_batches_tracked > 0 and batch_norm.running_mean.abs().sum() > 0
     running_mean = batch_norm.running_mean.clone()
-    images, info = invert(attacker_copy(model, "eval"), labels, [0, 1], init, BrainWashConfig(inversion_steps=300),
-                          UNIT)
+    images, info = invert(
+        attacker_copy(model, "eval"), labels, [0, 1], init, BrainWashConfig(inversion_steps=300), UNIT
+    )
     assert info["inversion_bn_first"] > 0
     assert info["inversion_bn_last"] < info["inversion_bn_first"]
     assert min(head_accuracy(model, images, labels, [0, 1])) > 0.9
@@ -325,6 +350,7 @@ def test_inversion_reduces_the_batch_norm_term():
 # ---------------------------------------------------------------------------------------------
 # threat model: the attacker never reads data of earlier experiences
 # ---------------------------------------------------------------------------------------------
+
 
 class OldDataRead(RuntimeError):
     pass
@@ -353,11 +379,17 @@ def trapped_scenario(task_labels, n_experiences=3, n=64):
         banks.append(bank)
         train.append(bank.dataset())
         test.append(TensorBank(x[n:], y[n:], tasks[n:], name=f"trap-test{index}").dataset())
-    scenario = add_classes_timeline(ScenarioData(
-        benchmark=with_task_labels(benchmark_from_datasets(train=train, test=test)), input_shape=(20,),
-        num_classes=2 * n_experiences, setting="task-incremental" if task_labels else "class-incremental",
-        task_labels=task_labels, classes_per_experience=[[2 * i, 2 * i + 1] for i in range(n_experiences)],
-        input_range=UNIT))
+    scenario = add_classes_timeline(
+        ScenarioData(
+            benchmark=with_task_labels(benchmark_from_datasets(train=train, test=test)),
+            input_shape=(20,),
+            num_classes=2 * n_experiences,
+            setting="task-incremental" if task_labels else "class-incremental",
+            task_labels=task_labels,
+            classes_per_experience=[[2 * i, 2 * i + 1] for i in range(n_experiences)],
+            input_range=UNIT,
+        )
+    )
     return scenario, banks
 
 
@@ -365,8 +397,9 @@ def attack_after_trapped_training(task_labels, proxy):
     torch.manual_seed(0)
     scenario, banks = trapped_scenario(task_labels)
     model = MODELS.get("mlp").builder(MLPConfig(widths=[16]), scenario)
-    context = StrategyContext(model=model, train=TrainConfig(epochs=1, batch_size=16, lr=0.1), scenario=scenario,
-                              device=torch.device("cpu"))
+    context = StrategyContext(
+        model=model, train=TrainConfig(epochs=1, batch_size=16, lr=0.1), scenario=scenario, device=torch.device("cpu")
+    )
     strategy = STRATEGIES.get("naive").builder(None, context)
     stream = scenario.benchmark.train_stream
     for index in range(len(banks) - 1):
@@ -394,30 +427,78 @@ def test_the_trap_catches_the_real_data_ablation():
 # the CLI: bad input, the headline command end to end, paired branches with a zero budget
 # ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("args, fragment", [
-    (["--attack", "brainwash", "--set", "attack.epsilon=-1"], "attack.epsilon must be >= 0"),
-    (["--attack", "no_such_attack"], "unknown attack 'no_such_attack'"),
-    (["--attack", "brainwash", "--set", "attack.objective=bogus"], "attack.objective must be one of"),
-    (["--attack", "brainwash", "--set", "attack.target_experience=0"], "needs at least one earlier experience"),
-])
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--attack", "brainwash", "--set", "attack.epsilon=-1"], "attack.epsilon must be >= 0"),
+        (["--attack", "no_such_attack"], "unknown attack 'no_such_attack'"),
+        (["--attack", "brainwash", "--set", "attack.objective=bogus"], "attack.objective must be one of"),
+        (["--attack", "brainwash", "--set", "attack.target_experience=0"], "needs at least one earlier experience"),
+    ],
+)
 def test_bad_brainwash_input_is_one_line_exit_2_and_nothing_written(args, fragment, tmp_path, capsys):
-    code, _, err = run_cli(["run", "--scenario", "split_digits", "--device", "cpu", "--no-progress",
-                            "--out", str(tmp_path / "runs"), *args], capsys)
+    code, _, err = run_cli(
+        [
+            "run",
+            "--scenario",
+            "split_digits",
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--out",
+            str(tmp_path / "runs"),
+            *args,
+        ],
+        capsys,
+    )
     assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
-SWISS_ROLL_TINY = ["--scenario", "continual_swiss_roll", "--strategy", "gpm_sparse", "--attack", "brainwash",
-                   "--device", "cpu", "--no-progress", "--set", "scenario.n_tasks=3", "--set", "scenario.n_train=40",
-                   "--set", "model.widths=[32,32]", "--set", "attack.steps=2", "--set", "attack.inversion_steps=5",
-                   "--set", "attack.inversion_samples=8"]
+SWISS_ROLL_TINY = [
+    "--scenario",
+    "continual_swiss_roll",
+    "--strategy",
+    "gpm_sparse",
+    "--attack",
+    "brainwash",
+    "--device",
+    "cpu",
+    "--no-progress",
+    "--set",
+    "scenario.n_tasks=3",
+    "--set",
+    "scenario.n_train=40",
+    "--set",
+    "model.widths=[32,32]",
+    "--set",
+    "attack.steps=2",
+    "--set",
+    "attack.inversion_steps=5",
+    "--set",
+    "attack.inversion_samples=8",
+]
 
 
 def test_headline_command_end_to_end_is_paired_and_deterministic(tmp_path, capsys):
     records = []
     for name in ("first", "second"):
-        code, out, err = run_cli(["run", *SWISS_ROLL_TINY, "--epochs", "1", "--set", "scenario.n_test=20",
-                                  "--set", "attack.epsilon=0.5", "--out", str(tmp_path / name)], capsys)
+        code, out, err = run_cli(
+            [
+                "run",
+                *SWISS_ROLL_TINY,
+                "--epochs",
+                "1",
+                "--set",
+                "scenario.n_test=20",
+                "--set",
+                "attack.epsilon=0.5",
+                "--out",
+                str(tmp_path / name),
+            ],
+            capsys,
+        )
         assert code == 0, err
         records.append(record_of(tmp_path / name))
     record = records[0]
@@ -440,9 +521,23 @@ def test_zero_budget_branches_are_bit_identical_for_a_dropout_victim(tmp_path, c
     # lookahead (model_mode=train): the runner must keep the victim's RNG stream the one of the clean branch. This
     # configuration (5 epochs, 3 of 10 winners, 400 test points per task) is sensitive to it: with the runner's
     # fork_rng replaced by a no-op the last rows differed (0.730 vs 0.735 on task 1), checked by hand.
-    code, _, err = run_cli(["run", *SWISS_ROLL_TINY, "--epochs", "5", "--set", "scenario.n_test=200",
-                            "--set", "strategy.k_ratio=[0.3]", "--set", "attack.epsilon=0", "--out", str(tmp_path)],
-                           capsys)
+    code, _, err = run_cli(
+        [
+            "run",
+            *SWISS_ROLL_TINY,
+            "--epochs",
+            "5",
+            "--set",
+            "scenario.n_test=200",
+            "--set",
+            "strategy.k_ratio=[0.3]",
+            "--set",
+            "attack.epsilon=0",
+            "--out",
+            str(tmp_path),
+        ],
+        capsys,
+    )
     assert code == 0, err
     record = record_of(tmp_path)
     assert record["accuracy_matrix"] == record["accuracy_matrix_clean"]
@@ -462,10 +557,29 @@ def test_brainwash_makes_ewc_forget_more_than_uniform_noise_on_split_fmnist(tmp_
     try:
         differences = {}
         for attack in ("brainwash", "uniform_noise"):
-            code, out, err = run_cli(["run", "--scenario", "split_fmnist", "--set", "scenario.task_labels=true",
-                                      "--strategy", "ewc", "--attack", attack, "--set", "attack.epsilon=0.3",
-                                      "--seed", "2", "--device", "cpu", "--no-progress", "--out", str(tmp_path)],
-                                     capsys)
+            code, out, err = run_cli(
+                [
+                    "run",
+                    "--scenario",
+                    "split_fmnist",
+                    "--set",
+                    "scenario.task_labels=true",
+                    "--strategy",
+                    "ewc",
+                    "--attack",
+                    attack,
+                    "--set",
+                    "attack.epsilon=0.3",
+                    "--seed",
+                    "2",
+                    "--device",
+                    "cpu",
+                    "--no-progress",
+                    "--out",
+                    str(tmp_path),
+                ],
+                capsys,
+            )
             assert code == 0, err
             record = json.loads((Path(out.strip().splitlines()[-1]) / "record.json").read_text())
             differences[attack] = record["attack_effect"]["bwt"]["difference"]

@@ -28,14 +28,31 @@ def _registered() -> list[tuple[str, str]]:
     return [(kind, name) for kind, registry in REGISTRIES.items() for name in cards.load_cards().get(kind, {})]
 
 
-@pytest.mark.parametrize("hint", [int, float, str, bool, Any, list[int], list[float], Optional[int],
-                                  Optional[list[int]], Union[bool, str], tuple[int, ...], Optional[tuple[str, ...]]])
+@pytest.mark.parametrize(
+    "hint",
+    [
+        int,
+        float,
+        str,
+        bool,
+        Any,
+        list[int],
+        list[float],
+        Optional[int],
+        Optional[list[int]],
+        Union[bool, str],
+        tuple[int, ...],
+        Optional[tuple[str, ...]],
+    ],
+)
 def test_a_type_survives_its_text(hint):
     assert parse_type(type_text(hint)) == hint
 
 
-@pytest.mark.parametrize("text", ["__import__('os')", "list[int", "dict[str, int]", "int]", "Optional[]",
-                                  "tuple[int, int]", "list[int] int", ""])
+@pytest.mark.parametrize(
+    "text",
+    ["__import__('os')", "list[int", "dict[str, int]", "int]", "Optional[]", "tuple[int, int]", "list[int] int", ""],
+)
 def test_text_outside_the_grammar_is_refused(text):
     with pytest.raises(ValueError):
         parse_type(text)
@@ -65,8 +82,14 @@ def test_the_committed_cards_are_the_registries_today():
 def test_a_card_stand_in_refuses_what_the_real_config_refuses():
     real = REGISTRIES["strategy"].get("gpm_sparse").config_class
     stand_in = REGISTRIES["strategy"].card("gpm_sparse").config_class
-    for bad in ({"k_ratio": 0.0}, {"rho": -1}, {"threshold": [1.5]}, {"hd_eval": "mean"}, {"nonsense": 1},
-                {"k_ratio": "a"}):
+    for bad in (
+        {"k_ratio": 0.0},
+        {"rho": -1},
+        {"threshold": [1.5]},
+        {"hd_eval": "mean"},
+        {"nonsense": 1},
+        {"k_ratio": "a"},
+    ):
         with pytest.raises(UserError) as from_real:
             build_config(real, bad, "strategy")
         with pytest.raises(UserError) as from_card:
@@ -75,8 +98,9 @@ def test_a_card_stand_in_refuses_what_the_real_config_refuses():
 
 
 def test_resolving_from_cards_gives_the_same_ids_and_materialize_the_real_configs():
-    light = resolve({"strategy": "gpm_sparse"}, {"attack": "brainwash"}, ["strategy.k_ratio=0.3"],
-                    import_components=False)
+    light = resolve(
+        {"strategy": "gpm_sparse"}, {"attack": "brainwash"}, ["strategy.k_ratio=0.3"], import_components=False
+    )
     full = resolve({"strategy": "gpm_sparse"}, {"attack": "brainwash"}, ["strategy.k_ratio=0.3"])
     assert all(type(component).from_card for component in light.components.values())
     assert not any(type(component).from_card for component in full.components.values())
@@ -87,8 +111,12 @@ def test_resolving_from_cards_gives_the_same_ids_and_materialize_the_real_config
 
 
 def test_cross_field_checks_run_when_the_config_is_materialized():
-    light = resolve(None, {"strategy": "gpm_sparse"}, ["strategy.hd_rescale=true", "strategy.hd_eval=expected"],
-                    import_components=False)
+    light = resolve(
+        None,
+        {"strategy": "gpm_sparse"},
+        ["strategy.hd_rescale=true", "strategy.hd_eval=expected"],
+        import_components=False,
+    )
     with pytest.raises(UserError, match="set one of them"):
         materialize(light)
 
@@ -109,14 +137,22 @@ def test_a_stale_card_is_refused_with_the_command_that_fixes_it(monkeypatch):
         registry.get("ewc")
 
 
-LIGHT_COMMANDS = [["list"], ["list", "strategy", "-v"], ["run", "--lr", "-1"], ["run", "--strategy", "gmp"],
-                  ["run", "--set", "strategy.k_ratio=2", "--strategy", "gpm_sparse"],
-                  ["sweep", "--dry-run", "sweeps/gpm_sparse_grid_v2.yaml"], ["leaderboard", "--runs", "no_such_dir"]]
+LIGHT_COMMANDS = [
+    ["list"],
+    ["list", "strategy", "-v"],
+    ["run", "--lr", "-1"],
+    ["run", "--strategy", "gmp"],
+    ["run", "--set", "strategy.k_ratio=2", "--strategy", "gpm_sparse"],
+    ["sweep", "--dry-run", "sweeps/gpm_sparse_grid_v2.yaml"],
+    ["leaderboard", "--runs", "no_such_dir"],
+]
 
 
 @pytest.mark.parametrize("argv", LIGHT_COMMANDS, ids=" ".join)
 def test_listing_validating_and_dry_runs_import_neither_torch_nor_avalanche(argv):
-    code = ("import sys\nfrom cl_bench.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
-            "heavy = [m for m in ('torch', 'avalanche', 'timm') if m in sys.modules]\nassert not heavy, heavy\n")
+    code = (
+        "import sys\nfrom cl_bench.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('torch', 'avalanche', 'timm') if m in sys.modules]\nassert not heavy, heavy\n"
+    )
     done = subprocess.run([sys.executable, "-c", code, *argv], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

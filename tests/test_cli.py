@@ -16,8 +16,9 @@ TINY = BASE + ["--set", "train.epochs=1", "--set", "model.widths=[32]"]
 
 
 def test_run_writes_record_matrix_and_plot_and_prints_the_run_dir(tmp_path, capsys):
-    code, out, err = run_cli(["run", *TINY, "--strategy", "ewc", "--set", "strategy.ewc_lambda=10",
-                              "--out", str(tmp_path)], capsys)
+    code, out, err = run_cli(
+        ["run", *TINY, "--strategy", "ewc", "--set", "strategy.ewc_lambda=10", "--out", str(tmp_path)], capsys
+    )
     assert code == 0, err
     run_dir = tmp_path / out.strip().splitlines()[-1].split("/")[-1]
     assert out.strip().splitlines()[-1] == str(run_dir)
@@ -31,22 +32,42 @@ def test_run_writes_record_matrix_and_plot_and_prints_the_run_dir(tmp_path, caps
 
 def test_console_script_runs_the_default_scenario(tmp_path):
     """The installed `cl-bench` entry point; the default scenario is the embedded Swiss roll."""
-    result = subprocess.run([sys.executable, "-m", "cl_bench.cli", "run", "--out", str(tmp_path), "--device", "cpu",
-                             "--set", "train.epochs=1", "--set", "scenario.n_tasks=3", "--no-progress"],
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cl_bench.cli",
+            "run",
+            "--out",
+            str(tmp_path),
+            "--device",
+            "cpu",
+            "--set",
+            "train.epochs=1",
+            "--set",
+            "scenario.n_tasks=3",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     record = json.loads(open(result.stdout.strip().splitlines()[-1] + "/record.json").read())
     assert record["scenario"] == "continual_swiss_roll" and record["strategy"] == "naive"
 
 
-@pytest.mark.parametrize("extra, fragment", [
-    (["--strategy", "ewcc"], "unknown strategy 'ewcc'; did you mean ewc"),
-    (["--model", "mpl"], "unknown model 'mpl'; did you mean mlp"),
-    (["--lr", "-0.1"], "train.lr must be > 0.0"),
-    (["--epochs", "0"], "train.epochs must be >= 1"),
-    (["--set", "strategy.bogus=1"], "unknown strategy field 'bogus'"),
-    (["--strategy", "ewc", "--set", "strategy.ewc_lambda=abc"], "strategy.ewc_lambda must be a number"),
-    (["--config", "missing.yaml"], "config file missing.yaml does not exist"),
-])
+@pytest.mark.parametrize(
+    "extra, fragment",
+    [
+        (["--strategy", "ewcc"], "unknown strategy 'ewcc'; did you mean ewc"),
+        (["--model", "mpl"], "unknown model 'mpl'; did you mean mlp"),
+        (["--lr", "-0.1"], "train.lr must be > 0.0"),
+        (["--epochs", "0"], "train.epochs must be >= 1"),
+        (["--set", "strategy.bogus=1"], "unknown strategy field 'bogus'"),
+        (["--strategy", "ewc", "--set", "strategy.ewc_lambda=abc"], "strategy.ewc_lambda must be a number"),
+        (["--config", "missing.yaml"], "config file missing.yaml does not exist"),
+    ],
+)
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(extra, fragment, tmp_path, capsys):
     code, out, err = run_cli(["run", *BASE, "--out", str(tmp_path / "runs"), *extra], capsys)
     assert code == 2
@@ -73,7 +94,8 @@ def test_sweep_then_leaderboard_then_plot(tmp_path, capsys):
         "name: tiny\n"
         "grid:\n  scenario: [split_digits]\n  strategy: [naive, replay]\n  seed: [0, 1]\n"
         "base:\n  train: {device: cpu}\n"
-        "set: ['train.epochs=1', 'model.widths=[32]']\n")
+        "set: ['train.epochs=1', 'model.widths=[32]']\n"
+    )
     runs = tmp_path / "runs"
     code, out, err = run_cli(["sweep", str(sweep_file), "--out", str(runs), "--workers", "2"], capsys)
     assert code == 0, err
@@ -96,8 +118,21 @@ def test_sweep_then_leaderboard_then_plot(tmp_path, capsys):
     run_dirs = sorted(p for p in runs.iterdir() if (p / "record.json").is_file())
     code, out, _ = run_cli(["plot", str(run_dirs[0]), "--out", str(tmp_path / "one.png")], capsys)
     assert code == 0 and (tmp_path / "one.png").stat().st_size > 0
-    code, out, _ = run_cli(["plot", "--runs", str(runs), "--scenario", "split_digits", "--strategy", "naive",
-                            "replay", "--out", str(tmp_path / "overlay.png")], capsys)
+    code, out, _ = run_cli(
+        [
+            "plot",
+            "--runs",
+            str(runs),
+            "--scenario",
+            "split_digits",
+            "--strategy",
+            "naive",
+            "replay",
+            "--out",
+            str(tmp_path / "overlay.png"),
+        ],
+        capsys,
+    )
     assert code == 0 and (tmp_path / "overlay.png").stat().st_size > 0
     code, _, err = run_cli(["plot", "--runs", str(runs), "--strategy", "gem"], capsys)
     assert code == 2 and "no runs to plot" in err
@@ -123,8 +158,9 @@ def test_list_shows_every_registered_component(capsys):
 
 def test_data_prepare_from_a_directory(tmp_path, capsys, fake_fmnist):
     fake_fmnist(tmp_path / "idx")
-    code, out, err = run_cli(["data", "prepare", "fmnist", "--from", str(tmp_path / "idx"),
-                              "--root", str(tmp_path / "root")], capsys)
+    code, out, err = run_cli(
+        ["data", "prepare", "fmnist", "--from", str(tmp_path / "idx"), "--root", str(tmp_path / "root")], capsys
+    )
     assert code == 0, err
     assert out.strip() == str(tmp_path / "root" / "fashion-mnist")
     code, _, err = run_cli(["data", "prepare", "imagenet", "--root", str(tmp_path / "root")], capsys)
@@ -135,9 +171,26 @@ def test_no_progress_bar_in_a_redirected_log(tmp_path):
     """Bars are for terminals: a run whose stderr is a file writes no bar into it."""
     log = tmp_path / "log.txt"
     with log.open("w") as stderr:
-        subprocess.run([sys.executable, "-m", "cl_bench.cli", "run", "--scenario", "split_digits", "--strategy",
-                        "naive", "--out", str(tmp_path / "runs"), "--set", "train.epochs=1"], stderr=stderr,
-                       stdout=subprocess.DEVNULL, check=True, cwd=Path(__file__).resolve().parents[1])
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "cl_bench.cli",
+                "run",
+                "--scenario",
+                "split_digits",
+                "--strategy",
+                "naive",
+                "--out",
+                str(tmp_path / "runs"),
+                "--set",
+                "train.epochs=1",
+            ],
+            stderr=stderr,
+            stdout=subprocess.DEVNULL,
+            check=True,
+            cwd=Path(__file__).resolve().parents[1],
+        )
     assert "step/s" not in log.read_text() and "experience 1/" not in log.read_text()
 
 
@@ -160,8 +213,9 @@ def test_flags_come_from_the_config_dataclasses():
     run_args = parser.parse_args(["run", "--batch-size", "7", "--lr", "0.5"])
     assert (run_args.batch_size, run_args.lr, run_args.epochs) == (7, 0.5, None)
     train_fields = {spec.name: spec for spec in dataclasses.fields(TrainConfig)}
-    run_parser = next(action for action in parser._subparsers._group_actions[0].choices.values()
-                      if action.prog.endswith(" run"))
+    run_parser = next(
+        action for action in parser._subparsers._group_actions[0].choices.values() if action.prog.endswith(" run")
+    )
     helps = {option: action.help for action in run_parser._actions for option in action.option_strings}
     for name in TRAIN_SHORTCUTS:
         assert train_fields[name].metadata["doc"] in helps[flag_name(name)]

@@ -8,12 +8,15 @@ from cl_bench.registry import REGISTRIES
 
 
 def test_layers_defaults_yaml_flags_set(tmp_path):
-    spec = {"scenario": "split_digits", "strategy": {"name": "ewc", "ewc_lambda": 5.0},
-            "train": {"epochs": 4, "lr": 0.2}}
+    spec = {
+        "scenario": "split_digits",
+        "strategy": {"name": "ewc", "ewc_lambda": 5.0},
+        "train": {"epochs": 4, "lr": 0.2},
+    }
     config = resolve(spec, {"lr": 0.3}, ["train.epochs=7", "strategy.ewc_lambda=9"])
-    assert config.train.epochs == 7          # --set beats YAML
-    assert config.train.lr == 0.3            # flag beats YAML
-    assert config.train.batch_size == 32     # the scenario's train default
+    assert config.train.epochs == 7  # --set beats YAML
+    assert config.train.lr == 0.3  # flag beats YAML
+    assert config.train.batch_size == 32  # the scenario's train default
     assert config.components["strategy"].ewc_lambda == 9.0
     assert config.model == "mlp"
 
@@ -32,16 +35,19 @@ def test_run_id_depends_on_config_and_config_id_ignores_seed():
     assert first.run_id() == resolve({}, {"scenario": "split_digits", "seed": 0}).run_id()
 
 
-@pytest.mark.parametrize("flags, sets, fragment", [
-    ({"strategy": "ewcc"}, [], "did you mean ewc"),
-    ({"scenario": "split_fmnst"}, [], "did you mean split_fmnist"),
-    ({"lr": -0.1}, [], "train.lr must be > 0.0"),
-    ({"epochs": 0}, [], "train.epochs must be >= 1"),
-    ({}, ["strategy.nonexistent=1"], "unknown strategy field 'nonexistent'"),
-    ({"strategy": "ewc"}, ["strategy.ewc_lambda=abc"], "strategy.ewc_lambda must be a number"),
-    ({}, ["train.device=tpu"], "train.device must be one of"),
-    ({}, ["bogus"], "--set expects kind.field=value"),
-])
+@pytest.mark.parametrize(
+    "flags, sets, fragment",
+    [
+        ({"strategy": "ewcc"}, [], "did you mean ewc"),
+        ({"scenario": "split_fmnst"}, [], "did you mean split_fmnist"),
+        ({"lr": -0.1}, [], "train.lr must be > 0.0"),
+        ({"epochs": 0}, [], "train.epochs must be >= 1"),
+        ({}, ["strategy.nonexistent=1"], "unknown strategy field 'nonexistent'"),
+        ({"strategy": "ewc"}, ["strategy.ewc_lambda=abc"], "strategy.ewc_lambda must be a number"),
+        ({}, ["train.device=tpu"], "train.device must be one of"),
+        ({}, ["bogus"], "--set expects kind.field=value"),
+    ],
+)
 def test_bad_input_is_a_one_line_user_error(flags, sets, fragment):
     with pytest.raises(UserError) as error:
         resolve({}, flags, sets)
@@ -67,8 +73,9 @@ def test_yaml_errors(tmp_path):
         load_yaml(unsafe)
 
 
-@pytest.mark.parametrize("strategy", [entry.name for entry in REGISTRIES["strategy"].entries()
-                                      if entry.meta.get("scenario_defaults")])
+@pytest.mark.parametrize(
+    "strategy", [entry.name for entry in REGISTRIES["strategy"].entries() if entry.meta.get("scenario_defaults")]
+)
 def test_scenario_defaults_name_real_scenarios_and_fields_and_sit_below_every_override(strategy):
     entry = REGISTRIES["strategy"].get(strategy)
     for scenario, chosen in entry.meta["scenario_defaults"].items():
@@ -78,5 +85,7 @@ def test_scenario_defaults_name_real_scenarios_and_fields_and_sit_below_every_ov
         name, value = next(iter(chosen.items()))
         override = [0.3] if isinstance(value, list) else 0.3
         assigned = f"strategy.{name}={override}".replace(" ", "")
-        assert resolve({}, {"scenario": scenario, "strategy": strategy}, [assigned]).to_dict()["strategy"][name] \
+        assert (
+            resolve({}, {"scenario": scenario, "strategy": strategy}, [assigned]).to_dict()["strategy"][name]
             == override
+        )

@@ -35,12 +35,20 @@ def _fields() -> list[tuple[str, str, str]]:
 
 FIELDS = _fields()
 SCALARS = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-2**70, max_value=2**70),
-    st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([0, 1, -1, 0.5, 1e308, -1e-300, 2**32, 2**64]),
-    st.text(max_size=8), st.sampled_from(["", " ", "none", "nan", ".inf", "1e999", "\x00", "é", "[", "{a: 1}"]))
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0, 1, -1, 0.5, 1e308, -1e-300, 2**32, 2**64]),
+    st.text(max_size=8),
+    st.sampled_from(["", " ", "none", "nan", ".inf", "1e999", "\x00", "é", "[", "{a: 1}"]),
+)
 VALUES = st.one_of(SCALARS, st.lists(SCALARS, max_size=3), st.dictionaries(st.text(max_size=4), SCALARS, max_size=2))
-NAMES = st.one_of(st.sampled_from(sorted({name for _, name, _ in FIELDS if name})),
-                  st.sampled_from(["", " ", "none", "timm:", "timm:vit_tiny_patch16_224", "../x"]), st.text(max_size=6))
+NAMES = st.one_of(
+    st.sampled_from(sorted({name for _, name, _ in FIELDS if name})),
+    st.sampled_from(["", " ", "none", "timm:", "timm:vit_tiny_patch16_224", "../x"]),
+    st.text(max_size=6),
+)
 
 
 def _check(call) -> None:
@@ -66,10 +74,18 @@ def _flags_for(kind: str, name: str) -> dict:
     return {}
 
 
-DEFAULT_SETTINGS = settings(max_examples=120, derandomize=True, deadline=None,
-                            suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-DEEP_SETTINGS = settings(max_examples=3000, derandomize=True, deadline=None,
-                         suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+DEFAULT_SETTINGS = settings(
+    max_examples=120,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+DEEP_SETTINGS = settings(
+    max_examples=3000,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 
 
 def _set_case(target, value) -> None:
@@ -100,12 +116,23 @@ def test_any_yaml_value_resolves_or_is_a_one_line_error(tmp_path, target, value)
     _yaml_case(tmp_path, target, value)
 
 
-@given(names=st.fixed_dictionaries({kind: NAMES for kind in COMPONENT_KINDS + ("preset",)}),
-       texts=st.fixed_dictionaries({flag: st.one_of(st.text(max_size=8), st.sampled_from(
-           ["nan", "inf", "-inf", "1e308", "1e-320", "4294967296", "-1", "0", "0x10", "1_000"]))
-           for flag in ("--seed", "--epochs", "--batch-size", "--lr", "--device")}),
-       use=st.lists(st.sampled_from(COMPONENT_KINDS + ("preset", "--seed", "--epochs", "--batch-size", "--lr",
-                                                       "--device")), max_size=4, unique=True))
+@given(
+    names=st.fixed_dictionaries({kind: NAMES for kind in COMPONENT_KINDS + ("preset",)}),
+    texts=st.fixed_dictionaries(
+        {
+            flag: st.one_of(
+                st.text(max_size=8),
+                st.sampled_from(["nan", "inf", "-inf", "1e308", "1e-320", "4294967296", "-1", "0", "0x10", "1_000"]),
+            )
+            for flag in ("--seed", "--epochs", "--batch-size", "--lr", "--device")
+        }
+    ),
+    use=st.lists(
+        st.sampled_from(COMPONENT_KINDS + ("preset", "--seed", "--epochs", "--batch-size", "--lr", "--device")),
+        max_size=4,
+        unique=True,
+    ),
+)
 @DEFAULT_SETTINGS
 def test_any_command_line_parses_and_resolves_or_is_a_one_line_error(names, texts, use, capsys):
     argv = ["run"]
@@ -118,9 +145,18 @@ def test_any_command_line_parses_and_resolves_or_is_a_one_line_error(names, text
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("error: "), err
         return
-    flags = {"scenario": args.scenario, "model": args.model, "strategy": args.strategy, "attack": args.attack,
-             "seed": args.seed, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-             "device": args.device, "preset": args.preset}
+    flags = {
+        "scenario": args.scenario,
+        "model": args.model,
+        "strategy": args.strategy,
+        "attack": args.attack,
+        "seed": args.seed,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "device": args.device,
+        "preset": args.preset,
+    }
     _check(lambda: resolve({}, flags, []))
 
 
@@ -129,11 +165,9 @@ SWEEP_KEYS = st.sampled_from(["name", "out", "grid", "base", "set", "only", "exc
 
 @given(content=st.dictionaries(SWEEP_KEYS, VALUES, max_size=4), target=st.sampled_from(FIELDS), value=VALUES)
 @DEFAULT_SETTINGS
-def test_any_sweep_file_expands_or_is_a_one_line_error_and_writes_nothing(tmp_path, capsys, content, target,
-                                                                           value):
+def test_any_sweep_file_expands_or_is_a_one_line_error_and_writes_nothing(tmp_path, capsys, content, target, value):
     kind, name, field = target
-    grid = {"scenario": [_flags_for(kind, name).get("scenario", "split_digits")],
-            f"{kind}.{field}": [0.1, value]}
+    grid = {"scenario": [_flags_for(kind, name).get("scenario", "split_digits")], f"{kind}.{field}": [0.1, value]}
     if kind in ("strategy", "attack", "model"):
         grid[kind] = [name]
     sweep = {"grid": grid, **content} if "grid" not in content else content

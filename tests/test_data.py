@@ -92,13 +92,16 @@ def test_read_idx_other_types(tmp_path):
     assert decoded.dtype == np.int32 and decoded.tolist() == [[1, -2], [300, 4]]
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"", "bad magic"),
-    (b"\x01\x00\x08\x01" + (2).to_bytes(4, "big") + b"ab", "bad magic"),
-    (b"\x00\x00\x07\x01" + (2).to_bytes(4, "big") + b"ab", "bad magic"),
-    (b"\x00\x00\x08\x03\x00\x00", "truncated header"),
-    (b"\x00\x00\x08\x01" + (5).to_bytes(4, "big") + b"abc", "3 data bytes, expected 5"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "bad magic"),
+        (b"\x01\x00\x08\x01" + (2).to_bytes(4, "big") + b"ab", "bad magic"),
+        (b"\x00\x00\x07\x01" + (2).to_bytes(4, "big") + b"ab", "bad magic"),
+        (b"\x00\x00\x08\x03\x00\x00", "truncated header"),
+        (b"\x00\x00\x08\x01" + (5).to_bytes(4, "big") + b"abc", "3 data bytes, expected 5"),
+    ],
+)
 def test_read_idx_corrupt(tmp_path, content, message):
     path = tmp_path / "bad-idx1-ubyte"
     path.write_bytes(content)
@@ -133,7 +136,8 @@ def test_prepare_fmnist_from_directory(tmp_path, fake_fmnist):
     prepared = prepare("fmnist", source=source, root=root)
     assert prepared == root / "fashion-mnist"
     assert tree(root) == ["fashion-mnist"] + sorted(
-        f"fashion-mnist/{name}" + ("" if key == "test_labels" else ".gz") for key, name in FMNIST_NAMES.items())
+        f"fashion-mnist/{name}" + ("" if key == "test_labels" else ".gz") for key, name in FMNIST_NAMES.items()
+    )
     arrays = load_fmnist(prepared)
     for key in FMNIST_NAMES:
         assert np.array_equal(getattr(arrays, key), written[key])
@@ -168,11 +172,17 @@ def test_prepare_fmnist_failure_keeps_previous_copy(tmp_path, fake_fmnist):
     assert np.array_equal(load_fmnist(root / "fashion-mnist").train_labels, written["train_labels"])
 
 
-@pytest.mark.parametrize("break_it, message", [
-    (lambda d: (d / (FMNIST_NAMES["test_images"] + ".gz")).unlink(), "missing in .*t10k-images-idx3-ubyte"),
-    (lambda d: write_idx(d / (FMNIST_NAMES["train_labels"] + ".gz"), np.full(200, 10, np.uint8)), "not in 0..9"),
-    (lambda d: write_idx(d / (FMNIST_NAMES["test_images"] + ".gz"), np.zeros((100, 8, 8), np.uint8)), r"\(N, 28, 28\)"),
-])
+@pytest.mark.parametrize(
+    "break_it, message",
+    [
+        (lambda d: (d / (FMNIST_NAMES["test_images"] + ".gz")).unlink(), "missing in .*t10k-images-idx3-ubyte"),
+        (lambda d: write_idx(d / (FMNIST_NAMES["train_labels"] + ".gz"), np.full(200, 10, np.uint8)), "not in 0..9"),
+        (
+            lambda d: write_idx(d / (FMNIST_NAMES["test_images"] + ".gz"), np.zeros((100, 8, 8), np.uint8)),
+            r"\(N, 28, 28\)",
+        ),
+    ],
+)
 def test_prepare_fmnist_invalid_sources(tmp_path, fake_fmnist, break_it, message):
     source, root = tmp_path / "source", tmp_path / "root"
     fake_fmnist(source)
@@ -275,12 +285,15 @@ def test_read_cifar_refuses_code_in_pickles(tmp_path):
     assert str(path) in str(error.value)
 
 
-@pytest.mark.parametrize("content, message", [
-    ({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}, r"\(N, 3072\)"),
-    ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0]}, "labels of shape"),
-    ({b"data": np.zeros((1, 3072), np.uint8), b"labels": [12]}, "0..9"),
-    ({b"labels": [0]}, "missing key"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}, r"\(N, 3072\)"),
+        ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0]}, "labels of shape"),
+        ({b"data": np.zeros((1, 3072), np.uint8), b"labels": [12]}, "0..9"),
+        ({b"labels": [0]}, "missing key"),
+    ],
+)
 def test_read_cifar_batch_format_errors(tmp_path, content, message):
     path = tmp_path / "batch"
     path.write_bytes(pickle.dumps(content))
@@ -315,8 +328,11 @@ def test_prepare_cifar(tmp_path, fake_cifar, name, how):
     root = tmp_path / "root"
     prepared = prepare(name, source=source, root=root)
     assert prepared == root / name
-    expected_files = data.CIFAR_LAYOUTS[name].train_files + data.CIFAR_LAYOUTS[name].test_files + (
-        data.CIFAR_LAYOUTS[name].meta_file,)
+    expected_files = (
+        data.CIFAR_LAYOUTS[name].train_files
+        + data.CIFAR_LAYOUTS[name].test_files
+        + (data.CIFAR_LAYOUTS[name].meta_file,)
+    )
     assert tree(root) == sorted([name, f"{name}/{base_folder}"] + [f"{name}/{base_folder}/{f}" for f in expected_files])
     arrays = load_cifar(name, prepared)
     assert np.array_equal(arrays.train_images, written["train_images"])

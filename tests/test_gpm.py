@@ -13,8 +13,15 @@ from cl_bench import runner
 from cl_bench.config import resolve
 from cl_bench.errors import UserError
 from cl_bench.models.kwta import KWTA
-from strategies.gpm import (GPMConfig, GPMPlugin, energy_rank, layer_input_matrix, project_out, projected_layers,
-                            update_basis)
+from strategies.gpm import (
+    GPMConfig,
+    GPMPlugin,
+    energy_rank,
+    layer_input_matrix,
+    project_out,
+    projected_layers,
+    update_basis,
+)
 
 TOL = 1e-5
 
@@ -25,8 +32,9 @@ def _generator(seed=0):
 
 def _low_rank(d, n, rank, seed=0):
     g = _generator(seed)
-    return torch.randn(d, rank, generator=g, dtype=torch.float64) @ torch.randn(rank, n, generator=g,
-                                                                                dtype=torch.float64)
+    return torch.randn(d, rank, generator=g, dtype=torch.float64) @ torch.randn(
+        rank, n, generator=g, dtype=torch.float64
+    )
 
 
 def _orthonormality_error(basis):
@@ -39,8 +47,9 @@ def _orthonormality_error(basis):
 def test_memory_stays_orthonormal_over_updates():
     basis = None
     for task in range(5):
-        basis = update_basis(basis, _low_rank(40, 60, 6, seed=task) + 0.01 * _low_rank(40, 60, 40, seed=99 + task),
-                             0.97)
+        basis = update_basis(
+            basis, _low_rank(40, 60, 6, seed=task) + 0.01 * _low_rank(40, 60, 40, seed=99 + task), 0.97
+        )
         assert _orthonormality_error(basis) < TOL
     assert 0 < basis.shape[1] <= 40
 
@@ -68,7 +77,7 @@ def test_threshold_rule_on_a_known_spectrum():
 def test_energy_criterion_brackets_the_threshold(rule):
     representation = _low_rank(20, 30, 20, seed=3)
     singular_values = torch.linalg.svdvals(representation)
-    cumulative = torch.cumsum(singular_values ** 2, 0) / (singular_values ** 2).sum()
+    cumulative = torch.cumsum(singular_values**2, 0) / (singular_values**2).sum()
     for eps in (0.5, 0.8, 0.95):
         k = update_basis(None, representation, eps, rule).shape[1]
         if rule == "paper":
@@ -115,7 +124,7 @@ def test_conv_representation_matches_the_conv_output_column_by_column():
     positions = output.shape[2] * output.shape[3]
     assert representation.shape == (3 * 3 * 3, 2 * positions)
     for sample in range(2):
-        columns = representation[:, sample * positions:(sample + 1) * positions]
+        columns = representation[:, sample * positions : (sample + 1) * positions]
         expected = output[sample].reshape(4, -1)
         assert torch.allclose(conv.weight.view(4, -1) @ columns, expected, atol=TOL)
 
@@ -147,8 +156,10 @@ def test_plugin_projects_every_shared_weight_and_freezes_biases():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 3))
     plugin = GPMPlugin(GPMConfig())
-    plugin.bases = {"0": update_basis(None, _low_rank(8, 20, 3), 0.99),
-                    "2": update_basis(None, _low_rank(6, 20, 2), 0.99)}
+    plugin.bases = {
+        "0": update_basis(None, _low_rank(8, 20, 3), 0.99),
+        "2": update_basis(None, _low_rank(6, 20, 2), 0.99),
+    }
     plugin.tasks_done = 1
     strategy = _fake_strategy(model)
     plugin.before_training_exp(strategy)
@@ -164,8 +175,10 @@ def test_plugin_projection_equals_the_oracle_whichever_side_it_projects(batch):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(64, 32, bias=False), nn.ReLU(), nn.Linear(32, 4, bias=False))
     plugin = GPMPlugin(GPMConfig())
-    plugin.bases = {"0": update_basis(None, _low_rank(64, 100, 10), 0.999),
-                    "2": update_basis(None, _low_rank(32, 100, 20), 0.999)}
+    plugin.bases = {
+        "0": update_basis(None, _low_rank(64, 100, 10), 0.999),
+        "2": update_basis(None, _low_rank(32, 100, 20), 0.999),
+    }
     plugin.tasks_done = 1
     strategy = _fake_strategy(model)
     plugin.before_training_exp(strategy)
@@ -211,8 +224,11 @@ def test_two_tasks_old_outputs_kept_while_the_new_task_learns():
 
 
 def _prepared(strategy, sets=(), scenario_sets=()):
-    config = resolve({}, {"scenario": "split_digits", "strategy": strategy, "device": "cpu"},
-                     ["train.epochs=1", "model.widths=[32, 16]", *sets, *scenario_sets])
+    config = resolve(
+        {},
+        {"scenario": "split_digits", "strategy": strategy, "device": "cpu"},
+        ["train.epochs=1", "model.widths=[32, 16]", *sets, *scenario_sets],
+    )
     return runner.prepare(config, "unused", progress=False)
 
 
@@ -225,8 +241,11 @@ def test_biases_frozen_and_old_heads_untouched_after_the_first_task():
     prepared = _prepared("gpm", scenario_sets=["scenario.task_labels=true"])
     model = prepared.strategy.model
     _train(prepared, [0])
-    biases = {name: p.detach().clone() for name, p in model.named_parameters()
-              if p.dim() == 1 and not name.startswith("heads.")}
+    biases = {
+        name: p.detach().clone()
+        for name, p in model.named_parameters()
+        if p.dim() == 1 and not name.startswith("heads.")
+    }
     head0 = {name: p.detach().clone() for name, p in model.heads[0].named_parameters()}
     head1_before = model.heads[1].weight.detach().clone()
     _train(prepared, [1, 2])
@@ -244,8 +263,11 @@ def test_gpm_sparse_with_k_equal_width_and_no_dropout_is_gpm_bit_for_bit():
     assert any(isinstance(m, KWTA) for m in sparse.strategy.model.modules())
     _train(sparse, range(3))
     plain_state = plain.strategy.model.state_dict()
-    sparse_state = {k: v for k, v in sparse.strategy.model.state_dict().items()
-                    if not k.endswith(("activation_count", "keep_probability"))}
+    sparse_state = {
+        k: v
+        for k, v in sparse.strategy.model.state_dict().items()
+        if not k.endswith(("activation_count", "keep_probability"))
+    }
     assert plain_state.keys() == sparse_state.keys()
     assert all(torch.equal(plain_state[k], sparse_state[k]) for k in plain_state)
     plain_gpm = next(p for p in plain.strategy.plugins if isinstance(p, GPMPlugin))
@@ -272,12 +294,15 @@ def test_gpm_sparse_counts_winners_and_sets_keep_probabilities_but_not_in_the_me
     assert all(torch.equal(before, unit.activation_count) for before, unit in zip(counts, units))
 
 
-@pytest.mark.parametrize("strategy, sets, fragment", [
-    ("gpm_kwta", ["strategy.rho=1.0"], "strategy.rho must be <= 0"),
-    ("gpm_hd", ["strategy.k_ratio=[0.5]"], "strategy.k_ratio must be >= 1"),
-    ("gpm", ["strategy.threshold=[1.5]"], "strategy.threshold must be <= 1"),
-    ("gpm", ["strategy.threshold_rule=exact"], "threshold_rule must be one of"),
-])
+@pytest.mark.parametrize(
+    "strategy, sets, fragment",
+    [
+        ("gpm_kwta", ["strategy.rho=1.0"], "strategy.rho must be <= 0"),
+        ("gpm_hd", ["strategy.k_ratio=[0.5]"], "strategy.k_ratio must be >= 1"),
+        ("gpm", ["strategy.threshold=[1.5]"], "strategy.threshold must be <= 1"),
+        ("gpm", ["strategy.threshold_rule=exact"], "threshold_rule must be one of"),
+    ],
+)
 def test_ablations_and_thresholds_reject_bad_values(strategy, sets, fragment):
     from cl_bench.errors import UserError
 
@@ -292,8 +317,23 @@ def test_ablations_and_thresholds_reject_bad_values(strategy, sets, fragment):
 def test_cli_run_of_every_gpm_variant_records_the_memory_occupancy(strategy, tmp_path, capsys):
     from conftest import run_cli
 
-    code, out, err = run_cli(["run", "--scenario", "split_digits", "--strategy", strategy, "--device", "cpu",
-                              "--no-progress", "--epochs", "1", "--out", str(tmp_path)], capsys)
+    code, out, err = run_cli(
+        [
+            "run",
+            "--scenario",
+            "split_digits",
+            "--strategy",
+            strategy,
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path),
+        ],
+        capsys,
+    )
     assert code == 0, err
     record = json.loads((Path(out.strip().splitlines()[-1]) / "record.json").read_text())
     memory = record["strategy_info"]["gpm_memory"]
@@ -337,9 +377,27 @@ def test_the_cifar100_preset_runs_end_to_end_on_tiny_cifar_files(tmp_path, monke
 
     monkeypatch.setenv("CL_BENCH_DATA", str(tmp_path / "data"))
     fake_cifar("cifar100", tmp_path / "data" / "cifar100", train_per_class=3, test_per_class=2)
-    code, out, err = run_cli(["run", "--preset", "cifar100_10split", "--device", "cpu", "--no-progress",
-                              "--epochs", "1", "--set", "scenario.n_experiences=2", "--set", "model.hidden=64",
-                              "--set", "model.channels=[8,8,8]", "--out", str(tmp_path / "runs")], capsys)
+    code, out, err = run_cli(
+        [
+            "run",
+            "--preset",
+            "cifar100_10split",
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--epochs",
+            "1",
+            "--set",
+            "scenario.n_experiences=2",
+            "--set",
+            "model.hidden=64",
+            "--set",
+            "model.channels=[8,8,8]",
+            "--out",
+            str(tmp_path / "runs"),
+        ],
+        capsys,
+    )
     assert code == 0, err
     record = json.loads((Path(out.strip().splitlines()[-1]) / "record.json").read_text())
     assert record["model"] == "alexnet_gpm" and record["scenario_info"]["setting"] == "task-incremental"
@@ -364,7 +422,7 @@ def _most_used_overlap(rho: float) -> float:
         before = unit.activation_count.clone()
         for start in range(0, 512, 32):
             optimizer.zero_grad()
-            nn.functional.cross_entropy(model(inputs[start:start + 32]), targets[start:start + 32]).backward()
+            nn.functional.cross_entropy(model(inputs[start : start + 32]), targets[start : start + 32]).backward()
             optimizer.step()
         most_used.append(set(torch.topk(unit.activation_count - before, 10).indices.tolist()))
         unit.update_keep_probability(rho)
@@ -379,9 +437,25 @@ def test_gpm_sparse_counting_on_a_clean_pass_runs_and_counts(tmp_path, capsys):
     # regression: the counting hook returned the counter, which replaced the k-WTA output (float64 downstream)
     from conftest import run_cli
 
-    code, out, err = run_cli(["run", "--scenario", "split_digits", "--strategy", "gpm_sparse", "--device", "cpu",
-                              "--no-progress", "--epochs", "1", "--set", "strategy.count_on=clean",
-                              "--out", str(tmp_path)], capsys)
+    code, out, err = run_cli(
+        [
+            "run",
+            "--scenario",
+            "split_digits",
+            "--strategy",
+            "gpm_sparse",
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--epochs",
+            "1",
+            "--set",
+            "strategy.count_on=clean",
+            "--out",
+            str(tmp_path),
+        ],
+        capsys,
+    )
     assert code == 0, err
     record = json.loads((Path(out.strip().splitlines()[-1]) / "record.json").read_text())
     assert len(record["accuracy_matrix"]) == 5 and record["config"]["strategy"]["count_on"] == "clean"
@@ -392,5 +466,7 @@ def test_gpm_sparse_refuses_both_mismatch_flags_and_keeps_old_ids():
         resolve({}, {"strategy": "gpm_sparse"}, ["strategy.hd_rescale=true", "strategy.hd_eval=expected"])
     strategy = resolve({}, {"strategy": "gpm_sparse"}).to_dict()["strategy"]
     assert "hd_rescale" not in strategy and "hd_eval" not in strategy
-    assert resolve({}, {"strategy": "gpm_sparse"}, ["strategy.hd_eval=expected"]).to_dict()["strategy"]["hd_eval"] \
+    assert (
+        resolve({}, {"strategy": "gpm_sparse"}, ["strategy.hd_eval=expected"]).to_dict()["strategy"]["hd_eval"]
         == "expected"
+    )

@@ -23,8 +23,9 @@ def fake_scenario(input_shape=(3, 32, 32), task_labels=False, n_tasks=2, num_cla
     """The few ScenarioData fields a model builder reads."""
     k = num_classes // n_tasks
     classes = [list(range(i * k, (i + 1) * k)) for i in range(n_tasks)] if task_labels else [list(range(num_classes))]
-    return SimpleNamespace(input_shape=tuple(input_shape), num_classes=num_classes, task_labels=task_labels,
-                           classes_per_experience=classes)
+    return SimpleNamespace(
+        input_shape=tuple(input_shape), num_classes=num_classes, task_labels=task_labels, classes_per_experience=classes
+    )
 
 
 def build_model(name: str, scenario, **values) -> nn.Module:
@@ -79,9 +80,14 @@ def test_mlp_gpm_widths_and_multi_head():
 # alexnet_gpm
 # ---------------------------------------------------------------------------------------------
 
-CIFAR_PARAMS = (3 * 64 * 16 + 64 * 128 * 9 + 128 * 256 * 4  # bias-free convs
-                + 1024 * 2048 + 2048 * 2048  # bias-free fc layers
-                + 2 * (64 + 128 + 256 + 2048 + 2048))  # BatchNorm weight and bias
+CIFAR_PARAMS = (
+    3 * 64 * 16
+    + 64 * 128 * 9
+    + 128 * 256 * 4  # bias-free convs
+    + 1024 * 2048
+    + 2048 * 2048  # bias-free fc layers
+    + 2 * (64 + 128 + 256 + 2048 + 2048)
+)  # BatchNorm weight and bias
 
 
 def test_alexnet_gpm_official_shapes_on_cifar():
@@ -131,8 +137,15 @@ def test_alexnet_gpm_on_fashion_mnist_shape_and_custom_config():
     model = build_model("alexnet_gpm", fake_scenario((1, 28, 28)))
     assert [fan_in(layer) for layer in weight_layers(model)] == [16, 576, 512, 1024, 2048, 2048]
     assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
-    small = build_model("alexnet_gpm", fake_scenario((1, 28, 28)), channels=[8, 16], kernel_sizes=[3, 3],
-                        conv_dropout=[0.0, 0.1], hidden=32, fc_dropout=0.0)
+    small = build_model(
+        "alexnet_gpm",
+        fake_scenario((1, 28, 28)),
+        channels=[8, 16],
+        kernel_sizes=[3, 3],
+        conv_dropout=[0.0, 0.1],
+        hidden=32,
+        fc_dropout=0.0,
+    )
     # 28 -conv3-> 26 -pool-> 13 -conv3-> 11 -pool-> 5: 16 * 5 * 5 = 400
     assert [fan_in(layer) for layer in weight_layers(small)] == [9, 72, 400, 32, 32]
 
@@ -161,22 +174,28 @@ def test_alexnet_gpm_minimum_input_size():
     assert "too small" in message and "18x32" in message and "19x19" in message and "\n" not in message
 
 
-@pytest.mark.parametrize("make_scenario, fragment", [
-    (digits, "input 8x8 is too small"),
-    (lambda: fake_scenario((3,)), "needs image inputs"),
-])
+@pytest.mark.parametrize(
+    "make_scenario, fragment",
+    [
+        (digits, "input 8x8 is too small"),
+        (lambda: fake_scenario((3,)), "needs image inputs"),
+    ],
+)
 def test_alexnet_gpm_refuses_unsuitable_inputs(make_scenario, fragment):
     with pytest.raises(UserError, match=fragment):
         build_model("alexnet_gpm", make_scenario())
 
 
-@pytest.mark.parametrize("values, fragment", [
-    ({"kernel_sizes": [4, 3]}, "one entry per conv block"),
-    ({"conv_dropout": [0.2, 0.2, 1.0]}, "model.conv_dropout must be < 1.0"),
-    ({"fc_dropout": -0.1}, "model.fc_dropout must be >= 0.0"),
-    ({"channels": [], "kernel_sizes": [], "conv_dropout": []}, "at least one conv block"),
-    ({"hidden": 0}, "model.hidden must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "values, fragment",
+    [
+        ({"kernel_sizes": [4, 3]}, "one entry per conv block"),
+        ({"conv_dropout": [0.2, 0.2, 1.0]}, "model.conv_dropout must be < 1.0"),
+        ({"fc_dropout": -0.1}, "model.fc_dropout must be >= 0.0"),
+        ({"channels": [], "kernel_sizes": [], "conv_dropout": []}, "at least one conv block"),
+        ({"hidden": 0}, "model.hidden must be >= 1"),
+    ],
+)
 def test_alexnet_gpm_config_validation(values, fragment):
     with pytest.raises(UserError, match=fragment):
         build_config(MODELS.get("alexnet_gpm").config_class, values, "model")
@@ -188,8 +207,23 @@ def test_alexnet_gpm_config_validation(values, fragment):
 
 
 def test_cli_run_with_mlp_gpm(tmp_path, capsys):
-    code, out, err = run_cli(["run", "--scenario", "split_digits", "--model", "mlp_gpm", "--epochs", "1",
-                              "--device", "cpu", "--no-progress", "--out", str(tmp_path)], capsys)
+    code, out, err = run_cli(
+        [
+            "run",
+            "--scenario",
+            "split_digits",
+            "--model",
+            "mlp_gpm",
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--out",
+            str(tmp_path),
+        ],
+        capsys,
+    )
     assert code == 0, err
     record = json.loads((tmp_path / out.strip().splitlines()[-1].split("/")[-1] / "record.json").read_text())
     assert record["model"] == "mlp_gpm"
@@ -198,8 +232,21 @@ def test_cli_run_with_mlp_gpm(tmp_path, capsys):
 
 
 def test_cli_alexnet_gpm_on_digits_is_a_one_line_error(tmp_path, capsys):
-    code, _, err = run_cli(["run", "--scenario", "split_digits", "--model", "alexnet_gpm", "--device", "cpu",
-                            "--no-progress", "--out", str(tmp_path / "runs")], capsys)
+    code, _, err = run_cli(
+        [
+            "run",
+            "--scenario",
+            "split_digits",
+            "--model",
+            "alexnet_gpm",
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--out",
+            str(tmp_path / "runs"),
+        ],
+        capsys,
+    )
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: alexnet_gpm: input 8x8 is too small")
     assert "19x19" in err
     assert not (tmp_path / "runs").exists()

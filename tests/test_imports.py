@@ -9,14 +9,26 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-LIGHT = ["cl_bench.params", "cl_bench.cards", "cl_bench.registry", "cl_bench.config", "cl_bench.flags",
-         "cl_bench.pretrain_config", "cl_bench.presets", "cl_bench.leaderboard", "cl_bench.sweep", "cl_bench.cli"]
+LIGHT = [
+    "cl_bench.params",
+    "cl_bench.cards",
+    "cl_bench.registry",
+    "cl_bench.config",
+    "cl_bench.flags",
+    "cl_bench.pretrain_config",
+    "cl_bench.presets",
+    "cl_bench.leaderboard",
+    "cl_bench.sweep",
+    "cl_bench.cli",
+]
 
 
 @pytest.mark.parametrize("module", LIGHT)
 def test_a_light_module_imports_alone_without_torch(module):
-    code = (f"import sys, {module}; heavy = [m for m in ('torch', 'avalanche') if m in sys.modules]; "
-            f"assert not heavy, heavy")
+    code = (
+        f"import sys, {module}; heavy = [m for m in ('torch', 'avalanche') if m in sys.modules]; "
+        f"assert not heavy, heavy"
+    )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 
 

@@ -168,8 +168,9 @@ def test_conv_channel_mode_has_k_nonzeros_per_location():
     out = layer(z)
     assert torch.all((out != 0).sum(1) == layer.k)
     top_values = torch.topk(z, layer.k, dim=1).values
-    assert torch.equal(torch.sort(torch.where(out != 0, out, -math.inf), dim=1, descending=True).values[:, :2],
-                       top_values)
+    assert torch.equal(
+        torch.sort(torch.where(out != 0, out, -math.inf), dim=1, descending=True).values[:, :2], top_values
+    )
     assert layer.activation_count.sum().item() == 5 * 3 * 4 * layer.k
 
 
@@ -198,8 +199,12 @@ def test_insert_kwta_into_mlp():
 
 
 def test_insert_kwta_into_conv_stack_repeats_last_ratio():
-    backbone = nn.Sequential(nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)),
-                             nn.Flatten(), nn.Linear(4 * 3 * 3, 8), nn.ReLU())
+    backbone = nn.Sequential(
+        nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)),
+        nn.Flatten(),
+        nn.Linear(4 * 3 * 3, 8),
+        nn.ReLU(),
+    )
     backbone.eval()
     inserted = insert_kwta(backbone, (1, 6, 6), [0.1])
     assert isinstance(backbone[0][1], KWTA) and isinstance(backbone[3], KWTA)

@@ -12,25 +12,51 @@ from cl_bench.leaderboard import CL_COLUMNS, build_leaderboards, load_records, m
 from cl_bench.records import is_complete
 
 
-def make_record(run_id: str, seed: int, *, strategy: str = "ewc", scenario: str = "split_fmnist",
-                setting: str = "class-incremental", config_id: str = "cfg_ewc", acc: float = 0.5,
-                bwt: float = -0.2, forgetting: float = 0.3, learning_acc: float = 0.8,
-                fwt: float | None = 0.0, total_s: float = 10.0, attack: str | None = None,
-                strategy_fields: dict | None = None) -> dict:
+def make_record(
+    run_id: str,
+    seed: int,
+    *,
+    strategy: str = "ewc",
+    scenario: str = "split_fmnist",
+    setting: str = "class-incremental",
+    config_id: str = "cfg_ewc",
+    acc: float = 0.5,
+    bwt: float = -0.2,
+    forgetting: float = 0.3,
+    learning_acc: float = 0.8,
+    fwt: float | None = 0.0,
+    total_s: float = 10.0,
+    attack: str | None = None,
+    strategy_fields: dict | None = None,
+) -> dict:
     strategy_fields = strategy_fields if strategy_fields is not None else {"ewc_lambda": 0.4}
     return {
-        "schema_version": 1, "run_id": run_id, "config_id": config_id,
-        "command": f"cl-bench run --strategy {strategy} --seed {seed}", "status": "complete",
-        "config": {"scenario": {"name": scenario, "task_labels": False}, "model": {"name": "mlp", "widths": [8]},
-                   "strategy": {"name": strategy, **strategy_fields},
-                   "attack": None if attack is None else {"name": attack},
-                   "train": {"epochs": 1, "lr": 0.01, "device": "cpu"}, "seed": seed},
-        "scenario": scenario, "strategy": strategy, "model": "mlp", "attack": attack, "seed": seed,
+        "schema_version": 1,
+        "run_id": run_id,
+        "config_id": config_id,
+        "command": f"cl-bench run --strategy {strategy} --seed {seed}",
+        "status": "complete",
+        "config": {
+            "scenario": {"name": scenario, "task_labels": False},
+            "model": {"name": "mlp", "widths": [8]},
+            "strategy": {"name": strategy, **strategy_fields},
+            "attack": None if attack is None else {"name": attack},
+            "train": {"epochs": 1, "lr": 0.01, "device": "cpu"},
+            "seed": seed,
+        },
+        "scenario": scenario,
+        "strategy": strategy,
+        "model": "mlp",
+        "attack": attack,
+        "seed": seed,
         "scenario_info": {"setting": setting, "n_experiences": 2, "task_labels": False, "num_classes": 4},
-        "accuracy_matrix": [[0.9, 0.1], [acc - 0.1, acc + 0.1]], "accuracy_initial": [0.25, 0.25],
+        "accuracy_matrix": [[0.9, 0.1], [acc - 0.1, acc + 0.1]],
+        "accuracy_initial": [0.25, 0.25],
         "metrics": {"acc": acc, "bwt": bwt, "forgetting": forgetting, "fwt": fwt, "learning_acc": learning_acc},
         "timing": {"total_s": total_s, "train_s": total_s * 0.8, "eval_s": total_s * 0.2, "per_experience": []},
-        "peak_memory_mb": 100.0, "environment": {}, "created": f"2025-01-01T00:00:0{seed}",
+        "peak_memory_mb": 100.0,
+        "environment": {},
+        "created": f"2025-01-01T00:00:0{seed}",
     }
 
 
@@ -50,8 +76,10 @@ def read_board(path: Path) -> list[dict]:
 def three_seeds(tmp_path: Path) -> Path:
     runs = tmp_path / "runs"
     for seed, (acc, bwt, total_s) in enumerate([(0.5, -0.2, 10.0), (0.6, -0.1, 20.0), (0.7, -0.3, 30.0)]):
-        write_record(runs, make_record(f"run{seed}", seed, acc=acc, bwt=bwt, total_s=total_s,
-                                       fwt=None if seed == 2 else 0.1 * seed))
+        write_record(
+            runs,
+            make_record(f"run{seed}", seed, acc=acc, bwt=bwt, total_s=total_s, fwt=None if seed == 2 else 0.1 * seed),
+        )
     return runs
 
 
@@ -77,7 +105,7 @@ def test_mean_and_sample_std_over_three_seeds(three_seeds: Path, tmp_path: Path)
 def test_mean_std_edge_cases() -> None:
     assert mean_std([0.25]) == (0.25, None)  # one seed: std undefined, written empty
     assert mean_std([None, float("nan")]) == (None, None)
-    assert mean_std([1, 3]) == (2.0, pytest.approx(2 ** 0.5))
+    assert mean_std([1, 3]) == (2.0, pytest.approx(2**0.5))
 
 
 def test_single_seed_std_is_empty(tmp_path: Path) -> None:
@@ -103,27 +131,39 @@ def test_rerun_is_byte_identical_and_independent_of_scan_order(three_seeds: Path
 
 def test_row_order_setting_then_acc_then_strategy_then_config(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
-    specs = [("naive", "cfg_n", "class-incremental", 0.30), ("ewc", "cfg_e", "class-incremental", 0.50),
-             ("lwf", "cfg_l", "class-incremental", 0.50), ("replay", "cfg_r", "task-incremental", 0.90),
-             ("agem", "cfg_a", "class-incremental", 0.70)]
+    specs = [
+        ("naive", "cfg_n", "class-incremental", 0.30),
+        ("ewc", "cfg_e", "class-incremental", 0.50),
+        ("lwf", "cfg_l", "class-incremental", 0.50),
+        ("replay", "cfg_r", "task-incremental", 0.90),
+        ("agem", "cfg_a", "class-incremental", 0.70),
+    ]
     for index, (strategy, config_id, setting, acc) in enumerate(specs):
-        write_record(runs, make_record(f"r{index}", 0, strategy=strategy, config_id=config_id,
-                                       setting=setting, acc=acc))
+        write_record(
+            runs, make_record(f"r{index}", 0, strategy=strategy, config_id=config_id, setting=setting, acc=acc)
+        )
     rows = read_board(build_leaderboards(runs, tmp_path / "boards")[0])
     assert [(r["setting"], r["strategy"]) for r in rows] == [
-        ("class-incremental", "agem"), ("class-incremental", "ewc"), ("class-incremental", "lwf"),
-        ("class-incremental", "naive"), ("task-incremental", "replay")]
+        ("class-incremental", "agem"),
+        ("class-incremental", "ewc"),
+        ("class-incremental", "lwf"),
+        ("class-incremental", "naive"),
+        ("task-incremental", "replay"),
+    ]
 
 
 def test_config_variants_are_separate_rows(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     for seed in (0, 1):
         write_record(runs, make_record(f"a{seed}", seed, config_id="cfg_small", strategy_fields={"ewc_lambda": 0.4}))
-        write_record(runs, make_record(f"b{seed}", seed, config_id="cfg_big", acc=0.7,
-                                       strategy_fields={"ewc_lambda": 100.0}))
+        write_record(
+            runs, make_record(f"b{seed}", seed, config_id="cfg_big", acc=0.7, strategy_fields={"ewc_lambda": 100.0})
+        )
     rows = read_board(build_leaderboards(runs, tmp_path / "boards")[0])
     assert [(r["config_id"], r["n_seeds"], json.loads(r["strategy_config"])["ewc_lambda"]) for r in rows] == [
-        ("cfg_big", "2", 100.0), ("cfg_small", "2", 0.4)]
+        ("cfg_big", "2", 100.0),
+        ("cfg_small", "2", 0.4),
+    ]
 
 
 def test_one_board_per_scenario_and_attacked_runs_left_out(tmp_path: Path) -> None:
@@ -208,8 +248,10 @@ def test_attack_setting_shows_objective_budget_and_changed_fields() -> None:
 
     config = {"name": "brainwash", "epsilon": 0.3, "objective": "reckless", "steps": 50, "batch_size": 512}
     assert attack_setting("brainwash", config) == "epsilon=0.3 objective=reckless steps=50"
-    assert attack_setting("uniform_noise", {"name": "uniform_noise", "epsilon": 0.1,
-                                            "target_experience": -1}) == "epsilon=0.1"
+    assert (
+        attack_setting("uniform_noise", {"name": "uniform_noise", "epsilon": 0.1, "target_experience": -1})
+        == "epsilon=0.1"
+    )
 
 
 COMMITTED_BOARDS = sorted((Path(__file__).resolve().parent.parent / "leaderboards").rglob("*.csv"))
@@ -224,8 +266,9 @@ def test_a_rerun_of_a_committed_board_gets_its_config_ids(board):
     rows = list(csv.DictReader(board.open()))
     assert rows
     for row in rows:
-        spec = {kind: {"name": row[kind], **json.loads(row[f"{kind}_config"])}
-                for kind in ("scenario", "model", "strategy")}
+        spec = {
+            kind: {"name": row[kind], **json.loads(row[f"{kind}_config"])} for kind in ("scenario", "model", "strategy")
+        }
         spec["train"] = json.loads(row["train_config"])
         if row.get("attack"):
             spec["attack"] = {"name": row["attack"], **json.loads(row["attack_config"])}

@@ -40,8 +40,13 @@ def test_forgetting_differs_from_negative_bwt():
 
 def test_single_experience_and_missing_reference():
     single = [[0.75]]
-    assert metrics.all_metrics(single) == {"acc": 0.75, "bwt": 0.0, "forgetting": 0.0, "fwt": None,
-                                           "learning_acc": 0.75}
+    assert metrics.all_metrics(single) == {
+        "acc": 0.75,
+        "bwt": 0.0,
+        "forgetting": 0.0,
+        "fwt": None,
+        "learning_acc": 0.75,
+    }
     assert metrics.forward_transfer(FORGETTING_MATRIX, None) is None
 
 

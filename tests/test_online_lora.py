@@ -18,18 +18,27 @@ from cl_bench.models.heads import SingleHeadNet
 from cl_bench.registry import MODELS, SCENARIOS, Entry
 from cl_bench.scenario import tensor_scenario
 from cl_bench.templates import StrategyContext
-from strategies.online_lora import (LoRAQKV, OnlineLoRAConfig, OnlineLoRAPlugin, PlateauDetector, add_lora,
-                                    build_online_lora, hard_buffer_importance, importance_penalty,
-                                    per_sample_gradients, running_average, trainable_lora_parameters,
-                                    update_hard_buffer)
+from strategies.online_lora import (
+    LoRAQKV,
+    OnlineLoRAConfig,
+    OnlineLoRAPlugin,
+    PlateauDetector,
+    add_lora,
+    build_online_lora,
+    hard_buffer_importance,
+    importance_penalty,
+    per_sample_gradients,
+    running_average,
+    trainable_lora_parameters,
+    update_hard_buffer,
+)
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
 def tiny_vit_model(num_classes: int = 10, depth: int = 2, seed: int = 0) -> SingleHeadNet:
     torch.manual_seed(seed)
-    vit = VisionTransformer(img_size=8, patch_size=4, in_chans=1, embed_dim=16, depth=depth, num_heads=2,
-                            num_classes=0)
+    vit = VisionTransformer(img_size=8, patch_size=4, in_chans=1, embed_dim=16, depth=depth, num_heads=2, num_classes=0)
     return SingleHeadNet(vit, 16, num_classes)
 
 
@@ -38,16 +47,18 @@ def config(**values) -> OnlineLoRAConfig:
 
 
 def digits_scenario():
-    return SCENARIOS.get("split_digits").builder(build_config(SCENARIOS.get("split_digits").config_class, {},
-                                                              "scenario"), 0)
+    return SCENARIOS.get("split_digits").builder(
+        build_config(SCENARIOS.get("split_digits").config_class, {}, "scenario"), 0
+    )
 
 
 def make_strategy(scenario=None, model=None, plugins=(), lr=1e-2, **values):
     scenario = scenario or digits_scenario()
     model = model or tiny_vit_model(scenario.num_classes)
     train = TrainConfig(epochs=1, batch_size=64, lr=lr, optimizer="adam", device="cpu")
-    context = StrategyContext(model=model, train=train, scenario=scenario, device=torch.device("cpu"),
-                              plugins=list(plugins))
+    context = StrategyContext(
+        model=model, train=train, scenario=scenario, device=torch.device("cpu"), plugins=list(plugins)
+    )
     return build_online_lora(config(**values), context)
 
 
@@ -56,8 +67,9 @@ def plugin_of(strategy) -> OnlineLoRAPlugin:
 
 
 def online_stream(scenario, size=16, boundaries=False):
-    return split_online_stream(scenario.benchmark.train_stream, experience_size=size, shuffle=True, seed=0,
-                               access_task_boundaries=boundaries)
+    return split_online_stream(
+        scenario.benchmark.train_stream, experience_size=size, shuffle=True, seed=0, access_task_boundaries=boundaries
+    )
 
 
 def train_on(strategy, stream, limit=None):
@@ -80,8 +92,11 @@ def randomise_trainable_pairs(model, seed=2):
 
 def frozen_state(model):
     names = {n for n, _ in model.named_parameters() if not n.rsplit(".", 1)[-1].startswith("lora_")}
-    return {n: t.clone() for n, t in model.state_dict().items()
-            if (n in names and not n.startswith("head.")) or ".frozen_" in n}
+    return {
+        n: t.clone()
+        for n, t in model.state_dict().items()
+        if (n in names and not n.startswith("head.")) or ".frozen_" in n
+    }
 
 
 # ----------------------------------------------------------------------------- oracles 1, 2, 4: the model
@@ -229,8 +244,10 @@ def test_oracle5_variance_is_the_population_variance_of_the_last_window():
 
 def test_oracle6_update_keeps_the_highest_loss_entries():
     generator = torch.Generator().manual_seed(0)
-    pool = [[torch.full((2, 1), float(i)), torch.tensor([i, i]), float(loss)]
-            for i, loss in enumerate(torch.rand(9, generator=generator))]
+    pool = [
+        [torch.full((2, 1), float(i)), torch.tensor([i, i]), float(loss)]
+        for i, loss in enumerate(torch.rand(9, generator=generator))
+    ]
     kept = update_hard_buffer(pool, 4)
     assert [entry[2] for entry in kept] == sorted((entry[2] for entry in pool), reverse=True)[:4]
     assert update_hard_buffer(pool[:2], 4) == sorted(pool[:2], key=lambda e: e[2], reverse=True)
@@ -268,8 +285,9 @@ def test_oracle6_buffer_holds_the_top_of_each_steps_pool():
 
 def test_oracle7_running_average_is_the_mean_of_the_estimates():
     generator = torch.Generator().manual_seed(0)
-    estimates = [{"a": torch.rand(3, 2, generator=generator), "b": torch.rand(4, generator=generator)}
-                 for _ in range(5)]
+    estimates = [
+        {"a": torch.rand(3, 2, generator=generator), "b": torch.rand(4, generator=generator)} for _ in range(5)
+    ]
     average = None
     for count, estimate in enumerate(estimates, start=1):
         average = running_average(average, estimate, count)
@@ -290,8 +308,9 @@ def test_oracle7_importance_is_nonnegative_with_the_lora_shapes(mode):
         assert value.shape == parameters[name].shape and bool((value >= 0).all())
         assert value.sum() > 0 and not value.requires_grad  # a constant for the later penalties
     assert model.training and all(p.grad is None for p in model.parameters())  # no side effects
-    assert all(torch.equal(v, torch.zeros_like(v))
-               for v in hard_buffer_importance(model, parameters, [], mode).values())
+    assert all(
+        torch.equal(v, torch.zeros_like(v)) for v in hard_buffer_importance(model, parameters, [], mode).values()
+    )
 
 
 def test_oracle7_importance_matches_a_hand_computation():
@@ -309,10 +328,10 @@ def test_oracle7_importance_matches_a_hand_computation():
     for sample in x:
         logits = model(sample.unsqueeze(0))[0]
         sample_grads = torch.autograd.grad(-torch.log_softmax(logits, 0)[logits.argmax()], values)
-        looped = [acc + g ** 2 for acc, g in zip(looped, sample_grads)]
+        looped = [acc + g**2 for acc, g in zip(looped, sample_grads)]
     vmapped = per_sample_gradients(model, names, values, x)
     for name, g, loop_value, batched in zip(names, grads, looped, vmapped):
-        assert torch.allclose(flat[name], g ** 2, atol=1e-7)
+        assert torch.allclose(flat[name], g**2, atol=1e-7)
         assert torch.allclose(per_sample[name], loop_value, rtol=1e-4, atol=1e-7)
         assert batched.shape == (4, *parameters[name].shape)
 
@@ -332,8 +351,10 @@ def test_strategy_trains_through_plateaus_with_a_full_buffer(mode):
 
 def test_oracle8_regulariser_value_and_gradient():
     generator = torch.Generator().manual_seed(0)
-    parameters = {"A": torch.randn(4, 6, generator=generator).requires_grad_(),
-                  "B": torch.randn(6, 4, generator=generator).requires_grad_()}
+    parameters = {
+        "A": torch.randn(4, 6, generator=generator).requires_grad_(),
+        "B": torch.randn(6, 4, generator=generator).requires_grad_(),
+    }
     omega = {n: torch.rand(p.shape, generator=generator) for n, p in parameters.items()}
     zeros = {n: torch.zeros_like(p) for n, p in parameters.items()}
     assert importance_penalty(parameters, zeros, {}, 2000.0).item() == 0.0
@@ -345,7 +366,7 @@ def test_oracle8_regulariser_value_and_gradient():
     # an anchored A (paper mode, anchor=reset) is pulled towards its anchor, B towards 0
     anchor = {"A": torch.randn(4, 6, generator=generator)}
     assert importance_penalty({"A": anchor["A"].clone()}, omega, anchor, 5.0).item() == 0.0
-    grad_a, = torch.autograd.grad(importance_penalty(parameters, omega, anchor, 5.0), [parameters["A"]])
+    (grad_a,) = torch.autograd.grad(importance_penalty(parameters, omega, anchor, 5.0), [parameters["A"]])
     assert torch.allclose(grad_a, 5.0 * omega["A"] * (parameters["A"] - anchor["A"]), rtol=1e-5)
 
 
@@ -411,8 +432,9 @@ def test_oracle9_official_zero_reset_revives_with_the_kept_adam_state():
     adam_steps(model, optimizer, 1, x, y)
     merge_all(model)
     adam_steps(model, optimizer, 1, x, y)
-    assert lora_moved(model, "B") and not any(torch.count_nonzero(p) for n, p in
-                                              trainable_lora_parameters(model).items() if "_A_" in n)
+    assert lora_moved(model, "B") and not any(
+        torch.count_nonzero(p) for n, p in trainable_lora_parameters(model).items() if "_A_" in n
+    )
     adam_steps(model, optimizer, 1, x, y)
     assert lora_moved(model, "A")
     # merge after several steps: both had momentum, both move at the first step
@@ -473,8 +495,7 @@ def test_strategy_never_reads_task_labels_or_boundaries():
     parts = [(torch.rand(40, 1, 8, 8, generator=generator), c + torch.arange(40) % 2) for c in (0, 2, 4)]
     results = []
     for task_labels, boundaries in ((False, False), (True, True)):
-        scenario = tensor_scenario(parts, parts, setting="class-incremental", task_labels=task_labels,
-                                   num_classes=6)
+        scenario = tensor_scenario(parts, parts, setting="class-incremental", task_labels=task_labels, num_classes=6)
         scenario.task_labels = False  # the builder's check; the datasets still carry task ids 0, 1, 2
         strategy = make_strategy(scenario, model=tiny_vit_model(6), tau_mean=100.0, tau_var=100.0)
         torch.manual_seed(1)
@@ -500,8 +521,9 @@ def test_bad_settings_are_user_errors():
         build_online_lora(config(), StrategyContext(tiny_vit_model(), train, scenario, torch.device("cpu")))
     train = TrainConfig(optimizer="adam", device="cpu")
     with pytest.raises(UserError, match="holds no timm VisionTransformer"):
-        build_online_lora(config(), StrategyContext(SingleHeadNet(nn.Flatten(), 64, 10), train, scenario,
-                                                    torch.device("cpu")))
+        build_online_lora(
+            config(), StrategyContext(SingleHeadNet(nn.Flatten(), 64, 10), train, scenario, torch.device("cpu"))
+        )
     scenario.task_labels = True
     with pytest.raises(UserError, match="task labels"):
         build_online_lora(config(), StrategyContext(tiny_vit_model(), train, scenario, torch.device("cpu")))
@@ -519,20 +541,33 @@ def vit_model_args(monkeypatch):
         return ["model.patch_size=4", "model.embed_dim=16", "model.depth=1", "model.num_heads=2"], "vit_micro"
 
     def build(model_config, scenario):
-        vit = VisionTransformer(img_size=scenario.input_shape[-1], patch_size=4, in_chans=scenario.input_shape[0],
-                                embed_dim=16, depth=1, num_heads=2, num_classes=0)
+        vit = VisionTransformer(
+            img_size=scenario.input_shape[-1],
+            patch_size=4,
+            in_chans=scenario.input_shape[0],
+            embed_dim=16,
+            depth=1,
+            num_heads=2,
+            num_classes=0,
+        )
         return SingleHeadNet(vit, 16, scenario.num_classes)
 
     MODELS.names()  # load the catalogs first
-    monkeypatch.setitem(MODELS._entries, "test_tiny_vit", Entry("test_tiny_vit", "model", build, ComponentConfig,
-                                                                "tiny ViT (tests only)"))
+    monkeypatch.setitem(
+        MODELS._entries,
+        "test_tiny_vit",
+        Entry("test_tiny_vit", "model", build, ComponentConfig, "tiny ViT (tests only)"),
+    )
     return [], "test_tiny_vit"
 
 
 def test_runner_end_to_end_and_resume_is_bit_identical(tmp_path, vit_model_args):
     sets, model = vit_model_args
-    config_ = resolve({}, {"scenario": "split_digits", "strategy": "online_lora", "model": model, "device": "cpu"},
-                      sets + ["strategy.tau_mean=11.0"])
+    config_ = resolve(
+        {},
+        {"scenario": "split_digits", "strategy": "online_lora", "model": model, "device": "cpu"},
+        sets + ["strategy.tau_mean=11.0"],
+    )
     assert config_.train.optimizer == "adam" and config_.train.batch_size == 64 and config_.train.epochs == 1
     whole = runner.execute(config_, tmp_path / "whole", progress=False, log=lambda line: None)
     runner.execute(config_, tmp_path / "resumed", progress=False, log=lambda line: None, stop_after=2)
@@ -547,19 +582,33 @@ def test_runner_end_to_end_and_resume_is_bit_identical(tmp_path, vit_model_args)
     assert len(record["accuracy_matrix"]) == 5
 
 
-def test_task_free_stream_through_the_runner_counts_plateaus_across_calls_and_resumes(tmp_path, monkeypatch,
-                                                                                    fake_fmnist):
+def test_task_free_stream_through_the_runner_counts_plateaus_across_calls_and_resumes(
+    tmp_path, monkeypatch, fake_fmnist
+):
     monkeypatch.setenv("CL_BENCH_DATA", str(tmp_path / "data"))
     fake_fmnist(tmp_path / "data" / "fashion-mnist", train_per_class=48, test_per_class=6)
-    sets = ["scenario.stream_batch_size=16", "scenario.anytime_eval_every=80", "model.embed_dim=16",
-            "model.depth=1", "model.num_heads=2", "strategy.tau_mean=100.0", "strategy.tau_var=100.0"]
-    config_ = resolve({}, {"scenario": "task_free_fmnist", "strategy": "online_lora", "model": "vit_micro",
-                           "device": "cpu"}, sets)
-    whole = json.loads((runner.execute(config_, tmp_path / "whole", progress=False, log=lambda line: None)
-                        / "record.json").read_text())
+    sets = [
+        "scenario.stream_batch_size=16",
+        "scenario.anytime_eval_every=80",
+        "model.embed_dim=16",
+        "model.depth=1",
+        "model.num_heads=2",
+        "strategy.tau_mean=100.0",
+        "strategy.tau_var=100.0",
+    ]
+    config_ = resolve(
+        {}, {"scenario": "task_free_fmnist", "strategy": "online_lora", "model": "vit_micro", "device": "cpu"}, sets
+    )
+    whole = json.loads(
+        (runner.execute(config_, tmp_path / "whole", progress=False, log=lambda line: None) / "record.json").read_text()
+    )
     runner.execute(config_, tmp_path / "split", progress=False, stop_after=2, log=lambda line: None)
-    resumed = json.loads((runner.execute(config_, tmp_path / "split", resume=True, progress=False,
-                                         log=lambda line: None) / "record.json").read_text())
+    resumed = json.loads(
+        (
+            runner.execute(config_, tmp_path / "split", resume=True, progress=False, log=lambda line: None)
+            / "record.json"
+        ).read_text()
+    )
     info = whole["strategy_info"]["online_lora"]
     assert resumed["strategy_info"] == whole["strategy_info"]
     assert resumed["anytime_accuracy"] == whole["anytime_accuracy"]
@@ -576,12 +625,34 @@ def test_cli_runs_online_lora_on_a_task_free_stream_and_marks_its_plateaus(tmp_p
 
     monkeypatch.setenv("CL_BENCH_DATA", str(tmp_path / "data"))
     fake_fmnist(tmp_path / "data" / "fashion-mnist", train_per_class=48, test_per_class=6)
-    sets = ["scenario.mode=blurry", "scenario.stream_batch_size=16", "scenario.anytime_eval_every=80",
-            "model.embed_dim=16", "model.depth=1", "model.num_heads=2", "strategy.tau_mean=100.0",
-            "strategy.tau_var=100.0"]
-    code, out, err = run_cli(["run", "--scenario", "task_free_fmnist", "--model", "vit_micro", "--strategy",
-                              "online_lora", "--device", "cpu", "--no-progress", "--out", str(tmp_path / "runs"),
-                              *[item for assignment in sets for item in ("--set", assignment)]], capsys)
+    sets = [
+        "scenario.mode=blurry",
+        "scenario.stream_batch_size=16",
+        "scenario.anytime_eval_every=80",
+        "model.embed_dim=16",
+        "model.depth=1",
+        "model.num_heads=2",
+        "strategy.tau_mean=100.0",
+        "strategy.tau_var=100.0",
+    ]
+    code, out, err = run_cli(
+        [
+            "run",
+            "--scenario",
+            "task_free_fmnist",
+            "--model",
+            "vit_micro",
+            "--strategy",
+            "online_lora",
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--out",
+            str(tmp_path / "runs"),
+            *[item for assignment in sets for item in ("--set", assignment)],
+        ],
+        capsys,
+    )
     assert code == 0, err
     run_dir = tmp_path / "runs" / out.strip().splitlines()[-1].split("/")[-1]
     record = json.loads((run_dir / "record.json").read_text())

@@ -26,8 +26,13 @@ from cl_bench.presets import preset_names
 from cl_bench.registry import SCENARIOS
 from cl_bench.templates import SlicingDataMixin
 
-PAPER_PRESETS = ["slca_cifar100", "slca_imagenet_r", "online_lora_cifar100", "online_lora_imagenet_r",
-                 "online_lora_si_blurry_cifar100"]
+PAPER_PRESETS = [
+    "slca_cifar100",
+    "slca_imagenet_r",
+    "online_lora_cifar100",
+    "online_lora_imagenet_r",
+    "online_lora_si_blurry_cifar100",
+]
 WNIDS = ["n01443537", "n01484850", "n01494475", "n01498041"]
 TINY_VIT = ["model.patch_size=8", "model.embed_dim=16", "model.depth=1", "model.num_heads=2"]
 
@@ -97,8 +102,11 @@ def test_224_px_cifar_has_slca_transforms_and_distinct_train_and_eval_groups(cif
     x_eval = dataset.eval()[0][0]
     # eval: Resize(256, bicubic) + CenterCrop(224) on the PIL image, then the CIFAR normalisation
     image = Image.fromarray(cifar100["test_images"][first])
-    expected = transforms.Normalize(*CIFAR_MEAN_STD["cifar100"])(transforms.ToTensor()(
-        transforms.CenterCrop(224)(transforms.Resize(256, interpolation=InterpolationMode.BICUBIC)(image))))
+    expected = transforms.Normalize(*CIFAR_MEAN_STD["cifar100"])(
+        transforms.ToTensor()(
+            transforms.CenterCrop(224)(transforms.Resize(256, interpolation=InterpolationMode.BICUBIC)(image))
+        )
+    )
     assert x_eval.shape == (3, 224, 224) and torch.equal(x_eval, expected)
     assert torch.equal(dataset.eval()[0][0], x_eval)  # deterministic
     # train: random (RandomResizedCrop bicubic + flip + ColorJitter 63/255), the same shape
@@ -112,8 +120,9 @@ def test_224_px_cifar_has_slca_transforms_and_distinct_train_and_eval_groups(cif
     assert isinstance(crop, transforms.RandomResizedCrop) and crop.size == (224, 224)
     assert crop.interpolation == InterpolationMode.BICUBIC and crop.scale == (0.08, 1.0)
     assert isinstance(flip, transforms.RandomHorizontalFlip)
-    assert isinstance(jitter, transforms.ColorJitter) and jitter.brightness == pytest.approx((1 - 63 / 255,
-                                                                                               1 + 63 / 255))
+    assert isinstance(jitter, transforms.ColorJitter) and jitter.brightness == pytest.approx(
+        (1 - 63 / 255, 1 + 63 / 255)
+    )
     # without augment the training images get the eval transform
     plain = build("split_cifar100", image_size=224).benchmark.train_stream[0].dataset
     assert torch.equal(plain.train()[0][0], plain.eval()[0][0])
@@ -150,8 +159,12 @@ def test_prepare_imagenet_r_from_every_source_layout(tmp_path, how):
     archive.parent.mkdir()
     with tarfile.open(archive, "w") as tar:
         tar.add(tmp_path / "src" / "imagenet-r", arcname="imagenet-r")
-    source = {"parent": tmp_path / "src", "folder": tmp_path / "src" / "imagenet-r", "tar": archive,
-              "parent_of_tar": tmp_path / "tar"}[how]
+    source = {
+        "parent": tmp_path / "src",
+        "folder": tmp_path / "src" / "imagenet-r",
+        "tar": archive,
+        "parent_of_tar": tmp_path / "tar",
+    }[how]
     root = tmp_path / "root"
     prepared = prepare("imagenet-r", source, root)
     assert prepared == root / "imagenet-r"
@@ -177,12 +190,21 @@ def _keep_one_class(source: Path) -> None:
         shutil.rmtree(source / wnid)
 
 
-@pytest.mark.parametrize("break_it, fragment", [
-    (_keep_one_image, f"class folder {{source}}/{WNIDS[0]} holds 1 image(s), at least 2"),
-    (_keep_one_class, "holds 1 class folder(s), at least 2"),
-    (lambda source: _truncated_jpeg(source / WNIDS[2] / "art_3.jpg"), f"corrupt image {{source}}/{WNIDS[2]}/art_3.jpg"),
-    (lambda source: (source / WNIDS[1] / "art_0.jpg").write_text("no image"), f"corrupt image {{source}}/{WNIDS[1]}"),
-])
+@pytest.mark.parametrize(
+    "break_it, fragment",
+    [
+        (_keep_one_image, f"class folder {{source}}/{WNIDS[0]} holds 1 image(s), at least 2"),
+        (_keep_one_class, "holds 1 class folder(s), at least 2"),
+        (
+            lambda source: _truncated_jpeg(source / WNIDS[2] / "art_3.jpg"),
+            f"corrupt image {{source}}/{WNIDS[2]}/art_3.jpg",
+        ),
+        (
+            lambda source: (source / WNIDS[1] / "art_0.jpg").write_text("no image"),
+            f"corrupt image {{source}}/{WNIDS[1]}",
+        ),
+    ],
+)
 def test_bad_imagenet_r_trees_are_one_line_errors_and_leave_nothing(tmp_path, break_it, fragment):
     source = tmp_path / "src" / "imagenet-r"
     write_image_tree(source)
@@ -225,13 +247,18 @@ def test_imagenet_r_missing_at_run_time_names_the_prepare_command(tmp_path, monk
         with pytest.raises(UserError) as error:
             build(name)
         message = str(error.value)
-        assert message.startswith(f"ImageNet-R not found in {tmp_path / 'imagenet-r'}; run `cl-bench data prepare "
-                                  f"imagenet-r --from DIR`") and "\n" not in message
+        assert (
+            message.startswith(
+                f"ImageNet-R not found in {tmp_path / 'imagenet-r'}; run `cl-bench data prepare imagenet-r --from DIR`"
+            )
+            and "\n" not in message
+        )
     with pytest.raises(UserError, match="does not download"):
         prepare("imagenet-r", None, tmp_path, allow_download=True)
     write_image_tree(tmp_path / "dl" / "imagenet-r")
-    code, out, err = run_cli(["data", "prepare", "imagenet-r", "--from", str(tmp_path / "dl"), "--root",
-                              str(tmp_path / "root")], capsys)
+    code, out, err = run_cli(
+        ["data", "prepare", "imagenet-r", "--from", str(tmp_path / "dl"), "--root", str(tmp_path / "root")], capsys
+    )
     assert code == 0, err
     assert out.strip() == str(tmp_path / "root" / "imagenet-r")
 
@@ -248,9 +275,10 @@ def test_split_imagenet_r_is_a_seeded_stratified_split_with_imagenet_transforms(
     test_items, test_labels = split.part("test")
     assert np.bincount(train_labels).tolist() == [5] * 4 and np.bincount(test_labels).tolist() == [1] * 4
     assert not set(train_items.paths) & set(test_items.paths)
-    assert sorted(Path(p).relative_to(imagenet_r.parent.parent / "data" / "imagenet-r").as_posix()
-                  for p in train_items.paths + test_items.paths) == sorted(
-        f"{w}/art_{i}.jpg" for w in WNIDS for i in range(6))  # README and .DS_Store were left behind
+    assert sorted(
+        Path(p).relative_to(imagenet_r.parent.parent / "data" / "imagenet-r").as_posix()
+        for p in train_items.paths + test_items.paths
+    ) == sorted(f"{w}/art_{i}.jpg" for w in WNIDS for i in range(6))  # README and .DS_Store were left behind
     assert imagenet_r_split(0.2, 0).part("test")[0].paths == test_items.paths  # fixed by split_seed
     assert imagenet_r_split(0.2, 1).part("test")[0].paths != test_items.paths
     assert np.bincount(imagenet_r_split(0.5, 0).part("test")[1]).tolist() == [3] * 4
@@ -262,15 +290,19 @@ def test_split_imagenet_r_is_a_seeded_stratified_split_with_imagenet_transforms(
         for experience, classes in zip(stream, scenario.classes_per_experience):
             assert sorted(_targets(experience.dataset)) == sorted(classes * per_class)
     # the class order follows the run seed; the split does not
-    orders = {tuple(build("split_imagenet_r", seed=s, n_experiences=2, shuffle_classes=True).class_order)
-              for s in range(4)}
+    orders = {
+        tuple(build("split_imagenet_r", seed=s, n_experiences=2, shuffle_classes=True).class_order) for s in range(4)
+    }
     assert len(orders) > 1 and all(sorted(order) == [0, 1, 2, 3] for order in orders)
     # transforms: eval Resize(16*256//224 = 18, bicubic) + CenterCrop(16) + ImageNet mean/std; train random
     test = scenario.benchmark.test_stream[0].dataset
     x, y, t = test.eval()[0]
     image = Image.open(test_items.paths[0]).convert("RGB")
-    expected = transforms.Normalize(*IMAGENET_MEAN_STD)(transforms.ToTensor()(transforms.CenterCrop(16)(
-        transforms.Resize(18, interpolation=InterpolationMode.BICUBIC)(image))))
+    expected = transforms.Normalize(*IMAGENET_MEAN_STD)(
+        transforms.ToTensor()(
+            transforms.CenterCrop(16)(transforms.Resize(18, interpolation=InterpolationMode.BICUBIC)(image))
+        )
+    )
     assert torch.equal(x, expected) and y == test_labels[0] == 0 and t == 0
     torch.manual_seed(0)
     train = scenario.benchmark.train_stream[0].dataset
@@ -282,10 +314,13 @@ def test_split_imagenet_r_is_a_seeded_stratified_split_with_imagenet_transforms(
     assert 0.0 <= low and high <= 1.0 and raw.benchmark.test_stream[3].dataset[0][2] == 3
 
 
-@pytest.mark.parametrize("values, fragment", [
-    ({"n_experiences": 3}, "must divide the 4 classes"),
-    ({"n_experiences": 2, "class_order": [2, 1, 0]}, "permutation of 0..3"),
-])
+@pytest.mark.parametrize(
+    "values, fragment",
+    [
+        ({"n_experiences": 3}, "must divide the 4 classes"),
+        ({"n_experiences": 2, "class_order": [2, 1, 0]}, "permutation of 0..3"),
+    ],
+)
 def test_split_imagenet_r_checks_the_class_count_it_finds(imagenet_r, values, fragment):
     with pytest.raises(UserError, match=fragment):
         build("split_imagenet_r", **values)
@@ -326,8 +361,9 @@ def test_task_free_cifar100_hidden_tasks_follow_online_lora_and_si_blurry(cifar1
     # moves to another task, so exactly half of the classes appear in two tasks
     blurry = build("task_free_cifar100", mode="blurry", blurry_sample_ratio=0.5)
     assert blurry.n_experiences == 5 and all(len(home) == 20 for home in blurry.classes_per_experience)
-    tasks_of = {c: {t for t, e in enumerate(blurry.benchmark.train_stream) if c in _targets(e.dataset)}
-                for c in range(100)}
+    tasks_of = {
+        c: {t for t, e in enumerate(blurry.benchmark.train_stream) if c in _targets(e.dataset)} for c in range(100)
+    }
     assert sorted(len(tasks) for tasks in tasks_of.values()) == [1] * 50 + [2] * 50
     assert sum(len(_targets(e.dataset)) for e in blurry.benchmark.train_stream) == 200
 
@@ -361,24 +397,42 @@ def test_every_paper_preset_resolves_to_the_papers_settings():
     scenario = slca.components["scenario"]
     assert (scenario.image_size, scenario.augment, scenario.normalize, scenario.n_experiences) == (224, True, True, 10)
     assert slca.components["strategy"].milestones == [18] and slca.components["strategy"].lr_ratio == 0.01
-    assert (slca.train.epochs, slca.train.batch_size, slca.train.lr, slca.train.momentum,
-            slca.train.weight_decay) == (20, 128, 0.01, 0.9, 5e-4)
+    assert (slca.train.epochs, slca.train.batch_size, slca.train.lr, slca.train.momentum, slca.train.weight_decay) == (
+        20,
+        128,
+        0.01,
+        0.9,
+        5e-4,
+    )
     slca_r = configs["slca_imagenet_r"]
     assert slca_r.train.epochs == 50 and slca_r.components["strategy"].milestones == [40]
     assert slca_r.components["scenario"].normalize and slca_r.components["scenario"].n_experiences == 10
     for name, scenario_name, mode, tasks, lr, tau in [
-            ("online_lora_cifar100", "task_free_cifar100", "disjoint", 10, 1e-4, (6.0, 0.1)),
-            ("online_lora_imagenet_r", "task_free_imagenet_r", "disjoint", 10, 1e-4, (6.0, 0.1)),
-            ("online_lora_si_blurry_cifar100", "task_free_cifar100", "blurry", 5, 2e-4, (5.2, 0.02))]:
+        ("online_lora_cifar100", "task_free_cifar100", "disjoint", 10, 1e-4, (6.0, 0.1)),
+        ("online_lora_imagenet_r", "task_free_imagenet_r", "disjoint", 10, 1e-4, (6.0, 0.1)),
+        ("online_lora_si_blurry_cifar100", "task_free_cifar100", "blurry", 5, 2e-4, (5.2, 0.02)),
+    ]:
         config = configs[name]
         scenario, strategy = config.components["scenario"], config.components["strategy"]
-        assert (config.scenario, config.strategy, scenario.mode, scenario.n_tasks) == (scenario_name, "online_lora",
-                                                                                       mode, tasks)
+        assert (config.scenario, config.strategy, scenario.mode, scenario.n_tasks) == (
+            scenario_name,
+            "online_lora",
+            mode,
+            tasks,
+        )
         assert not scenario.normalize and scenario.augment and scenario.image_size == 224
         assert (config.train.optimizer, config.train.lr, config.train.batch_size, scenario.stream_batch_size) == (
-            "adam", lr, 64, 64)
+            "adam",
+            lr,
+            64,
+            64,
+        )
         assert (strategy.rank, strategy.reg_lambda, strategy.hard_buffer_size, strategy.window_length) == (
-            4, 2000.0, 4, 5)
+            4,
+            2000.0,
+            4,
+            5,
+        )
         assert (strategy.tau_mean, strategy.tau_var) == tau
         assert config.components["model"].arch == "vit_base_patch16_224"
 
@@ -387,12 +441,20 @@ def _shortened(name: str) -> list[str]:
     """--set overrides that make a paper preset run in seconds on the tiny files with a tiny vit_micro."""
     common = TINY_VIT + ["scenario.image_size=16"]
     if name.startswith("slca"):
-        return common + ["scenario.n_experiences=2", "train.epochs=1", "strategy.ca_epochs=1",
-                         "strategy.ca_samples_per_class=8"]
+        return common + [
+            "scenario.n_experiences=2",
+            "train.epochs=1",
+            "strategy.ca_epochs=1",
+            "strategy.ca_samples_per_class=8",
+        ]
     # the tiny ImageNet-R streams 20 images, CIFAR-100 200: (mini-batch, anytime period)
     batch, every = (8, 8) if name.endswith("imagenet_r") else (16, 48)
-    return common + ["scenario.n_tasks=2", f"scenario.stream_batch_size={batch}",
-                     f"scenario.anytime_eval_every={every}", f"train.batch_size={batch}"]
+    return common + [
+        "scenario.n_tasks=2",
+        f"scenario.stream_batch_size={batch}",
+        f"scenario.anytime_eval_every={every}",
+        f"train.batch_size={batch}",
+    ]
 
 
 @pytest.mark.parametrize("name", PAPER_PRESETS)
@@ -423,8 +485,9 @@ def test_every_paper_preset_runs_end_to_end_on_tiny_files(name, tmp_path, monkey
         assert json.loads((resumed / "record.json").read_text())["accuracy_matrix"] == record["accuracy_matrix"]
 
 
-@pytest.mark.parametrize("name, tag", [("slca_cifar100", "augreg_in21k"),
-                                       ("online_lora_cifar100", "augreg2_in21k_ft_in1k")])
+@pytest.mark.parametrize(
+    "name, tag", [("slca_cifar100", "augreg_in21k"), ("online_lora_cifar100", "augreg2_in21k_ft_in1k")]
+)
 def test_paper_presets_ask_for_local_weights_instead_of_downloading(name, tag, cifar100, no_cached_weights, tmp_path):
     config = resolve({}, {"preset": name, "device": "cpu"}, [])
     with pytest.raises(UserError) as error:
@@ -440,8 +503,11 @@ def test_loader_workers_change_neither_results_nor_the_config_id(tmp_path, cifar
     the matrix is bit-identical to the in-process loader's; with random crops, reproducible for a seed."""
     records = {}
     for workers, augment, out in [(0, False, "serial"), (2, False, "workers"), (2, True, "a"), (2, True, "b")]:
-        config = resolve({}, {"preset": "slca_cifar100", "model": "vit_micro", "device": "cpu"},
-                         _shortened("slca_cifar100") + [f"train.num_workers={workers}", f"scenario.augment={augment}"])
+        config = resolve(
+            {},
+            {"preset": "slca_cifar100", "model": "vit_micro", "device": "cpu"},
+            _shortened("slca_cifar100") + [f"train.num_workers={workers}", f"scenario.augment={augment}"],
+        )
         run_dir = runner.execute(config, tmp_path / out, progress=False, log=lambda line: None)
         records[out] = json.loads((run_dir / "record.json").read_text())
     serial, workers = records["serial"], records["workers"]
@@ -466,8 +532,11 @@ def test_loader_workers_reach_avalanches_training_loader_and_the_evaluation(tmp_
 
     monkeypatch.setattr(SlicingDataMixin, "make_train_dataloader", recording_train_loader)
     monkeypatch.setattr(runner, "make_loader", recording_loader)
-    config = resolve({}, {"preset": "slca_cifar100", "model": "vit_micro", "device": "cpu"},
-                     _shortened("slca_cifar100") + ["train.num_workers=2"])
+    config = resolve(
+        {},
+        {"preset": "slca_cifar100", "model": "vit_micro", "device": "cpu"},
+        _shortened("slca_cifar100") + ["train.num_workers=2"],
+    )
     runner.execute(config, tmp_path / "runs", progress=False, log=lambda line: None)
     assert train_workers == [2, 2]  # one Avalanche DataLoader per experience
     assert eval_workers and set(eval_workers) == {2}

@@ -83,8 +83,10 @@ def test_identity_first_keeps_experience_zero_and_the_other_permutations(fmnist_
 def test_subsets_per_experience(fmnist_root):
     scenario = build(seed=2, n_experiences=3, train_per_experience=50, test_per_experience=30)
     permutations = draw_permutations(3, 784, np.random.default_rng(2), identity_first=False)
-    base = {bytes(image.tobytes()): int(label)
-            for image, label in zip(fmnist_root["train_images"].reshape(-1, 784), fmnist_root["train_labels"])}
+    base = {
+        bytes(image.tobytes()): int(label)
+        for image, label in zip(fmnist_root["train_images"].reshape(-1, 784), fmnist_root["train_labels"])
+    }
     row_sets = []
     for (x, y, _), permutation in zip(experiences(scenario), permutations):
         assert len(y) == 50
@@ -101,23 +103,31 @@ def test_subsets_per_experience(fmnist_root):
     assert torch.equal(full[1][0].reshape(200, -1), flat_unit(fmnist_root["train_images"])[:, permutations[1]])
 
 
-@pytest.mark.parametrize("values, fragment", [
-    ({"train_per_experience": 201}, "scenario.train_per_experience=201 exceeds the 200 training images"),
-    ({"train_per_experience": 0, "test_per_experience": 101},
-     "scenario.test_per_experience=101 exceeds the 100 test images"),
-])
+@pytest.mark.parametrize(
+    "values, fragment",
+    [
+        ({"train_per_experience": 201}, "scenario.train_per_experience=201 exceeds the 200 training images"),
+        (
+            {"train_per_experience": 0, "test_per_experience": 101},
+            "scenario.test_per_experience=101 exceeds the 100 test images",
+        ),
+    ],
+)
 def test_more_images_than_available_is_a_user_error(fmnist_root, values, fragment):
     with pytest.raises(UserError) as error:
         build(**values)
     assert fragment in str(error.value) and "\n" not in str(error.value)
 
 
-@pytest.mark.parametrize("values, fragment", [
-    ({"n_experiences": 0}, "scenario.n_experiences must be >= 1"),
-    ({"train_per_experience": 60001}, "scenario.train_per_experience must be <= 60000"),
-    ({"test_per_experience": -1}, "scenario.test_per_experience must be >= 0"),
-    ({"identity_first": "yes"}, "scenario.identity_first must be true or false"),
-])
+@pytest.mark.parametrize(
+    "values, fragment",
+    [
+        ({"n_experiences": 0}, "scenario.n_experiences must be >= 1"),
+        ({"train_per_experience": 60001}, "scenario.train_per_experience must be <= 60000"),
+        ({"test_per_experience": -1}, "scenario.test_per_experience must be >= 0"),
+        ({"identity_first": "yes"}, "scenario.identity_first must be true or false"),
+    ],
+)
 def test_config_validation(values, fragment):
     with pytest.raises(UserError, match=fragment):
         build_config(SCENARIOS.get("permuted_fmnist").config_class, values, "scenario")
@@ -137,9 +147,25 @@ def test_registration():
 
 
 def test_cli_run_on_fake_data(fmnist_root, tmp_path, capsys):
-    code, out, err = run_cli(["run", "--scenario", "permuted_fmnist", "--set", "scenario.train_per_experience=50",
-                              "--set", "scenario.n_experiences=3", "--epochs", "1", "--device", "cpu",
-                              "--no-progress", "--out", str(tmp_path / "runs")], capsys)
+    code, out, err = run_cli(
+        [
+            "run",
+            "--scenario",
+            "permuted_fmnist",
+            "--set",
+            "scenario.train_per_experience=50",
+            "--set",
+            "scenario.n_experiences=3",
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--out",
+            str(tmp_path / "runs"),
+        ],
+        capsys,
+    )
     assert code == 0, err
     run_dir = tmp_path / "runs" / out.strip().splitlines()[-1].split("/")[-1]
     record = json.loads((run_dir / "record.json").read_text())

@@ -14,11 +14,20 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def make_record(strategy: str, seed: int, n_tasks: int = 3, decay: float = 0.3) -> dict:
-    matrix = [[round(0.9 * (1 - decay) ** (i - j) + 0.01 * seed, 4) if j <= i else 0.1 for j in range(n_tasks)]
-              for i in range(n_tasks)]
-    return {"run_id": f"{strategy}{seed}", "scenario": "split_fmnist", "strategy": strategy, "seed": seed,
-            "attack": None, "accuracy_matrix": matrix, "accuracy_initial": [0.1] * n_tasks,
-            "metrics": {"acc": float(np.mean(matrix[-1])), "bwt": -0.2}}
+    matrix = [
+        [round(0.9 * (1 - decay) ** (i - j) + 0.01 * seed, 4) if j <= i else 0.1 for j in range(n_tasks)]
+        for i in range(n_tasks)
+    ]
+    return {
+        "run_id": f"{strategy}{seed}",
+        "scenario": "split_fmnist",
+        "strategy": strategy,
+        "seed": seed,
+        "attack": None,
+        "accuracy_matrix": matrix,
+        "accuracy_initial": [0.1] * n_tasks,
+        "metrics": {"acc": float(np.mean(matrix[-1])), "bwt": -0.2},
+    }
 
 
 def assert_png(path: Path) -> None:
@@ -40,8 +49,9 @@ def test_plot_run_writes_a_png(tmp_path: Path, n_tasks: int) -> None:
 
 
 def test_plot_overlay_with_seed_groups(tmp_path: Path) -> None:
-    records = [make_record(strategy, seed, 5, decay) for strategy, decay in (("naive", 0.6), ("ewc", 0.2))
-               for seed in range(3)] + [make_record("joint", 0, 5, 0.0)]
+    records = [
+        make_record(strategy, seed, 5, decay) for strategy, decay in (("naive", 0.6), ("ewc", 0.2)) for seed in range(3)
+    ] + [make_record("joint", 0, 5, 0.0)]
     assert_png(plot_overlay(records, tmp_path / "overlay.png"))
     labels = [f"{r['strategy']}-s{r['seed']}" for r in records]  # explicit labels: one line per run
     assert_png(plot_overlay(records, tmp_path / "labelled.png", labels=labels))
@@ -55,8 +65,15 @@ def test_plot_overlay_rejects_mismatched_groups(tmp_path: Path) -> None:
 
 
 def attack_row(strategy: str, attack: str, config: str, difference: float, scenario: str = "split_fmnist") -> dict:
-    return {"scenario": scenario, "setting": "task-incremental", "strategy": strategy, "attack": attack,
-            "attack_config": config, "bwt_difference_mean": str(difference), "bwt_difference_std": "0.01"}
+    return {
+        "scenario": scenario,
+        "setting": "task-incremental",
+        "strategy": strategy,
+        "attack": attack,
+        "attack_config": config,
+        "bwt_difference_mean": str(difference),
+        "bwt_difference_std": "0.01",
+    }
 
 
 def test_attack_label_names_objective_and_budget() -> None:
@@ -93,8 +110,15 @@ def test_plot_attack_boards_writes_a_png_and_cli_draws_it(tmp_path: Path) -> Non
 def test_attack_bars_of_configs_that_differ_off_the_budget_stay_apart() -> None:
     from cl_bench.plots import bar_label
 
-    rows = [{**attack_row("ewc", "brainwash", '{"objective":"reckless","epsilon":0.3,"steps":%d}' % steps, -0.05),
-             "attack_setting": f"epsilon=0.3 objective=reckless steps={steps}"} for steps in (10, 200)]
+    rows = [
+        {
+            **attack_row("ewc", "brainwash", '{"objective":"reckless","epsilon":0.3,"steps":%d}' % steps, -0.05),
+            "attack_setting": f"epsilon=0.3 objective=reckless steps={steps}",
+        }
+        for steps in (10, 200)
+    ]
     assert len({bar_label(row) for row in rows}) == 2
-    assert bar_label(attack_row("ewc", "brainwash", '{"objective":"reckless","epsilon":0.3}', -0.05)) == \
-        "brainwash reckless eps=0.3"  # boards written before the setting column
+    assert (
+        bar_label(attack_row("ewc", "brainwash", '{"objective":"reckless","epsilon":0.3}', -0.05))
+        == "brainwash reckless eps=0.3"
+    )  # boards written before the setting column

@@ -18,10 +18,29 @@ from cl_bench.pretrain_pool import POOL_NAME, pool_indices
 from cl_bench.registry import MODELS, SCENARIOS
 
 TINY_MODEL = ["model.embed_dim=16", "model.depth=1", "model.num_heads=2"]
-TINY_RUN = {"epochs": 1, "batch_size": 16, "decoder_embed_dim": 8, "decoder_depth": 1, "decoder_num_heads": 2,
-            "device": "cpu"}
-TINY_FLAGS = ["--epochs", "1", "--batch-size", "16", "--decoder-dim", "8", "--decoder-depth", "1", "--decoder-heads",
-              "2", "--device", "cpu", "--no-progress"] + [part for s in TINY_MODEL for part in ("--set", s)]
+TINY_RUN = {
+    "epochs": 1,
+    "batch_size": 16,
+    "decoder_embed_dim": 8,
+    "decoder_depth": 1,
+    "decoder_num_heads": 2,
+    "device": "cpu",
+}
+TINY_FLAGS = [
+    "--epochs",
+    "1",
+    "--batch-size",
+    "16",
+    "--decoder-dim",
+    "8",
+    "--decoder-depth",
+    "1",
+    "--decoder-heads",
+    "2",
+    "--device",
+    "cpu",
+    "--no-progress",
+] + [part for s in TINY_MODEL for part in ("--set", s)]
 
 
 @pytest.fixture
@@ -33,8 +52,15 @@ def fake_data(tmp_path, monkeypatch, fake_fmnist):
 
 
 def run_pretrain(method, name, seed=0, force=False):
-    return pretrain.pretrain("vit_micro", TINY_MODEL, {**TINY_RUN, "method": method, "seed": seed}, name=name,
-                             force=force, progress=False, log=lambda line: None)
+    return pretrain.pretrain(
+        "vit_micro",
+        TINY_MODEL,
+        {**TINY_RUN, "method": method, "seed": seed},
+        name=name,
+        force=force,
+        progress=False,
+        log=lambda line: None,
+    )
 
 
 @pytest.mark.parametrize("method", ["supervised", "mae"])
@@ -56,8 +82,9 @@ def test_the_pool_never_appears_in_a_held_out_stream(fake_data):
     config = resolve({}, {"scenario": "split_fmnist", "device": "cpu"}, ["scenario.holdout_pretrain_pool=true"])
     scenario = SCENARIOS.get("split_fmnist").builder(config.components["scenario"], 0)
     assert scenario.excluded_pools == [POOL_NAME]
-    stream = torch.cat([torch.stack([sample[0] for sample in experience.dataset])
-                        for experience in scenario.benchmark.train_stream])
+    stream = torch.cat(
+        [torch.stack([sample[0] for sample in experience.dataset]) for experience in scenario.benchmark.train_stream]
+    )
     stream_bytes = {(image * 255).round().to(torch.uint8).numpy().tobytes() for image in stream}
     rows = pool_indices(fake_data["train_labels"])
     pool_bytes = {image.tobytes() for image in fake_data["train_images"][rows]}
@@ -70,8 +97,11 @@ def test_the_pool_never_appears_in_a_held_out_stream(fake_data):
 def test_mae_encoder_is_the_vit_and_the_loss_sees_only_masked_patches():
     torch.manual_seed(0)
     scenario = pool_scenario((1, 28, 28))
-    vit = find_vit(MODELS.get("vit_micro").builder(
-        resolve({}, {"scenario": "split_digits", "model": "vit_micro"}, TINY_MODEL).components["model"], scenario))
+    vit = find_vit(
+        MODELS.get("vit_micro").builder(
+            resolve({}, {"scenario": "split_digits", "model": "vit_micro"}, TINY_MODEL).components["model"], scenario
+        )
+    )
     mae = MaskedAutoencoder(vit, 8, 1, 2).eval()
     images = torch.rand(3, 1, 28, 28)
     assert torch.equal(mae.unpatchify(mae.patchify(images)), images)
@@ -103,8 +133,9 @@ def test_load_mae_rebuilds_encoder_and_decoder_and_reconstructs(fake_data):
     config = resolve({}, {"scenario": "split_digits", "model": "vit_micro"}, TINY_MODEL + [f"model.weights={weights}"])
     model = MODELS.get("vit_micro").builder(config.components["model"], pool_scenario((1, 28, 28))).eval()
     assert torch.equal(model.backbone(images), mae.encoder(images))
-    assert set(mae.decoder.state_dict()) and all(torch.equal(v, mae.state_dict()[f"decoder.{k}"])
-                                                 for k, v in mae.decoder.state_dict().items())
+    assert set(mae.decoder.state_dict()) and all(
+        torch.equal(v, mae.state_dict()[f"decoder.{k}"]) for k, v in mae.decoder.state_dict().items()
+    )
     with pytest.raises(UserError, match="not an MAE backbone"):
         load_mae(str(run_pretrain("supervised", "sup_tiny")))
 
@@ -129,8 +160,23 @@ def test_cli_pretrain_then_run_records_the_card(fake_data, tmp_path, capsys):
     assert card["command"].startswith("cl-bench pretrain --method mae --name tiny")
     assert card["environment"]["timm"] and card["created"] and card["wall_time_s"] > 0
 
-    run = ["run", "--scenario", "split_fmnist", "--model", "vit_micro", "--epochs", "1", "--device", "cpu",
-           "--no-progress", "--out", str(tmp_path / "runs"), "--set", "model.weights=tiny", *TINY_FLAGS[-6:]]
+    run = [
+        "run",
+        "--scenario",
+        "split_fmnist",
+        "--model",
+        "vit_micro",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--out",
+        str(tmp_path / "runs"),
+        "--set",
+        "model.weights=tiny",
+        *TINY_FLAGS[-6:],
+    ]
     code, _, err = run_cli(run, capsys)
     assert code == 2 and err.count("\n") == 1 and "--set scenario.holdout_pretrain_pool=true" in err
     assert not (tmp_path / "runs").exists()
@@ -141,15 +187,18 @@ def test_cli_pretrain_then_run_records_the_card(fake_data, tmp_path, capsys):
     assert record["backbone_card"]["name"] == "tiny" and record["config"]["model"]["weights"] == "tiny"
 
 
-@pytest.mark.parametrize("extra, fragment", [
-    (["--method", "simclr"], "pretrain.method must be one of supervised, mae"),
-    (["--epochs", "0"], "pretrain.epochs must be >= 1"),
-    (["--data", "cifar10"], "pretrain.data must be one of fmnist"),
-    (["--model", "mlp"], "needs a ViT model"),
-    (["--set", "train.lr=0.1"], "--set takes model.FIELD=VALUE"),
-    (["--set", "model.patch_size=5"], "patch size 5 does not divide"),
-    (["--name", "../x"], "--name '../x' must be"),
-])
+@pytest.mark.parametrize(
+    "extra, fragment",
+    [
+        (["--method", "simclr"], "pretrain.method must be one of supervised, mae"),
+        (["--epochs", "0"], "pretrain.epochs must be >= 1"),
+        (["--data", "cifar10"], "pretrain.data must be one of fmnist"),
+        (["--model", "mlp"], "needs a ViT model"),
+        (["--set", "train.lr=0.1"], "--set takes model.FIELD=VALUE"),
+        (["--set", "model.patch_size=5"], "patch size 5 does not divide"),
+        (["--name", "../x"], "--name '../x' must be"),
+    ],
+)
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(extra, fragment, fake_data, tmp_path, capsys):
     code, out, err = run_cli(["pretrain", *TINY_FLAGS[:-6], *extra], capsys)
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and fragment in err, err

@@ -125,8 +125,11 @@ def test_linear_probe_learns_on_a_task_free_stream():
     recorder = Recorder()
     strategy.plugins.append(recorder)
     torch.manual_seed(0)
-    batches = list(split_online_stream(scenario.benchmark.train_stream[:2], experience_size=16, shuffle=True,
-                                       seed=0, access_task_boundaries=False))
+    batches = list(
+        split_online_stream(
+            scenario.benchmark.train_stream[:2], experience_size=16, shuffle=True, seed=0, access_task_boundaries=False
+        )
+    )
     for batch in batches:
         strategy.train(batch, eval_streams=[])
     assert recorder.steps == len(batches)  # one update per incoming mini-batch
@@ -134,8 +137,9 @@ def test_linear_probe_learns_on_a_task_free_stream():
 
 
 def test_linear_probe_bad_input_is_one_line():
-    assert "multi-head" in str(pytest.raises(UserError, _prepare, "x", "linear_probe",
-                                             ["scenario.task_labels=true"]).value)
+    assert "multi-head" in str(
+        pytest.raises(UserError, _prepare, "x", "linear_probe", ["scenario.task_labels=true"]).value
+    )
     assert "unknown strategy field" in _one_line_user_error(({"strategy": "linear_probe"}, ["strategy.lr=0.1"]))
 
 
@@ -174,7 +178,7 @@ def test_class_means_are_exact_running_means():
     whole, chunked = ClassMeans(num_classes=6), ClassMeans(num_classes=6)
     whole.add(features, targets)
     for start in range(0, 500, 7):
-        chunked.add(features[start:start + 7], targets[start:start + 7])
+        chunked.add(features[start : start + 7], targets[start : start + 7])
     oracle = torch.stack([features[targets == c].double().mean(0) for c in range(5)])
     assert torch.equal(whole.class_counts, chunked.class_counts)
     assert torch.allclose(chunked.prototypes()[:5], oracle, rtol=1e-12, atol=1e-14)
@@ -251,15 +255,18 @@ def _memory(strategy):
 
 
 def test_online_er_concatenates_a_memory_draw_to_every_update(tmp_path):
-    prepared = _prepare(tmp_path, "online_er", ["train.batch_size=16", "strategy.mem_size=20",
-                                                "strategy.replay_batch_size=8", "strategy.updates_per_batch=2"])
+    prepared = _prepare(
+        tmp_path,
+        "online_er",
+        ["train.batch_size=16", "strategy.mem_size=20", "strategy.replay_batch_size=8", "strategy.updates_per_batch=2"],
+    )
     strategy, experience = prepared.strategy, prepared.scenario.benchmark.train_stream[0]
 
     def replay_rows_are_in_memory(s):
         memory, rows = _memory(s), s.mb_x[16:].flatten(1)
         if memory.size == 0:
             return len(rows) == 0
-        held = memory.inputs[:memory.size].flatten(1)
+        held = memory.inputs[: memory.size].flatten(1)
         return all(bool((held == row).all(1).any()) for row in rows)
 
     recorder = Recorder(replay_rows_are_in_memory)
@@ -320,7 +327,7 @@ def test_l2p_copies_and_freezes_the_backbone_and_trains_prompts_keys_and_head():
     assert torch.equal(prompted.blocks[0].attn.qkv.weight, vit.blocks[0].attn.qkv.weight)
     prompt_tokens = 5 * 5
     assert prompted.pos_embed.shape[1] == vit.pos_embed.shape[1] + prompt_tokens
-    assert torch.equal(prompted.pos_embed[:, 1:1 + prompt_tokens], vit.pos_embed[:, :1].expand(-1, prompt_tokens, -1))
+    assert torch.equal(prompted.pos_embed[:, 1 : 1 + prompt_tokens], vit.pos_embed[:, :1].expand(-1, prompt_tokens, -1))
     inputs, targets, task_labels = gather(scenario.benchmark.test_stream[0].dataset)
     with torch.no_grad():
         assert torch.allclose(strategy.original_vit(inputs)["pre_logits"], vit.eval()(inputs), atol=1e-6)
@@ -366,9 +373,13 @@ def test_l2p_bad_input_is_one_line():
 
 def test_l2p_end_to_end_through_the_runner(tiny_vit_model, tmp_path):
     model, sets = tiny_vit_model
-    config = resolve({}, {"scenario": "split_digits", "strategy": "l2p", "model": model, "device": "cpu"},
-                     ["train.epochs=1", *sets, *SMALL_PROMPTS])
-    record = json.loads((runner.execute(config, tmp_path, progress=False, log=lambda line: None)
-                         / "record.json").read_text())
+    config = resolve(
+        {},
+        {"scenario": "split_digits", "strategy": "l2p", "model": model, "device": "cpu"},
+        ["train.epochs=1", *sets, *SMALL_PROMPTS],
+    )
+    record = json.loads(
+        (runner.execute(config, tmp_path, progress=False, log=lambda line: None) / "record.json").read_text()
+    )
     assert record["status"] == "complete"
     assert len(record["accuracy_matrix"]) == 5 and all(len(row) == 5 for row in record["accuracy_matrix"])

@@ -24,8 +24,18 @@ from cl_bench.config import resolve
 
 FLAGS = {"scenario": "split_digits", "device": "cpu"}
 SETS = ["train.epochs=1", "model.widths=[32]"]
-CLI_RUN = ["run", "--scenario", "split_digits", "--device", "cpu", "--no-progress",
-           "--set", "train.epochs=1", "--set", "model.widths=[32]"]
+CLI_RUN = [
+    "run",
+    "--scenario",
+    "split_digits",
+    "--device",
+    "cpu",
+    "--no-progress",
+    "--set",
+    "train.epochs=1",
+    "--set",
+    "model.widths=[32]",
+]
 
 
 def _config(seed: int = 0):
@@ -63,6 +73,7 @@ def reference_matrix(tmp_path_factory) -> list:
 
 # ----------------------------------------------------------------------------- checkpoints cannot run code
 
+
 def _install_gadget(monkeypatch, sentinel: Path) -> None:
     """A class under a catalog package whose attribute assignment deletes a file: the kind of object the old
     name-based decoder (any class under avalanche., cl_bench., strategies. ...) would have built."""
@@ -77,14 +88,17 @@ def _install_gadget(monkeypatch, sentinel: Path) -> None:
     monkeypatch.setitem(sys.modules, "strategies.gadget", module)
 
 
-@pytest.mark.parametrize("where, entry", [
-    ("progress", {"__object__": "strategies.gadget:Eraser", "state": {"target": "SENTINEL"}}),
-    ("plugin", {"__object__": "strategies.gadget:Eraser", "state": {"target": "SENTINEL"}}),
-    ("progress", {"__object__": "os:system", "state": {}}),
-    ("progress", {"__object__": "builtins:eval", "state": {}}),
-    ("progress", {"__object__": "strategies.gpm:GPMConfig", "state": {"__class__": "SENTINEL"}}),
-    ("template", "SENTINEL"),
-])
+@pytest.mark.parametrize(
+    "where, entry",
+    [
+        ("progress", {"__object__": "strategies.gadget:Eraser", "state": {"target": "SENTINEL"}}),
+        ("plugin", {"__object__": "strategies.gadget:Eraser", "state": {"target": "SENTINEL"}}),
+        ("progress", {"__object__": "os:system", "state": {}}),
+        ("progress", {"__object__": "builtins:eval", "state": {}}),
+        ("progress", {"__object__": "strategies.gpm:GPMConfig", "state": {"__class__": "SENTINEL"}}),
+        ("template", "SENTINEL"),
+    ],
+)
 def test_a_gadget_checkpoint_is_refused_and_runs_nothing(where, entry, tmp_path, capsys, monkeypatch):
     run_dir = _interrupted(tmp_path / "runs")
     sentinel = tmp_path / "precious.txt"
@@ -116,6 +130,7 @@ def test_the_writer_refuses_what_the_reader_would_refuse(tmp_path):
 
 
 # ----------------------------------------------------------------------------- torn and damaged checkpoints
+
 
 class _Killed(BaseException):
     """Stands for SIGKILL at one exact point (nothing after it runs, no handler catches it)."""
@@ -189,28 +204,38 @@ DAMAGES = {
     "structure garbled": lambda d: _structure(d).write_bytes(os.urandom(300)),
     "structure not UTF-8": lambda d: _structure(d).write_bytes(b'{"format": 2, "x": "\xff\xfe"}'),
     "structure of the old format": lambda d: _structure(d).write_text(
-        json.dumps({**json.loads(_structure(d).read_text()), "format": 1})),
+        json.dumps({**json.loads(_structure(d).read_text()), "format": 1})
+    ),
     "structure valid JSON but empty": lambda d: _structure(d).write_text("{}"),
     "structure with a NaN literal": lambda d: _structure(d).write_text(
-        _structure(d).read_text().replace('"elapsed_s", ', '"elapsed_s", NaN, "x", ', 1)),
+        _structure(d).read_text().replace('"elapsed_s", ', '"elapsed_s", NaN, "x", ', 1)
+    ),
     "structure naming a missing tensor": lambda d: _structure(d).write_text(
-        _structure(d).read_text().replace('"t0"', '"t99999"', 1)),
-    "structure with a path in the tensors reference": lambda d: _structure(d).write_text(json.dumps(
-        {**json.loads(_structure(d).read_text()), "tensors": {"file": "../../etc/passwd", "sha256": "0" * 64}})),
+        _structure(d).read_text().replace('"t0"', '"t99999"', 1)
+    ),
+    "structure with a path in the tensors reference": lambda d: _structure(d).write_text(
+        json.dumps(
+            {**json.loads(_structure(d).read_text()), "tensors": {"file": "../../etc/passwd", "sha256": "0" * 64}}
+        )
+    ),
     "progress of another stream": lambda d: _structure(d).write_text(
-        _structure(d).read_text().replace('"accuracy_matrix", {"__list__": [', '"accuracy_matrix", {"__list__": [7, ',
-                                          1)),
+        _structure(d)
+        .read_text()
+        .replace('"accuracy_matrix", {"__list__": [', '"accuracy_matrix", {"__list__": [7, ', 1)
+    ),
     "tensors truncated": lambda d: _tensors_file(d).write_bytes(_tensors_file(d).read_bytes()[:100]),
     "tensors replaced by a pickle": lambda d: _tensors_file(d).write_bytes(pickle.dumps({"w": [1.0]})),
     "tensors missing": lambda d: _tensors_file(d).unlink(),
     "tensors of other shapes (digest matching)": lambda d: _rewrite_tensors(
-        d, lambda tensors: {key: torch.zeros(3, 3) for key in tensors}),
+        d, lambda tensors: {key: torch.zeros(3, 3) for key in tensors}
+    ),
 }
 
 
 @pytest.mark.parametrize("damage", list(DAMAGES))
-def test_a_damaged_checkpoint_is_a_one_line_error_and_nothing_is_overwritten(damage, tmp_path, capsys,
-                                                                            reference_matrix):
+def test_a_damaged_checkpoint_is_a_one_line_error_and_nothing_is_overwritten(
+    damage, tmp_path, capsys, reference_matrix
+):
     run_dir = _interrupted(tmp_path / "runs")
     DAMAGES[damage](run_dir)
     before = _snapshot(run_dir)
@@ -226,6 +251,7 @@ def test_a_damaged_checkpoint_is_a_one_line_error_and_nothing_is_overwritten(dam
 
 # ----------------------------------------------------------------------------- corrupt records, every reader
 
+
 def _complete(out: Path, seed: int, capsys) -> Path:
     code, stdout, err = run_cli([*CLI_RUN, "--seed", str(seed), "--out", str(out)], capsys)
     assert code == 0, err
@@ -237,6 +263,7 @@ def _edit_record(change):
         record = json.loads(path.read_text())
         change(record)
         path.write_text(json.dumps(record))
+
     return apply
 
 
@@ -246,8 +273,9 @@ RECORD_DAMAGES = {
     "not UTF-8": lambda p: p.write_bytes(b'{"status": "complete", "x": "\xff"}'),
     "a JSON list": lambda p: p.write_text("[1, 2, 3]"),
     "metrics empty": _edit_record(lambda r: r.update(metrics={})),
-    "accuracy matrix of strings": _edit_record(lambda r: r.update(
-        accuracy_matrix=[[str(v) for v in row] for row in r["accuracy_matrix"]])),
+    "accuracy matrix of strings": _edit_record(
+        lambda r: r.update(accuracy_matrix=[[str(v) for v in row] for row in r["accuracy_matrix"]])
+    ),
     "accuracy above 1": _edit_record(lambda r: r["accuracy_matrix"][0].__setitem__(0, 1.5)),
     "accuracy matrix not square": _edit_record(lambda r: r["accuracy_matrix"].pop()),
     "NaN literal": lambda p: p.write_text(p.read_text().replace('"acc": ', '"acc": NaN, "was": ', 1)),
@@ -294,8 +322,10 @@ def test_a_corrupt_record_is_corrupt_for_every_command(damage, tmp_path, capsys,
 
     # sweep and run: the run is redone and its record complete again
     sweep_file = tmp_path / "one.yaml"
-    sweep_file.write_text("grid:\n  scenario: [split_digits]\n  seed: [0, 1]\nbase: {train: {device: cpu}}\n"
-                          "set: ['train.epochs=1', 'model.widths=[32]']\n")
+    sweep_file.write_text(
+        "grid:\n  scenario: [split_digits]\n  seed: [0, 1]\nbase: {train: {device: cpu}}\n"
+        "set: ['train.epochs=1', 'model.widths=[32]']\n"
+    )
     code, out, err = run_cli(["sweep", str(sweep_file), "--out", str(runs)], capsys)
     assert code == 0, err
     assert "1 done, 1 skipped, 0 failed" in out
@@ -327,6 +357,7 @@ def test_records_are_strict_json(complete_runs):
 
 
 # ----------------------------------------------------------------------------- temporary files
+
 
 def _dead_pid() -> int:
     process = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -370,24 +401,28 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
 
 # ----------------------------------------------------------------------------- bad values, refused before any work
 
-@pytest.mark.parametrize("extra, fragment", [
-    (["--lr", "nan"], "train.lr must be a finite number"),
-    (["--lr", "inf"], "train.lr must be a finite number"),
-    (["--lr", "1e308"], "train.lr is out of range"),
-    (["--set", "train.lr=.nan"], "train.lr must be a finite number"),
-    (["--set", "train.momentum=.nan"], "train.momentum must be a finite number"),
-    (["--set", "train.batch_size=100000000000000000000000"], "train.batch_size is out of range"),
-    (["--seed", "4294967296"], "seed must be between 0 and 4294967295"),
-    (["--seed", "-1"], "seed must be between 0 and 4294967295"),
-    (["--scenario", ""], "scenario name is empty"),
-    (["--strategy", ""], "strategy name is empty"),
-    (["--model", ""], "model name is empty"),
-    (["--preset", ""], "preset name is empty"),
-    (["--attack", ""], "attack name is empty; use none"),
-    (["--preset", "../../../etc/passwd"], "unknown preset"),
-    (["--epochs", "nan"], "argument --epochs: invalid int value: 'nan' (see `cl-bench run --help`)"),
-    (["--seed", "abc"], "argument --seed: invalid int value: 'abc'"),
-])
+
+@pytest.mark.parametrize(
+    "extra, fragment",
+    [
+        (["--lr", "nan"], "train.lr must be a finite number"),
+        (["--lr", "inf"], "train.lr must be a finite number"),
+        (["--lr", "1e308"], "train.lr is out of range"),
+        (["--set", "train.lr=.nan"], "train.lr must be a finite number"),
+        (["--set", "train.momentum=.nan"], "train.momentum must be a finite number"),
+        (["--set", "train.batch_size=100000000000000000000000"], "train.batch_size is out of range"),
+        (["--seed", "4294967296"], "seed must be between 0 and 4294967295"),
+        (["--seed", "-1"], "seed must be between 0 and 4294967295"),
+        (["--scenario", ""], "scenario name is empty"),
+        (["--strategy", ""], "strategy name is empty"),
+        (["--model", ""], "model name is empty"),
+        (["--preset", ""], "preset name is empty"),
+        (["--attack", ""], "attack name is empty; use none"),
+        (["--preset", "../../../etc/passwd"], "unknown preset"),
+        (["--epochs", "nan"], "argument --epochs: invalid int value: 'nan' (see `cl-bench run --help`)"),
+        (["--seed", "abc"], "argument --seed: invalid int value: 'abc'"),
+    ],
+)
 def test_bad_values_are_one_line_errors_and_write_nothing(extra, fragment, tmp_path, capsys):
     code, _, err = run_cli([*CLI_RUN, "--out", str(tmp_path / "runs"), *extra], capsys)
     _one_line_error(code, err)
@@ -395,22 +430,25 @@ def test_bad_values_are_one_line_errors_and_write_nothing(extra, fragment, tmp_p
     assert not (tmp_path / "runs").exists()
 
 
-@pytest.mark.parametrize("kind, content, fragment", [
-    ("config", "train: {lr: .nan}\n", "train.lr must be a finite number"),
-    ("config", "strategy: {name: ''}\n", "strategy name is empty"),
-    ("config", "strategy: {name: 5}\n", "strategy name must be a string"),
-    ("config", "seed: 99999999999\n", "seed must be between"),
-    ("config", b"scenario: split_digits\n# caf\xe9\n", "is not UTF-8 text"),
-    ("sweep", "grid: {scenario: [split_digits], train.lr: [0.1, .nan]}\n", "train.lr must be a finite number"),
-    ("sweep", "out: 5\ngrid: {scenario: [split_digits]}\n", "out must be a directory path"),
-    ("sweep", "name: [a]\ngrid: {scenario: [split_digits]}\n", "name must be a non-empty string"),
-    ("sweep", "grid: {scenario: [split_digits], strategy: ['']}\n", "strategy name is empty"),
-    ("sweep", b"grid: {scenario: [split_digits]}\n# \xff\n", "is not UTF-8 text"),
-])
+@pytest.mark.parametrize(
+    "kind, content, fragment",
+    [
+        ("config", "train: {lr: .nan}\n", "train.lr must be a finite number"),
+        ("config", "strategy: {name: ''}\n", "strategy name is empty"),
+        ("config", "strategy: {name: 5}\n", "strategy name must be a string"),
+        ("config", "seed: 99999999999\n", "seed must be between"),
+        ("config", b"scenario: split_digits\n# caf\xe9\n", "is not UTF-8 text"),
+        ("sweep", "grid: {scenario: [split_digits], train.lr: [0.1, .nan]}\n", "train.lr must be a finite number"),
+        ("sweep", "out: 5\ngrid: {scenario: [split_digits]}\n", "out must be a directory path"),
+        ("sweep", "name: [a]\ngrid: {scenario: [split_digits]}\n", "name must be a non-empty string"),
+        ("sweep", "grid: {scenario: [split_digits], strategy: ['']}\n", "strategy name is empty"),
+        ("sweep", b"grid: {scenario: [split_digits]}\n# \xff\n", "is not UTF-8 text"),
+    ],
+)
 def test_bad_config_and_sweep_files_are_one_line_errors(kind, content, fragment, tmp_path, capsys):
     path = tmp_path / f"{kind}.yaml"
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
-    argv = ([*CLI_RUN, "--config", str(path)] if kind == "config" else ["sweep", str(path)])
+    argv = [*CLI_RUN, "--config", str(path)] if kind == "config" else ["sweep", str(path)]
     code, _, err = run_cli([*argv, "--out", str(tmp_path / "runs")], capsys)
     _one_line_error(code, err)
     assert fragment in err and not (tmp_path / "runs").exists()
@@ -424,8 +462,9 @@ def test_an_unusable_out_is_refused_before_any_work(tmp_path, capsys, monkeypatc
         _one_line_error(code, err)
         assert fragment in err
     real_access = os.access
-    monkeypatch.setattr(records.os, "access", lambda path, mode: False if Path(path) == tmp_path else
-                        real_access(path, mode))  # root may write anywhere: stand in for a read-only directory
+    monkeypatch.setattr(
+        records.os, "access", lambda path, mode: False if Path(path) == tmp_path else real_access(path, mode)
+    )  # root may write anywhere: stand in for a read-only directory
     code, _, err = run_cli([*CLI_RUN, "--out", str(tmp_path / "runs")], capsys)
     _one_line_error(code, err)
     assert "is not writable" in err and not (tmp_path / "runs").exists()
@@ -444,10 +483,13 @@ def test_rwalk_refuses_experiences_shorter_than_its_score_interval(tmp_path, cap
     assert "strategy.delta_t" in err and not (tmp_path / "runs").exists()
 
 
-@pytest.mark.parametrize("flag, info", [
-    ("--memory", {"gpm_memory": {"layer_dims": {"fc1": "wide"}, "occupancy": "full"}}),
-    ("--anytime", {"online_lora": {"plateau_samples": "soon"}}),
-])
+@pytest.mark.parametrize(
+    "flag, info",
+    [
+        ("--memory", {"gpm_memory": {"layer_dims": {"fc1": "wide"}, "occupancy": "full"}}),
+        ("--anytime", {"online_lora": {"plateau_samples": "soon"}}),
+    ],
+)
 def test_plots_refuse_malformed_strategy_info_in_one_line(flag, info, tmp_path, capsys, complete_runs):
     run_dir = tmp_path / complete_runs[0].name
     shutil.copytree(complete_runs[0], run_dir)
@@ -461,11 +503,17 @@ def test_plots_refuse_malformed_strategy_info_in_one_line(flag, info, tmp_path, 
     assert "rerun it with --force" in err and not (tmp_path / "plot.png").exists()
 
 
-@pytest.mark.parametrize("damage", [b"\xff\xfe garbage", b"scenario,setting\nx,y\n",
-                                    "attack,scenario,setting,strategy,attack_config,bwt_difference_mean,"
-                                    "bwt_difference_std\nbrainwash,s,t,naive,{not json,0.1,0.0\n".encode(),
-                                    "attack,scenario,setting,strategy,attack_config,bwt_difference_mean,"
-                                    "bwt_difference_std\nbrainwash,s,t,naive,{},nan,\n".encode()])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        b"\xff\xfe garbage",
+        b"scenario,setting\nx,y\n",
+        "attack,scenario,setting,strategy,attack_config,bwt_difference_mean,"
+        "bwt_difference_std\nbrainwash,s,t,naive,{not json,0.1,0.0\n".encode(),
+        "attack,scenario,setting,strategy,attack_config,bwt_difference_mean,"
+        "bwt_difference_std\nbrainwash,s,t,naive,{},nan,\n".encode(),
+    ],
+)
 def test_a_damaged_attack_board_is_a_one_line_plot_error(damage, tmp_path, capsys):
     board = tmp_path / "attack_brainwash.csv"
     board.write_bytes(damage)
@@ -494,8 +542,9 @@ def test_divergence_guard_catches_one_bad_loss_within_its_check_window_or_at_the
     from cl_bench.templates import DivergenceGuard
 
     def strategy_with(loss: float):
-        return SimpleNamespace(loss=torch.tensor(loss), model=torch.nn.Linear(2, 2),
-                               clock=SimpleNamespace(train_exp_counter=0))
+        return SimpleNamespace(
+            loss=torch.tensor(loss), model=torch.nn.Linear(2, 2), clock=SimpleNamespace(train_exp_counter=0)
+        )
 
     guard = DivergenceGuard()
     for _ in range(3 * guard.check_every):  # finite losses never stop a run

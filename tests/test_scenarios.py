@@ -54,8 +54,9 @@ def test_swiss_roll_determinism():
     assert not np.array_equal(first[0], other_seed[0])
     # the whole scenario too
     one, two = build("continual_swiss_roll", seed=3), build("continual_swiss_roll", seed=3)
-    for (x1, y1, t1), (x2, y2, t2) in zip(stream_tensors(one.benchmark.train_stream),
-                                          stream_tensors(two.benchmark.train_stream)):
+    for (x1, y1, t1), (x2, y2, t2) in zip(
+        stream_tensors(one.benchmark.train_stream), stream_tensors(two.benchmark.train_stream)
+    ):
         assert torch.equal(x1, x2) and torch.equal(y1, y2) and torch.equal(t1, t2)
 
 
@@ -159,12 +160,15 @@ def test_swiss_roll_embedding_is_isometric():
     assert np.array_equal(high_dim[1], low_dim[1])
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"n_classes": 3}, "even"),
-    ({"overlap": 1.0}, "overlap"),
-    ({"mode": "spiral"}, "mode"),
-    ({"n_tasks": 0}, "n_tasks"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"n_classes": 3}, "even"),
+        ({"overlap": 1.0}, "overlap"),
+        ({"mode": "spiral"}, "mode"),
+        ({"n_tasks": 0}, "n_tasks"),
+    ],
+)
 def test_swiss_roll_config_validation(values, message):
     with pytest.raises(UserError, match=message):
         swiss(**values)
@@ -240,7 +244,7 @@ def test_split_fmnist_class_order_and_shuffle(fmnist_root):
     assert first.class_order != list(range(10))
     orders = {tuple(build("split_fmnist", seed=s, shuffle_classes=True).class_order) for s in range(4)}
     assert len(orders) > 1
-    assert first.classes_per_experience == [sorted(first.class_order[2 * i:2 * i + 2]) for i in range(5)]
+    assert first.classes_per_experience == [sorted(first.class_order[2 * i : 2 * i + 2]) for i in range(5)]
 
 
 def test_split_fmnist_task_labels(fmnist_root):
@@ -251,15 +255,19 @@ def test_split_fmnist_task_labels(fmnist_root):
     assert [e.task_labels for e in scenario.benchmark.train_stream] == [[i] for i in range(5)]
     # Avalanche's multi-head modules read the class timeline in adaptation()
     assert [set(e.classes_in_this_experience) for e in scenario.benchmark.train_stream] == [
-        {2 * i, 2 * i + 1} for i in range(5)]
+        {2 * i, 2 * i + 1} for i in range(5)
+    ]
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"n_experiences": 3}, "divide"),
-    ({"class_order": [0, 1, 2]}, "permutation"),
-    ({"class_order": [0] * 10}, "permutation"),
-    ({"class_order": list(range(10)), "shuffle_classes": True}, "exclude"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"n_experiences": 3}, "divide"),
+        ({"class_order": [0, 1, 2]}, "permutation"),
+        ({"class_order": [0] * 10}, "permutation"),
+        ({"class_order": list(range(10)), "shuffle_classes": True}, "exclude"),
+    ],
+)
 def test_split_config_validation(values, message):
     entry = SCENARIOS.get("split_fmnist")
     with pytest.raises(UserError, match=message):
@@ -270,8 +278,10 @@ def test_split_fmnist_missing_data(tmp_path, monkeypatch):
     monkeypatch.setenv("CL_BENCH_DATA", str(tmp_path))
     with pytest.raises(UserError) as error:
         build("split_fmnist")
-    expected = (f"Fashion-MNIST not found in {tmp_path / 'fashion-mnist'}; run `cl-bench data prepare fmnist` "
-                "(Debian: apt-get install dataset-fashion-mnist)")
+    expected = (
+        f"Fashion-MNIST not found in {tmp_path / 'fashion-mnist'}; run `cl-bench data prepare fmnist` "
+        "(Debian: apt-get install dataset-fashion-mnist)"
+    )
     assert str(error.value) == expected
     assert "\n" not in str(error.value)
 
@@ -408,8 +418,13 @@ def test_split_cifar100(tmp_path, monkeypatch, fake_cifar):
         build("split_cifar100", n_experiences=3)
 
 
-@pytest.mark.parametrize("name, title, folder", [("split_cifar10", "CIFAR-10", "cifar10/cifar-10-batches-py"),
-                                                 ("split_cifar100", "CIFAR-100", "cifar100/cifar-100-python")])
+@pytest.mark.parametrize(
+    "name, title, folder",
+    [
+        ("split_cifar10", "CIFAR-10", "cifar10/cifar-10-batches-py"),
+        ("split_cifar100", "CIFAR-100", "cifar100/cifar-100-python"),
+    ],
+)
 def test_split_cifar_missing_data(tmp_path, monkeypatch, name, title, folder):
     monkeypatch.setenv("CL_BENCH_DATA", str(tmp_path))
     with pytest.raises(UserError) as error:
@@ -440,17 +455,19 @@ def test_swiss_roll_lift_is_a_fixed_fourier_map_of_the_raw_points():
     assert np.allclose(x_lift, expected, atol=1e-5)
     # one map for every task: task 7's features come from the same W and b
     x_raw_7 = generate_task(raw, 0, 7)[0]
-    assert np.allclose(generate_task(lifted, 0, 7)[0], np.sqrt(2.0) * np.cos(x_raw_7 @ weights / 0.5 + phases),
-                       atol=1e-5)
+    assert np.allclose(
+        generate_task(lifted, 0, 7)[0], np.sqrt(2.0) * np.cos(x_raw_7 @ weights / 0.5 + phases), atol=1e-5
+    )
     # features of unit scale: mean near 0, mean square near 1 over the whole roll
     everything = np.concatenate([generate_task(lifted, 0, task)[0] for task in range(lifted.n_tasks)])
-    assert abs(float(everything.mean())) < 0.1 and abs(float((everything ** 2).mean()) - 1.0) < 0.15
+    assert abs(float(everything.mean())) < 0.1 and abs(float((everything**2).mean()) - 1.0) < 0.15
     assert lift_map(raw, 0) is None
 
 
 def test_swiss_roll_variant_enters_the_config_id():
     """v1 (raw) and v2 (lifted) runs never share an id: the lift fields are always in the resolved config."""
     from cl_bench.config import resolve
+
     v2 = resolve({}, {}).to_dict()
     v1 = resolve({}, {}, ["scenario.lift_dim=0"]).to_dict()
     assert v2["scenario"]["lift_dim"] == 100 and v2["scenario"]["lift_bandwidth"] == 0.25

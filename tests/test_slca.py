@@ -16,8 +16,15 @@ from cl_bench.registry import SCENARIOS, STRATEGIES
 from cl_bench.tensor_data import gather
 from cl_bench.templates import StrategyContext, predict_logits
 from conftest import run_cli
-from strategies.slca import (SLCAClassifier, SLCAConfig, SLCAPlugin, class_statistics, mean_scale,
-                             normalized_logits, sample_features)
+from strategies.slca import (
+    SLCAClassifier,
+    SLCAConfig,
+    SLCAPlugin,
+    class_statistics,
+    mean_scale,
+    normalized_logits,
+    sample_features,
+)
 
 TINY = ["train.epochs=1", "model.widths=[32]"]
 
@@ -52,7 +59,8 @@ class Snapshots(SupervisedPlugin):
     def _take(self, strategy, moment):
         self.taken[(strategy.experience.current_experience, moment)] = {
             "heads": strategy.model.head.head_state(),
-            "backbone": [p.detach().clone() for p in strategy.model.backbone.parameters()]}
+            "backbone": [p.detach().clone() for p in strategy.model.backbone.parameters()],
+        }
 
     def before_training_exp(self, strategy, **kwargs):
         self._take(strategy, "start")
@@ -210,12 +218,16 @@ def test_oracle7_statistics_positive_definite_with_fewer_samples_than_dims_and_o
     for covariance in plugin.class_covariances.values():
         assert torch.equal(covariance, covariance.T)
         assert torch.linalg.cholesky_ex(covariance.double()).info == 0
-    old = {label: (plugin.class_means[label].clone(), plugin.class_covariances[label].clone())
-           for label in plugin.class_means}
+    old = {
+        label: (plugin.class_means[label].clone(), plugin.class_covariances[label].clone())
+        for label in plugin.class_means
+    }
     _train(prepared, [2])
     assert sorted(plugin.class_means) == sorted(c for cs in prepared.scenario.classes_per_experience[:3] for c in cs)
-    assert all(torch.equal(plugin.class_means[c], m) and torch.equal(plugin.class_covariances[c], s)
-               for c, (m, s) in old.items())
+    assert all(
+        torch.equal(plugin.class_means[c], m) and torch.equal(plugin.class_covariances[c], s)
+        for c, (m, s) in old.items()
+    )
 
 
 def test_class_statistics_of_a_tiny_class_are_positive_definite():
@@ -366,9 +378,25 @@ def test_resume_after_an_alignment_gives_the_same_matrix(tmp_path):
 
 
 def test_cli_run_writes_a_complete_record_with_the_alignment_info(tmp_path, capsys):
-    code, out, err = run_cli(["run", "--scenario", "split_digits", "--strategy", "slca", "--device", "cpu",
-                              "--no-progress", "--out", str(tmp_path), "--set", "train.epochs=1",
-                              "--set", "model.widths=[32]"], capsys)
+    code, out, err = run_cli(
+        [
+            "run",
+            "--scenario",
+            "split_digits",
+            "--strategy",
+            "slca",
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--out",
+            str(tmp_path),
+            "--set",
+            "train.epochs=1",
+            "--set",
+            "model.widths=[32]",
+        ],
+        capsys,
+    )
     assert code == 0, err
     record = json.loads((Path(out.strip().splitlines()[-1]) / "record.json").read_text())
     assert record["status"] == "complete" and len(record["accuracy_matrix"]) == 5
@@ -381,15 +409,32 @@ def test_cli_run_writes_a_complete_record_with_the_alignment_info(tmp_path, caps
     assert all(record["accuracy_matrix"][i][j] == 0.0 for i in range(5) for j in range(i + 1, 5))
 
 
-@pytest.mark.parametrize("extra, fragment", [
-    (["--set", "strategy.lr_ratio=-0.5"], "strategy.lr_ratio must be >= 0.0"),
-    (["--set", "strategy.milestones=[5, 2]"], "strategy.milestones must be strictly increasing"),
-    (["--set", "scenario.task_labels=true"], "slca is class-incremental"),
-    (["--set", "train.optimizer=adam"], "slca trains with SGD"),
-])
+@pytest.mark.parametrize(
+    "extra, fragment",
+    [
+        (["--set", "strategy.lr_ratio=-0.5"], "strategy.lr_ratio must be >= 0.0"),
+        (["--set", "strategy.milestones=[5, 2]"], "strategy.milestones must be strictly increasing"),
+        (["--set", "scenario.task_labels=true"], "slca is class-incremental"),
+        (["--set", "train.optimizer=adam"], "slca trains with SGD"),
+    ],
+)
 def test_bad_input_exits_2_with_one_line_and_no_run_dir(extra, fragment, tmp_path, capsys):
-    code, _, err = run_cli(["run", "--scenario", "split_digits", "--strategy", "slca", "--device", "cpu",
-                            "--no-progress", "--out", str(tmp_path / "runs"), *extra], capsys)
+    code, _, err = run_cli(
+        [
+            "run",
+            "--scenario",
+            "split_digits",
+            "--strategy",
+            "slca",
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--out",
+            str(tmp_path / "runs"),
+            *extra,
+        ],
+        capsys,
+    )
     assert code == 2 and err.count("\n") == 1 and fragment in err
     assert not (tmp_path / "runs").exists()
 
@@ -397,6 +442,14 @@ def test_bad_input_exits_2_with_one_line_and_no_run_dir(extra, fragment, tmp_pat
 def test_list_verbose_shows_every_variant_and_field(capsys):
     code, out, _ = run_cli(["list", "strategy", "--verbose"], capsys)
     assert code == 0
-    for text in ("slca ", "slca_slow_learner", "slca_alignment", "lr_ratio", "logit_norm_tau", "reinit_final_norm",
-                 "restore_after_ca", "class_task_rule"):
+    for text in (
+        "slca ",
+        "slca_slow_learner",
+        "slca_alignment",
+        "lr_ratio",
+        "logit_norm_tau",
+        "reinit_final_norm",
+        "restore_after_ca",
+        "class_task_rule",
+    ):
         assert text in out

@@ -19,11 +19,11 @@ from cl_bench import registry
 from cl_bench.errors import UserError
 from cl_bench.records import is_complete
 from cl_bench.registry import ATTACKS, MODELS, SCENARIOS, STRATEGIES, Entry, load_catalogs
-from cl_bench.sweep import (RunSpec, SweepResult, execute, expand, grid_combinations, load_sweep, parse_sweep,
-                            run_sweep)
+from cl_bench.sweep import RunSpec, SweepResult, execute, expand, grid_combinations, load_sweep, parse_sweep, run_sweep
 
 
 # ----------------------------------------------------------------------------- toy components
+
 
 @dataclass
 class ToyScenarioConfig(ComponentConfig):
@@ -53,8 +53,17 @@ def _builder(*args, **kwargs):
 TOYS = [
     (MODELS, Entry("toy_mlp", "model", _builder, ComponentConfig, "toy", {})),
     (SCENARIOS, Entry("toy_roll", "scenario", _builder, ToyScenarioConfig, "toy", {"default_model": "toy_mlp"})),
-    (SCENARIOS, Entry("toy_digits", "scenario", _builder, ToyScenarioConfig, "toy",
-                      {"default_model": "toy_mlp", "train_defaults": {"epochs": 3}})),
+    (
+        SCENARIOS,
+        Entry(
+            "toy_digits",
+            "scenario",
+            _builder,
+            ToyScenarioConfig,
+            "toy",
+            {"default_model": "toy_mlp", "train_defaults": {"epochs": 3}},
+        ),
+    ),
     (STRATEGIES, Entry("toy_naive", "strategy", _builder, ComponentConfig, "toy", {})),
     (STRATEGIES, Entry("toy_ewc", "strategy", _builder, ToyEWCConfig, "toy", {})),
     (STRATEGIES, Entry("toy_replay", "strategy", _builder, ToyReplayConfig, "toy", {})),
@@ -87,12 +96,23 @@ def fake_run(spec: dict, sets: list[str], out_dir: Path, force: bool = False, pr
 
     run_dir = Path(out_dir) / config.run_id()
     run_dir.mkdir(parents=True, exist_ok=True)
-    record = {"schema_version": 1, "run_id": config.run_id(), "config_id": config.config_id(),
-              "status": "complete", "config": config.to_dict(), "scenario": config.scenario,
-              "strategy": config.strategy, "model": config.model, "attack": config.attack, "seed": config.seed,
-              "accuracy_matrix": [[1.0]], "metrics": {"acc": 1.0, "bwt": 0.0, "forgetting": 0.0, "learning_acc": 1.0},
-              "timing": {"total_s": 0.0, "train_s": 0.0, "eval_s": 0.0, "per_experience": []},
-              "pid": os.getpid(), "torch_threads": torch.get_num_threads()}
+    record = {
+        "schema_version": 1,
+        "run_id": config.run_id(),
+        "config_id": config.config_id(),
+        "status": "complete",
+        "config": config.to_dict(),
+        "scenario": config.scenario,
+        "strategy": config.strategy,
+        "model": config.model,
+        "attack": config.attack,
+        "seed": config.seed,
+        "accuracy_matrix": [[1.0]],
+        "metrics": {"acc": 1.0, "bwt": 0.0, "forgetting": 0.0, "learning_acc": 1.0},
+        "timing": {"total_s": 0.0, "train_s": 0.0, "eval_s": 0.0, "per_experience": []},
+        "pid": os.getpid(),
+        "torch_threads": torch.get_num_threads(),
+    }
     (run_dir / "record.json").write_text(json.dumps(record))
     return run_dir
 
@@ -122,14 +142,20 @@ def quiet_execute(runs: list[RunSpec], out_dir: Path, **options) -> tuple[SweepR
 
 # ----------------------------------------------------------------------------- expansion
 
+
 def test_grid_is_a_cartesian_product_with_seeds_adjacent(tmp_path: Path) -> None:
-    sweep = load_sweep(write_sweep(tmp_path, """
+    sweep = load_sweep(
+        write_sweep(
+            tmp_path,
+            """
 name: baselines
 grid:
   seed: [0, 1]
   scenario: [toy_roll, toy_digits]
   strategy: [toy_naive, toy_ewc, {name: toy_replay, mem_size: 500}]
-"""))
+""",
+        )
+    )
     assert sweep.name == "baselines" and sweep.out is None
     runs = expand(sweep)
     assert len(runs) == 2 * 3 * 2
@@ -144,7 +170,10 @@ grid:
 
 
 def test_base_set_and_field_axes_are_layered(tmp_path: Path) -> None:
-    sweep = load_sweep(write_sweep(tmp_path, """
+    sweep = load_sweep(
+        write_sweep(
+            tmp_path,
+            """
 out: somewhere
 grid:
   scenario: toy_roll
@@ -157,7 +186,9 @@ base:
 set: ["train.epochs=2"]
 exclude:
   - {strategy: toy_naive, strategy.ewc_lambda: 1.0}
-"""))
+""",
+        )
+    )
     assert sweep.out == Path("somewhere")
     runs = expand(sweep)
     configs = [resolve(run.spec, None, run.sets) for run in runs]
@@ -169,39 +200,59 @@ exclude:
 
 
 def test_component_fields_from_base_merge_only_with_the_same_name() -> None:
-    sweep = parse_sweep({"grid": {"scenario": ["toy_roll"], "strategy": ["toy_ewc", "toy_naive"]},
-                         "base": {"strategy": {"name": "toy_ewc", "ewc_lambda": 9.0}}})
+    sweep = parse_sweep(
+        {
+            "grid": {"scenario": ["toy_roll"], "strategy": ["toy_ewc", "toy_naive"]},
+            "base": {"strategy": {"name": "toy_ewc", "ewc_lambda": 9.0}},
+        }
+    )
     ewc, naive = (resolve(run.spec, None, run.sets) for run in expand(sweep))
     assert ewc.components["strategy"].ewc_lambda == 9.0
     assert naive.strategy == "toy_naive"
 
 
 def test_only_and_exclude_filter_combinations() -> None:
-    grid = {"scenario": ["toy_roll", "toy_digits"], "strategy": ["toy_naive", "toy_ewc", "toy_replay"],
-            "attack": [None, "toy_attack"], "seed": [0, 1, 2]}
+    grid = {
+        "scenario": ["toy_roll", "toy_digits"],
+        "strategy": ["toy_naive", "toy_ewc", "toy_replay"],
+        "attack": [None, "toy_attack"],
+        "seed": [0, 1, 2],
+    }
     assert len(grid_combinations(parse_sweep({"grid": grid}))) == 36
     only = parse_sweep({"grid": grid, "only": [{"scenario": "toy_digits", "strategy": ["toy_naive", "toy_ewc"]}]})
     kept = grid_combinations(only)
     assert len(kept) == 2 * 2 * 3 and {c["scenario"] for c in kept} == {"toy_digits"}
-    exclude = parse_sweep({"grid": grid, "exclude": [{"scenario": "toy_roll", "strategy": "toy_replay"},
-                                                     {"attack": "toy_attack", "seed": [1, 2]}]})
+    exclude = parse_sweep(
+        {
+            "grid": grid,
+            "exclude": [{"scenario": "toy_roll", "strategy": "toy_replay"}, {"attack": "toy_attack", "seed": [1, 2]}],
+        }
+    )
     kept = grid_combinations(exclude)
     # 36 - 6 (toy_roll x toy_replay) - 12 (attacked seeds 1, 2) + 2 (counted in both)
     assert len(kept) == 36 - 6 - 12 + 2
     both = parse_sweep({"grid": grid, "only": [{"attack": None}], "exclude": [{"seed": 0}]})
     assert len(grid_combinations(both)) == 2 * 3 * 2
-    with_mapping = parse_sweep({"grid": {"strategy": [{"name": "toy_replay", "mem_size": 5}, "toy_naive"]},
-                                "exclude": [{"strategy": "toy_replay"}]})
+    with_mapping = parse_sweep(
+        {
+            "grid": {"strategy": [{"name": "toy_replay", "mem_size": 5}, "toy_naive"]},
+            "exclude": [{"strategy": "toy_replay"}],
+        }
+    )
     assert grid_combinations(with_mapping) == [{"strategy": "toy_naive"}]
 
 
 def test_explicit_runs_are_added_and_duplicates_dropped() -> None:
-    sweep = parse_sweep({
-        "grid": {"scenario": ["toy_roll"], "strategy": ["toy_naive"], "seed": [0, 1]},
-        "base": {"train": {"device": "cpu"}},
-        "runs": [{"scenario": "toy_roll", "strategy": {"name": "toy_ewc", "ewc_lambda": 10}, "set": ["train.lr=0.5"]},
-                 {"scenario": "toy_roll", "strategy": "toy_naive", "seed": 1}],  # same as a grid run
-    })
+    sweep = parse_sweep(
+        {
+            "grid": {"scenario": ["toy_roll"], "strategy": ["toy_naive"], "seed": [0, 1]},
+            "base": {"train": {"device": "cpu"}},
+            "runs": [
+                {"scenario": "toy_roll", "strategy": {"name": "toy_ewc", "ewc_lambda": 10}, "set": ["train.lr=0.5"]},
+                {"scenario": "toy_roll", "strategy": "toy_naive", "seed": 1},
+            ],  # same as a grid run
+        }
+    )
     runs = expand(sweep)
     assert len(runs) == 3
     assert runs[2].sets == ["train.lr=0.5"] and runs[2].label.startswith("runs[0] toy_roll/toy_ewc")
@@ -211,15 +262,20 @@ def test_explicit_runs_are_added_and_duplicates_dropped() -> None:
     assert len(only_runs) == 1
 
 
-@pytest.mark.parametrize("content, message", [
-    ({"grid": {"scenario": ["toy_roll"], "strategy": ["toy_naive", "toy_ewcc"]}}, "unknown strategy 'toy_ewcc'"),
-    ({"grid": {"scenario": ["toy_rol"]}}, "unknown scenario 'toy_rol'"),
-    ({"grid": {"scenario": ["toy_roll"], "strategy.ewc_lambda": [-1.0]}, "base": {"strategy": "toy_ewc"}},
-     "strategy.ewc_lambda must be >= 0"),
-    ({"grid": {"scenario": ["toy_roll"]}, "set": ["train.epochs=0"]}, "train.epochs must be >= 1"),
-    ({"runs": [{"scenario": "toy_roll", "strategy": "toy_naive", "nonsense": 1}]}, "unknown config key 'nonsense'"),
-    ({"grid": {"scenario": ["toy_roll"], "attack.epsilon": [0.1]}}, "attack settings were given but no attack"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ({"grid": {"scenario": ["toy_roll"], "strategy": ["toy_naive", "toy_ewcc"]}}, "unknown strategy 'toy_ewcc'"),
+        ({"grid": {"scenario": ["toy_rol"]}}, "unknown scenario 'toy_rol'"),
+        (
+            {"grid": {"scenario": ["toy_roll"], "strategy.ewc_lambda": [-1.0]}, "base": {"strategy": "toy_ewc"}},
+            "strategy.ewc_lambda must be >= 0",
+        ),
+        ({"grid": {"scenario": ["toy_roll"]}, "set": ["train.epochs=0"]}, "train.epochs must be >= 1"),
+        ({"runs": [{"scenario": "toy_roll", "strategy": "toy_naive", "nonsense": 1}]}, "unknown config key 'nonsense'"),
+        ({"grid": {"scenario": ["toy_roll"], "attack.epsilon": [0.1]}}, "attack settings were given but no attack"),
+    ],
+)
 def test_invalid_runs_are_named_before_anything_runs(tmp_path: Path, content: dict, message: str) -> None:
     import yaml
 
@@ -231,15 +287,18 @@ def test_invalid_runs_are_named_before_anything_runs(tmp_path: Path, content: di
     assert run.calls == [] and not (tmp_path / "runs").exists()
 
 
-@pytest.mark.parametrize("content, message", [
-    ({"grid": {"scenario": ["toy_roll"]}, "grdi": {}}, "unknown key 'grdi'"),
-    ({"grid": {"optimizer": ["sgd"]}}, "unknown grid key 'optimizer'"),
-    ({"grid": {"scenario": []}}, "empty list"),
-    ({"name": "empty"}, "neither a grid nor runs"),
-    ({"grid": {"scenario": ["toy_roll"]}, "only": [{"strategy": "toy_naive"}]}, "not a grid axis"),
-    ({"grid": {"scenario": ["toy_roll"]}, "set": [3]}, "kind.field=value"),
-    ({"runs": ["toy_roll"]}, "must be a mapping"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ({"grid": {"scenario": ["toy_roll"]}, "grdi": {}}, "unknown key 'grdi'"),
+        ({"grid": {"optimizer": ["sgd"]}}, "unknown grid key 'optimizer'"),
+        ({"grid": {"scenario": []}}, "empty list"),
+        ({"name": "empty"}, "neither a grid nor runs"),
+        ({"grid": {"scenario": ["toy_roll"]}, "only": [{"strategy": "toy_naive"}]}, "not a grid axis"),
+        ({"grid": {"scenario": ["toy_roll"]}, "set": [3]}, "kind.field=value"),
+        ({"runs": ["toy_roll"]}, "must be a mapping"),
+    ],
+)
 def test_malformed_sweep_files(content: dict, message: str) -> None:
     with pytest.raises(UserError, match=message):
         parse_sweep(content)
@@ -254,9 +313,16 @@ def test_missing_or_non_mapping_sweep_file(tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------------- execution
 
+
 def small_runs(strategies=("toy_naive", "toy_ewc"), seeds=(0, 1)) -> list[RunSpec]:
-    return expand(parse_sweep({"grid": {"scenario": ["toy_roll"], "strategy": list(strategies), "seed": list(seeds)},
-                               "base": {"train": {"device": "cpu"}}}))
+    return expand(
+        parse_sweep(
+            {
+                "grid": {"scenario": ["toy_roll"], "strategy": list(strategies), "seed": list(seeds)},
+                "base": {"train": {"device": "cpu"}},
+            }
+        )
+    )
 
 
 def test_execute_runs_then_skips_complete_records(tmp_path: Path) -> None:
@@ -325,8 +391,12 @@ def test_bad_executor_and_missing_ray(tmp_path: Path, monkeypatch: pytest.Monkey
 @pytest.mark.slow
 def test_ray_executor_runs_tasks(tmp_path: Path) -> None:
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}})
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}},
+    )
     try:
         runs = small_runs(strategies=("toy_naive", "toy_fail"), seeds=(0, 1))
         result, _ = quiet_execute(runs, tmp_path / "runs", executor="ray", run_fn=fake_run)
@@ -343,9 +413,16 @@ def test_only_selects_a_slice_of_a_sweep_by_resolved_names(tmp_path, capsys):
 
     from cl_bench.sweep import parse_selection, select
 
-    sweep = parse_sweep({"grid": {"scenario": ["split_digits", "continual_swiss_roll"],
-                                  "strategy": ["naive", "ewc"], "seed": [0, 1]},
-                         "runs": [{"scenario": "split_digits", "strategy": "lwf", "seed": 5}]})
+    sweep = parse_sweep(
+        {
+            "grid": {
+                "scenario": ["split_digits", "continual_swiss_roll"],
+                "strategy": ["naive", "ewc"],
+                "seed": [0, 1],
+            },
+            "runs": [{"scenario": "split_digits", "strategy": "lwf", "seed": 5}],
+        }
+    )
     runs = expand(sweep)
     digits = select(runs, parse_selection(["scenario=split_digits"]))
     assert len(digits) == 5 and all(run.names["scenario"] == "split_digits" for run in digits)

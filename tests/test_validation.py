@@ -57,55 +57,95 @@ def test_the_split_partitions_each_experiences_training_data_and_leaves_the_test
 
 def test_the_record_holds_a_validation_matrix_and_resume_keeps_it(tmp_path):
     config = resolve({}, {"scenario": "split_digits", "device": "cpu"}, TINY + ["scenario.validation_fraction=0.2"])
-    whole = json.loads((runner.execute(config, tmp_path / "whole", progress=False, log=lambda line: None)
-                        / "record.json").read_text())
+    whole = json.loads(
+        (runner.execute(config, tmp_path / "whole", progress=False, log=lambda line: None) / "record.json").read_text()
+    )
     matrix = whole["accuracy_matrix_validation"]
     assert len(matrix) == 5 and all(len(row) == 5 for row in matrix)
     assert whole["metrics_validation"]["acc"] == pytest.approx(float(np.mean(matrix[-1])))
     assert whole["scenario_info"]["validation_sizes"] and whole["accuracy_matrix"] != matrix
     runner.execute(config, tmp_path / "split", progress=False, log=lambda line: None, stop_after=2)
-    resumed = json.loads((runner.execute(config, tmp_path / "split", resume=True, progress=False,
-                                         log=lambda line: None) / "record.json").read_text())
+    resumed = json.loads(
+        (
+            runner.execute(config, tmp_path / "split", resume=True, progress=False, log=lambda line: None)
+            / "record.json"
+        ).read_text()
+    )
     assert resumed["accuracy_matrix_validation"] == matrix
 
 
 def test_an_attacked_run_has_both_branches_validation_matrices(tmp_path):
-    config = resolve({}, {"scenario": "split_digits", "attack": "uniform_noise", "device": "cpu"},
-                     TINY + ["scenario.validation_fraction=0.2"])
-    record = json.loads((runner.execute(config, tmp_path, progress=False, log=lambda line: None)
-                         / "record.json").read_text())
+    config = resolve(
+        {},
+        {"scenario": "split_digits", "attack": "uniform_noise", "device": "cpu"},
+        TINY + ["scenario.validation_fraction=0.2"],
+    )
+    record = json.loads(
+        (runner.execute(config, tmp_path, progress=False, log=lambda line: None) / "record.json").read_text()
+    )
     clean, attacked = record["accuracy_matrix_validation_clean"], record["accuracy_matrix_validation"]
     target = record["attack_info"]["target_experience"]
     assert len(clean) == len(attacked) == 5 and clean[:target] == attacked[:target]
 
 
-@pytest.mark.parametrize("sets, fragment", [
-    (["scenario.validation_fraction=0.6"], "scenario.validation_fraction must be <= 0.5"),
-    (["scenario.validation_fraction=-0.1"], "scenario.validation_fraction must be >= 0.0"),
-])
+@pytest.mark.parametrize(
+    "sets, fragment",
+    [
+        (["scenario.validation_fraction=0.6"], "scenario.validation_fraction must be <= 0.5"),
+        (["scenario.validation_fraction=-0.1"], "scenario.validation_fraction must be >= 0.0"),
+    ],
+)
 def test_bad_fractions_are_refused(sets, fragment):
     with pytest.raises(UserError, match=fragment):
         resolve({}, {"scenario": "split_digits"}, sets)
 
 
 def test_a_fraction_that_holds_out_nothing_is_refused(tmp_path, capsys):
-    code, _, err = run_cli(["run", "--scenario", "continual_swiss_roll", "--set", "scenario.n_train=1",
-                            "--set", "scenario.validation_fraction=0.1", "--device", "cpu", "--no-progress",
-                            "--out", str(tmp_path / "runs")], capsys)
+    code, _, err = run_cli(
+        [
+            "run",
+            "--scenario",
+            "continual_swiss_roll",
+            "--set",
+            "scenario.n_train=1",
+            "--set",
+            "scenario.validation_fraction=0.1",
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--out",
+            str(tmp_path / "runs"),
+        ],
+        capsys,
+    )
     assert code == 2 and "holds out nothing" in err and not (tmp_path / "runs").exists()
 
 
 def _record(strategy, seed, val_acc, acc):
-    return {"run_id": f"{strategy}{seed}", "scenario": "s", "strategy": strategy, "seed": seed, "attack": None,
-            "config": {"scenario": {"name": "s"}, "model": {"name": "m"}, "strategy": {"name": strategy},
-                       "train": {}, "seed": seed},
-            "scenario_info": {"setting": "class-incremental"}, "model": "m",
-            "metrics": {"acc": acc, "bwt": 0.0, "forgetting": 0.0, "learning_acc": acc},
-            "metrics_validation": {"acc": val_acc, "bwt": -0.1}, "timing": {"total_s": 1.0}}
+    return {
+        "run_id": f"{strategy}{seed}",
+        "scenario": "s",
+        "strategy": strategy,
+        "seed": seed,
+        "attack": None,
+        "config": {
+            "scenario": {"name": "s"},
+            "model": {"name": "m"},
+            "strategy": {"name": strategy},
+            "train": {},
+            "seed": seed,
+        },
+        "scenario_info": {"setting": "class-incremental"},
+        "model": "m",
+        "metrics": {"acc": acc, "bwt": 0.0, "forgetting": 0.0, "learning_acc": acc},
+        "metrics_validation": {"acc": val_acc, "bwt": -0.1},
+        "timing": {"total_s": 1.0},
+    }
 
 
 def test_a_board_with_validation_ranks_by_validation_acc():
-    (board,) = clean_cl_boards([_record("a", 0, 0.6, 0.9), _record("b", 0, 0.8, 0.5), _record("b", 1, 0.7, 0.5)],
-                               warn=lambda message: None)
+    (board,) = clean_cl_boards(
+        [_record("a", 0, 0.6, 0.9), _record("b", 0, 0.8, 0.5), _record("b", 1, 0.7, 0.5)], warn=lambda message: None
+    )
     assert "val_acc_mean" in board.columns and [row["strategy"] for row in board.rows] == ["b", "a"]
     assert board.rows[0]["val_acc_mean"] == pytest.approx(0.75)

@@ -66,8 +66,10 @@ def test_vit_micro_multi_head_for_task_labels(digits):
 def test_patch_size_must_divide_the_image(digits, tmp_path, capsys):
     with pytest.raises(UserError, match="patch size 7 does not divide the 8x8 image; use --set model.patch_size"):
         build("vit_micro", {}, digits)
-    code, _, err = run_cli(["run", "--scenario", "split_digits", "--model", "vit_micro", "--no-progress",
-                            "--out", str(tmp_path / "runs")], capsys)
+    code, _, err = run_cli(
+        ["run", "--scenario", "split_digits", "--model", "vit_micro", "--no-progress", "--out", str(tmp_path / "runs")],
+        capsys,
+    )
     assert code == 2 and err.count("\n") == 1 and "model.patch_size" in err
     assert not (tmp_path / "runs").exists()
     with pytest.raises(UserError, match="num_heads .3. must divide model.embed_dim .16."):
@@ -88,14 +90,18 @@ def test_timm_name_resolves_to_model_timm_with_arch_like_the_yaml_form():
     assert set_over_flag.components["model"].arch == "test_vit2"
 
 
-@pytest.mark.parametrize("model, fragment", [
-    ("timm:vit_tiny_patch16_22", "unknown timm model 'vit_tiny_patch16_22'; did you mean vit_tiny_patch16_224"),
-    ("timm:vit_tiny_patch16_224.augreg_in21k", "--set model.pretrained=augreg_in21k"),
-    ("timm:", "needs a timm model name"),
-])
+@pytest.mark.parametrize(
+    "model, fragment",
+    [
+        ("timm:vit_tiny_patch16_22", "unknown timm model 'vit_tiny_patch16_22'; did you mean vit_tiny_patch16_224"),
+        ("timm:vit_tiny_patch16_224.augreg_in21k", "--set model.pretrained=augreg_in21k"),
+        ("timm:", "needs a timm model name"),
+    ],
+)
 def test_bad_timm_names_are_one_line_errors(model, fragment, tmp_path, capsys):
-    code, _, err = run_cli(["run", "--scenario", "split_digits", "--model", model, "--out", str(tmp_path / "r")],
-                           capsys)
+    code, _, err = run_cli(
+        ["run", "--scenario", "split_digits", "--model", model, "--out", str(tmp_path / "r")], capsys
+    )
     assert code == 2 and err.count("\n") == 1 and fragment in err
     assert not (tmp_path / "r").exists()
 
@@ -131,10 +137,17 @@ def test_weights_round_trip_gives_identical_outputs(digits, tmp_path):
     assert loaded.backbone_card == {"weights": str(path), "sha256": file_sha256(path)}
     # auxiliary tensors (an MAE decoder, a pre-training head) are skipped
     extra = tmp_path / "with_decoder.safetensors"
-    save_file({**{k: v.contiguous() for k, v in find_vit(source).state_dict().items()},
-               "decoder.pred.weight": torch.zeros(2, 2), "pretrain_head.bias": torch.zeros(10)}, str(extra))
-    assert torch.equal(build("vit_micro", {**MICRO, "weights": str(extra)}, digits).eval().backbone(x),
-                       source.backbone(x))
+    save_file(
+        {
+            **{k: v.contiguous() for k, v in find_vit(source).state_dict().items()},
+            "decoder.pred.weight": torch.zeros(2, 2),
+            "pretrain_head.bias": torch.zeros(10),
+        },
+        str(extra),
+    )
+    assert torch.equal(
+        build("vit_micro", {**MICRO, "weights": str(extra)}, digits).eval().backbone(x), source.backbone(x)
+    )
 
 
 def test_strict_loading_names_the_first_mismatch_and_the_fix(digits, tmp_path):
@@ -172,10 +185,16 @@ def test_a_backbone_trained_on_the_pool_needs_a_stream_without_it(tmp_path, monk
     entry = tmp_path / "backbones" / "pooled"
     entry.mkdir(parents=True)
     weights = entry / "weights.safetensors"
-    save_file({k: v.contiguous() for k, v in find_vit(build("vit_micro", tiny, fmnist_like())).state_dict().items()},
-              str(weights))
-    card = {"name": "pooled", "model": {"name": "vit_micro", **tiny},
-            "data": {"dataset": "fmnist", "pool": {"name": POOL_NAME}}, "sha256": file_sha256(weights)}
+    save_file(
+        {k: v.contiguous() for k, v in find_vit(build("vit_micro", tiny, fmnist_like())).state_dict().items()},
+        str(weights),
+    )
+    card = {
+        "name": "pooled",
+        "model": {"name": "vit_micro", **tiny},
+        "data": {"dataset": "fmnist", "pool": {"name": POOL_NAME}},
+        "sha256": file_sha256(weights),
+    }
     (entry / "card.json").write_text(json.dumps(card))
     with pytest.raises(UserError, match="pre-trained on fmnist-train-pool.*--set scenario.holdout_pretrain_pool=true"):
         build("vit_micro", {**tiny, "weights": "pooled"}, fmnist_like())

@@ -80,21 +80,30 @@ def build_mlp_gpm(config: MLPGPMConfig, scenario) -> nn.Module:
 @dataclass
 class AlexNetGPMConfig(ComponentConfig):
     channels: list[int] = param([64, 128, 256], "output channels of the conv blocks (official: 64, 128, 256)", low=1)
-    kernel_sizes: list[int] = param([4, 3, 2], "kernel size of each conv (stride 1, no padding; official: 4, 3, 2)",
-                                    low=1)
-    conv_dropout: list[float] = param([0.2, 0.2, 0.5], "dropout after each conv block's ReLU (official: 0.2, 0.2, 0.5)",
-                                      low=0.0, high=1.0, high_open=True)
+    kernel_sizes: list[int] = param(
+        [4, 3, 2], "kernel size of each conv (stride 1, no padding; official: 4, 3, 2)", low=1
+    )
+    conv_dropout: list[float] = param(
+        [0.2, 0.2, 0.5],
+        "dropout after each conv block's ReLU (official: 0.2, 0.2, 0.5)",
+        low=0.0,
+        high=1.0,
+        high_open=True,
+    )
     hidden: int = param(2048, "width of the two fully connected layers (official: 2048)", low=1)
-    fc_dropout: float = param(0.5, "dropout after each fully connected layer's ReLU (official: 0.5)",
-                              low=0.0, high=1.0, high_open=True)
+    fc_dropout: float = param(
+        0.5, "dropout after each fully connected layer's ReLU (official: 0.5)", low=0.0, high=1.0, high_open=True
+    )
 
     def validate(self) -> None:
         if not self.channels:
             raise UserError("model.channels must list at least one conv block")
         if not len(self.channels) == len(self.kernel_sizes) == len(self.conv_dropout):
-            raise UserError(f"model.channels, model.kernel_sizes and model.conv_dropout need one entry per conv "
-                            f"block; got {len(self.channels)}, {len(self.kernel_sizes)} and "
-                            f"{len(self.conv_dropout)} entries")
+            raise UserError(
+                f"model.channels, model.kernel_sizes and model.conv_dropout need one entry per conv "
+                f"block; got {len(self.channels)}, {len(self.kernel_sizes)} and "
+                f"{len(self.conv_dropout)} entries"
+            )
 
 
 def min_input_size(kernel_sizes: list[int]) -> int:
@@ -110,8 +119,10 @@ def _image_shape(scenario) -> tuple[int, int, int]:
     if len(shape) == 2:  # (H, W): one channel
         shape = (1, *shape)
     if len(shape) != 3:
-        raise UserError(f"alexnet_gpm needs image inputs (C, H, W), but the scenario's input shape is "
-                        f"{tuple(scenario.input_shape)}; use mlp_gpm for vector inputs")
+        raise UserError(
+            f"alexnet_gpm needs image inputs (C, H, W), but the scenario's input shape is "
+            f"{tuple(scenario.input_shape)}; use mlp_gpm for vector inputs"
+        )
     return shape  # type: ignore[return-value]
 
 
@@ -122,16 +133,22 @@ def build_alexnet_gpm(config: AlexNetGPMConfig, scenario) -> nn.Module:
     needed = min_input_size(config.kernel_sizes)
     if min(height, width) < needed:
         # caught before torch would fail with a shape error deep inside the dry forward
-        raise UserError(f"alexnet_gpm: input {height}x{width} is too small; its conv blocks (kernels "
-                        f"{config.kernel_sizes}, each with a 2x2 max-pool) need at least {needed}x{needed} pixels")
+        raise UserError(
+            f"alexnet_gpm: input {height}x{width} is too small; its conv blocks (kernels "
+            f"{config.kernel_sizes}, each with a 2x2 max-pool) need at least {needed}x{needed} pixels"
+        )
     layers: list[nn.Module] = []
     if len(scenario.input_shape) == 2:  # (N, H, W) -> (N, 1, H, W)
         layers += [nn.Flatten(), nn.Unflatten(1, (channels_in, height, width))]
     previous = channels_in
     for out_channels, kernel, dropout in zip(config.channels, config.kernel_sizes, config.conv_dropout):
-        layers += [nn.Conv2d(previous, out_channels, kernel, bias=False),
-                   nn.BatchNorm2d(out_channels, track_running_stats=False), nn.ReLU(), nn.Dropout(dropout),
-                   nn.MaxPool2d(POOL)]
+        layers += [
+            nn.Conv2d(previous, out_channels, kernel, bias=False),
+            nn.BatchNorm2d(out_channels, track_running_stats=False),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.MaxPool2d(POOL),
+        ]
         previous = out_channels
     layers.append(nn.Flatten())
     conv_part = nn.Sequential(*layers).eval()
@@ -139,8 +156,12 @@ def build_alexnet_gpm(config: AlexNetGPMConfig, scenario) -> nn.Module:
         flat_dim = conv_part(torch.zeros(2, *scenario.input_shape)).shape[1]
     previous = flat_dim
     for _ in range(2):
-        layers += [nn.Linear(previous, config.hidden, bias=False),
-                   nn.BatchNorm1d(config.hidden, track_running_stats=False), nn.ReLU(), nn.Dropout(config.fc_dropout)]
+        layers += [
+            nn.Linear(previous, config.hidden, bias=False),
+            nn.BatchNorm1d(config.hidden, track_running_stats=False),
+            nn.ReLU(),
+            nn.Dropout(config.fc_dropout),
+        ]
         previous = config.hidden
     backbone = nn.Sequential(*layers).train()
     return attach_head(backbone, config.hidden, scenario, bias=False)

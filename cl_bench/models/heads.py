@@ -35,8 +35,14 @@ class MultiHeadNet(MultiTaskModule):
 
     backbone_card: dict[str, Any]  # set by the ViT builders when the backbone's weights have a card
 
-    def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int,
-                 classes_per_task: list[list[int]], bias: bool = True):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        feature_dim: int,
+        num_classes: int,
+        classes_per_task: list[list[int]],
+        bias: bool = True,
+    ):
         super().__init__()
         self.backbone = backbone
         self.num_classes = num_classes
@@ -71,8 +77,7 @@ class MultiHeadNet(MultiTaskModule):
         return logits
 
 
-def attach_head(backbone: nn.Module, feature_dim: int, scenario,
-                bias: bool = True) -> SingleHeadNet | MultiHeadNet:
+def attach_head(backbone: nn.Module, feature_dim: int, scenario, bias: bool = True) -> SingleHeadNet | MultiHeadNet:
     """Single head, or one head per experience when the scenario gives task labels."""
     if scenario.task_labels:
         return MultiHeadNet(backbone, feature_dim, scenario.num_classes, scenario.classes_per_experience, bias)

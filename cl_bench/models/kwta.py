@@ -75,9 +75,17 @@ class KWTA(nn.Module):
     keep_probability: torch.Tensor
     trained_keep_probability: torch.Tensor
 
-    def __init__(self, ratio: float, feature_shape: tuple[int, ...], relu: bool = True,
-                 conv_mode: str = "global", hd_sampling: str = "bernoulli", subset_factor: float = 1.1,
-                 rescale: bool = False, eval_mask: str = "off"):
+    def __init__(
+        self,
+        ratio: float,
+        feature_shape: tuple[int, ...],
+        relu: bool = True,
+        conv_mode: str = "global",
+        hd_sampling: str = "bernoulli",
+        subset_factor: float = 1.1,
+        rescale: bool = False,
+        eval_mask: str = "off",
+    ):
         super().__init__()
         if not 0 < ratio <= 1:
             raise ValueError(f"ratio must be in (0, 1], got {ratio}")
@@ -114,9 +122,11 @@ class KWTA(nn.Module):
         self.register_buffer("trained_keep_probability", torch.ones(num_units, dtype=torch.float32))
 
     def extra_repr(self) -> str:
-        return (f"k={self.k}, group_size={self.group_size}, feature_shape={self.feature_shape}, relu={self.relu}, "
-                f"conv_mode={self.conv_mode!r}, hd_sampling={self.hd_sampling!r}, rescale={self.rescale}, "
-                f"eval_mask={self.eval_mask!r}")
+        return (
+            f"k={self.k}, group_size={self.group_size}, feature_shape={self.feature_shape}, relu={self.relu}, "
+            f"conv_mode={self.conv_mode!r}, hd_sampling={self.hd_sampling!r}, rescale={self.rescale}, "
+            f"eval_mask={self.eval_mask!r}"
+        )
 
     # (N, *feature_shape) <-> (N, groups, group_size), so that top-k always runs over the last dim
     def _to_groups(self, t: torch.Tensor) -> torch.Tensor:
@@ -162,8 +172,9 @@ class KWTA(nn.Module):
         return self._from_groups(keep)
 
     @torch.no_grad()
-    def winners(self, z: torch.Tensor, keep: torch.Tensor | None = None,
-                already_rectified: bool = False) -> torch.Tensor:
+    def winners(
+        self, z: torch.Tensor, keep: torch.Tensor | None = None, already_rectified: bool = False
+    ) -> torch.Tensor:
         """Bool mask of the k winners of each group among the retained units (`keep`, all units if None)."""
         scores = torch.relu(z) if self.relu and not already_rectified else z
         grouped = self._to_groups(scores.detach())
@@ -205,8 +216,7 @@ class KWTA(nn.Module):
         self.keep_probability.copy_(keep_probability(self.activation_count, rho))
 
 
-def insert_kwta(backbone: nn.Module, input_shape: tuple[int, ...], ratios: list[float],
-                **kwta_kwargs) -> list[KWTA]:
+def insert_kwta(backbone: nn.Module, input_shape: tuple[int, ...], ratios: list[float], **kwta_kwargs) -> list[KWTA]:
     """Replace every nn.ReLU in `backbone` (recursively, in module order) by a KWTA whose feature_shape is found by a
     dry forward pass of torch.zeros(2, *input_shape) through the backbone (forward hooks on the ReLUs, in eval mode,
     no grad, restoring the training flag). ratios[i] is the ratio of the i-th ReLU; the last ratio repeats for the
@@ -225,6 +235,7 @@ def insert_kwta(backbone: nn.Module, input_shape: tuple[int, ...], ratios: list[
     def recorder(name: str):
         def hook(module, inputs, output):
             shapes[name].append(tuple(output.shape[1:]))
+
         return hook
 
     handles = [module.register_forward_hook(recorder(name)) for name, module in relus]

@@ -46,8 +46,16 @@ DECODER_PREFIX = "decoder."
 class MAEDecoder(nn.Module):
     """Mask tokens + decoder positions + Transformer blocks + a linear map to the pixels of each patch."""
 
-    def __init__(self, encoder_dim: int, num_patches: int, patch_pixels: int, embed_dim: int, depth: int,
-                 num_heads: int, mlp_ratio: float = 4.0):
+    def __init__(
+        self,
+        encoder_dim: int,
+        num_patches: int,
+        patch_pixels: int,
+        embed_dim: int,
+        depth: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+    ):
         super().__init__()
         self.embed = nn.Linear(encoder_dim, embed_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
@@ -78,13 +86,27 @@ class MaskedAutoencoder(nn.Module):
 
     card: dict  # set by load_mae: the card.json of the weights it loaded
 
-    def __init__(self, encoder: VisionTransformer, decoder_embed_dim: int = 64, decoder_depth: int = 2,
-                 decoder_num_heads: int = 4, decoder_mlp_ratio: float = 4.0, norm_pix_loss: bool = False):
+    def __init__(
+        self,
+        encoder: VisionTransformer,
+        decoder_embed_dim: int = 64,
+        decoder_depth: int = 2,
+        decoder_num_heads: int = 4,
+        decoder_mlp_ratio: float = 4.0,
+        norm_pix_loss: bool = False,
+    ):
         super().__init__()
-        if (encoder.cls_token is None or encoder.reg_token is not None or encoder.no_embed_class
-                or encoder.pos_embed is None or encoder.dynamic_img_size):
-            raise UserError("MAE needs a ViT with a class token, learned positions that include it, no register "
-                            "tokens and a fixed image size (vit_micro has all of these)")
+        if (
+            encoder.cls_token is None
+            or encoder.reg_token is not None
+            or encoder.no_embed_class
+            or encoder.pos_embed is None
+            or encoder.dynamic_img_size
+        ):
+            raise UserError(
+                "MAE needs a ViT with a class token, learned positions that include it, no register "
+                "tokens and a fixed image size (vit_micro has all of these)"
+            )
         if decoder_embed_dim % decoder_num_heads:
             raise UserError(f"decoder heads ({decoder_num_heads}) must divide the decoder width ({decoder_embed_dim})")
         self.encoder = encoder
@@ -93,8 +115,15 @@ class MaskedAutoencoder(nn.Module):
         self.in_chans = encoder.patch_embed.proj.in_channels
         self.norm_pix_loss = norm_pix_loss
         patch_pixels = self.patch_size[0] * self.patch_size[1] * self.in_chans
-        self.decoder = MAEDecoder(encoder.embed_dim, self.num_patches, patch_pixels, decoder_embed_dim,
-                                  decoder_depth, decoder_num_heads, decoder_mlp_ratio)
+        self.decoder = MAEDecoder(
+            encoder.embed_dim,
+            self.num_patches,
+            patch_pixels,
+            decoder_embed_dim,
+            decoder_depth,
+            decoder_num_heads,
+            decoder_mlp_ratio,
+        )
 
     @property
     def num_patches(self) -> int:
@@ -112,8 +141,13 @@ class MaskedAutoencoder(nn.Module):
         x = patches.reshape(patches.shape[0], gh, gw, ph, pw, self.in_chans)
         return x.permute(0, 5, 1, 3, 2, 4).reshape(patches.shape[0], self.in_chans, gh * ph, gw * pw)
 
-    def random_mask(self, batch: int, mask_ratio: float, generator: Optional[torch.Generator] = None,
-                    device: Optional[torch.device] = None) -> torch.Tensor:
+    def random_mask(
+        self,
+        batch: int,
+        mask_ratio: float,
+        generator: Optional[torch.Generator] = None,
+        device: Optional[torch.device] = None,
+    ) -> torch.Tensor:
         """Bool (N, L), True = masked; each row hides the same number of uniformly random patches."""
         if not 0.0 <= mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
@@ -161,17 +195,23 @@ class MaskedAutoencoder(nn.Module):
         weights = mask.to(per_patch.dtype)
         return (per_patch * weights).sum() / weights.sum().clamp(min=1.0)
 
-    def forward(self, images: torch.Tensor, mask_ratio: float = 0.75,
-                generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, images: torch.Tensor, mask_ratio: float = 0.75, generator: Optional[torch.Generator] = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(loss, prediction (N, L, p*p*C), mask (N, L)) for a fresh random mask."""
         mask = self.random_mask(images.shape[0], mask_ratio, generator, images.device)
         prediction = self.decode(*self.encode(images, mask))
         return self.loss(images, prediction, mask), prediction, mask
 
     @torch.no_grad()
-    def reconstruct(self, images: torch.Tensor, mask_ratio: float = 0.75, mask: Optional[torch.Tensor] = None,
-                    generator: Optional[torch.Generator] = None,
-                    keep_visible: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    def reconstruct(
+        self,
+        images: torch.Tensor,
+        mask_ratio: float = 0.75,
+        mask: Optional[torch.Tensor] = None,
+        generator: Optional[torch.Generator] = None,
+        keep_visible: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Images (N, C, H, W) with the masked patches predicted, and the mask used (N, L), True = masked.
 
         ``mask`` (bool, same count per row) overrides the random one. ``keep_visible`` pastes the
@@ -197,8 +237,9 @@ class MaskedAutoencoder(nn.Module):
 def mae_tensors(mae: MaskedAutoencoder) -> dict[str, torch.Tensor]:
     """What a weight file stores: the encoder under the backbone's keys, the decoder under ``decoder.``."""
     tensors = {key: value.detach().cpu().contiguous() for key, value in mae.encoder.state_dict().items()}
-    tensors.update({DECODER_PREFIX + key: value.detach().cpu().contiguous()
-                    for key, value in mae.decoder.state_dict().items()})
+    tensors.update(
+        {DECODER_PREFIX + key: value.detach().cpu().contiguous() for key, value in mae.decoder.state_dict().items()}
+    )
     return tensors
 
 
@@ -214,20 +255,29 @@ def load_mae(name_or_path: str, device: str = "cpu") -> MaskedAutoencoder:
     path = resolve_weights(name_or_path)
     card = read_card(path)
     if card is None or (card.get("method") or {}).get("name") != "mae":
-        raise UserError(f"{path} is not an MAE backbone with a card.json; create one with "
-                        f"`cl-bench pretrain --method mae`")
+        raise UserError(
+            f"{path} is not an MAE backbone with a card.json; create one with `cl-bench pretrain --method mae`"
+        )
     if card.get("sha256") not in (None, file_sha256(path)):
         raise UserError(f"weights {path} do not match the sha256 in their card; re-create them with --force")
     method = card["method"]
-    if any(method.get(key) is None for key in ("decoder_embed_dim", "decoder_depth", "decoder_num_heads",
-                                               "norm_pix_loss")):
-        raise UserError(f"the card of {path} does not describe its MAE decoder; re-create it with "
-                        f"`cl-bench pretrain --method mae --force`")
-    mae = MaskedAutoencoder(backbone_from_card(card), method["decoder_embed_dim"], method["decoder_depth"],
-                            method["decoder_num_heads"], norm_pix_loss=method["norm_pix_loss"])
+    if any(
+        method.get(key) is None for key in ("decoder_embed_dim", "decoder_depth", "decoder_num_heads", "norm_pix_loss")
+    ):
+        raise UserError(
+            f"the card of {path} does not describe its MAE decoder; re-create it with "
+            f"`cl-bench pretrain --method mae --force`"
+        )
+    mae = MaskedAutoencoder(
+        backbone_from_card(card),
+        method["decoder_embed_dim"],
+        method["decoder_depth"],
+        method["decoder_num_heads"],
+        norm_pix_loss=method["norm_pix_loss"],
+    )
     tensors = read_weights(path)
     load_state_strictly(mae.encoder, tensors, str(path), "the file does not match its card")
-    decoder = {key[len(DECODER_PREFIX):]: value for key, value in tensors.items() if key.startswith(DECODER_PREFIX)}
+    decoder = {key[len(DECODER_PREFIX) :]: value for key, value in tensors.items() if key.startswith(DECODER_PREFIX)}
     try:
         missing, unexpected = mae.decoder.load_state_dict(decoder, strict=False)
     except RuntimeError:  # a shape mismatch

@@ -80,8 +80,10 @@ def find_vit(model: nn.Module) -> VisionTransformer:
 def _image_shape(scenario, model_name: str) -> tuple[int, int, int]:
     shape = tuple(scenario.input_shape)
     if len(shape) != 3:
-        raise UserError(f"model {model_name} needs image inputs (C, H, W), but the scenario's inputs have shape "
-                        f"{shape}; choose an image scenario or --model mlp")
+        raise UserError(
+            f"model {model_name} needs image inputs (C, H, W), but the scenario's inputs have shape "
+            f"{shape}; choose an image scenario or --model mlp"
+        )
     return shape  # type: ignore[return-value]
 
 
@@ -97,16 +99,21 @@ def _check_patch(patch: int, height: int, width: int, fix: str) -> None:
 
 @dataclass
 class ViTMicroConfig(ComponentConfig):
-    patch_size: int = param(7, "patch side in pixels; must divide the image size (7: 16 patches of a 28x28 image)",
-                            low=1)
+    patch_size: int = param(
+        7, "patch side in pixels; must divide the image size (7: 16 patches of a 28x28 image)", low=1
+    )
     embed_dim: int = param(64, "token width (suite choice)", low=1)
     depth: int = param(4, "number of transformer blocks (suite choice)", low=1)
     num_heads: int = param(4, "attention heads per block; must divide embed_dim", low=1)
     mlp_ratio: float = param(4.0, "MLP hidden width / embed_dim", low=0.0, low_open=True)
-    drop_path_rate: float = param(0.0, "stochastic depth rate (timm, linear over blocks)", low=0.0, high=1.0,
-                                  high_open=True)
-    weights: str = param("", "backbone weights: a .safetensors path or the name of a `cl-bench pretrain` backbone "
-                             "in the cache; empty: random init")
+    drop_path_rate: float = param(
+        0.0, "stochastic depth rate (timm, linear over blocks)", low=0.0, high=1.0, high_open=True
+    )
+    weights: str = param(
+        "",
+        "backbone weights: a .safetensors path or the name of a `cl-bench pretrain` backbone "
+        "in the cache; empty: random init",
+    )
 
     def validate(self) -> None:
         if self.embed_dim % self.num_heads:
@@ -116,10 +123,18 @@ class ViTMicroConfig(ComponentConfig):
 def vit_micro_backbone(config: ViTMicroConfig, input_shape: tuple[int, ...]) -> VisionTransformer:
     channels, height, width = input_shape
     _check_patch(config.patch_size, height, width, "use --set model.patch_size=P with P dividing both sides")
-    return VisionTransformer(img_size=(height, width), patch_size=config.patch_size, in_chans=channels,
-                             embed_dim=config.embed_dim, depth=config.depth, num_heads=config.num_heads,
-                             mlp_ratio=config.mlp_ratio, drop_path_rate=config.drop_path_rate, num_classes=0,
-                             global_pool="token")
+    return VisionTransformer(
+        img_size=(height, width),
+        patch_size=config.patch_size,
+        in_chans=channels,
+        embed_dim=config.embed_dim,
+        depth=config.depth,
+        num_heads=config.num_heads,
+        mlp_ratio=config.mlp_ratio,
+        drop_path_rate=config.drop_path_rate,
+        num_classes=0,
+        global_pool="token",
+    )
 
 
 @MODELS.register("vit_micro", config=ViTMicroConfig)
@@ -139,23 +154,33 @@ def build_vit_micro(config: ViTMicroConfig, scenario) -> nn.Module:
 
 @dataclass
 class TimmViTConfig(ComponentConfig):
-    arch: str = param("vit_tiny_patch16_224", "timm model name of the VisionTransformer family "
-                                              "(`--model timm:NAME` sets it)")
+    arch: str = param(
+        "vit_tiny_patch16_224", "timm model name of the VisionTransformer family (`--model timm:NAME` sets it)"
+    )
     img_size: int = param(0, "image size the ViT is built for; 0: input_size if set, else the scenario's", low=0)
-    input_size: int = param(0, "0: feed inputs as they are; N: resize inputs to NxN (bilinear) inside the model and "
-                               "repeat a single channel to the arch's 3", low=0)
+    input_size: int = param(
+        0,
+        "0: feed inputs as they are; N: resize inputs to NxN (bilinear) inside the model and "
+        "repeat a single channel to the arch's 3",
+        low=0,
+    )
     drop_path_rate: float = param(0.0, "stochastic depth rate", low=0.0, high=1.0, high_open=True)
     weights: str = param("", "backbone weights: a .safetensors path or the name of a `cl-bench pretrain` backbone")
-    pretrained: Union[bool, str] = param(False, "timm pretrained weights from the local HF cache only: true (the "
-                                                "arch's default tag) or a tag such as augreg2_in21k_ft_in1k")
+    pretrained: Union[bool, str] = param(
+        False,
+        "timm pretrained weights from the local HF cache only: true (the "
+        "arch's default tag) or a tag such as augreg2_in21k_ft_in1k",
+    )
 
     def validate(self) -> None:
         import timm
 
         if "." in self.arch:
             name, tag = self.arch.split(".", 1)
-            raise UserError(f"model.arch {self.arch!r} includes a pretrained tag; use --model timm:{name} "
-                            f"--set model.pretrained={tag}")
+            raise UserError(
+                f"model.arch {self.arch!r} includes a pretrained tag; use --model timm:{name} "
+                f"--set model.pretrained={tag}"
+            )
         if not timm.is_model(self.arch):
             close = difflib.get_close_matches(self.arch, timm.list_models(), n=5, cutoff=0.5)
             hint = f"did you mean {', '.join(close)}?" if close else "see timm.list_models('vit_*')"
@@ -189,12 +214,15 @@ def timm_backbone(config: TimmViTConfig, input_shape: tuple[int, ...]) -> nn.Mod
     if config.input_size:
         in_chans, seen = 3, (config.input_size, config.input_size)
         if channels not in (1, in_chans):
-            raise UserError(f"model.input_size repeats a single channel to {in_chans}, but the images have "
-                            f"{channels} channels; set model.input_size=0")
+            raise UserError(
+                f"model.input_size repeats a single channel to {in_chans}, but the images have "
+                f"{channels} channels; set model.input_size=0"
+            )
     else:
         in_chans, seen = channels, (height, width)
-    kwargs: dict[str, Any] = dict(num_classes=0, img_size=config.img_size or seen, in_chans=in_chans,
-                                  drop_path_rate=config.drop_path_rate)
+    kwargs: dict[str, Any] = dict(
+        num_classes=0, img_size=config.img_size or seen, in_chans=in_chans, drop_path_rate=config.drop_path_rate
+    )
     not_a_vit = "choose a VisionTransformer-family arch (e.g. vit_tiny_patch16_224, deit_tiny_patch16_224)"
     try:
         if config.pretrained not in (False, ""):
@@ -207,11 +235,15 @@ def timm_backbone(config: TimmViTConfig, input_shape: tuple[int, ...]) -> nn.Mod
         raise UserError(f"timm model {config.arch!r} is a {type(vit).__name__}, not a VisionTransformer; {not_a_vit}")
     patch, size = vit.patch_embed.patch_size, vit.patch_embed.img_size
     if size[0] % patch[0] or size[1] % patch[1]:
-        raise UserError(f"patch size {patch[0]} does not divide the {size[0]}x{size[1]} image; set "
-                        f"model.input_size to a multiple of it (e.g. 224) to resize the inputs")
+        raise UserError(
+            f"patch size {patch[0]} does not divide the {size[0]}x{size[1]} image; set "
+            f"model.input_size to a multiple of it (e.g. 224) to resize the inputs"
+        )
     if seen != tuple(size):
-        raise UserError(f"model.img_size {config.img_size} differs from the {seen[0]}x{seen[1]} images the model "
-                        f"sees; set model.img_size=0 or model.input_size={config.img_size}")
+        raise UserError(
+            f"model.img_size {config.img_size} differs from the {seen[0]}x{seen[1]} images the model "
+            f"sees; set model.img_size=0 or model.input_size={config.img_size}"
+        )
     return ResizedInput(vit, config.input_size, in_chans) if config.input_size else vit
 
 
@@ -286,8 +318,10 @@ def _create_pretrained(config: TimmViTConfig, kwargs: dict) -> nn.Module:
 
     name = _pretrained_name(config)
     pretrained_cfg = get_pretrained_cfg(name)
-    missing = (f"pretrained weights {name!r} are not in the local cache ({_hub_cache()}); nothing is downloaded: "
-               f"put a .safetensors file there or use --set model.weights=PATH")
+    missing = (
+        f"pretrained weights {name!r} are not in the local cache ({_hub_cache()}); nothing is downloaded: "
+        f"put a .safetensors file there or use --set model.weights=PATH"
+    )
     if pretrained_cfg is None:
         raise UserError(f"timm has no pretrained weights {name!r}; see timm.list_pretrained('{config.arch}*')")
     path = _local_pretrained_file(pretrained_cfg.to_dict())
@@ -313,8 +347,10 @@ def resolve_weights(weights: str) -> Path:
     named = backbones_dir() / weights / WEIGHTS_FILE
     if "/" not in weights and named.is_file():
         return named
-    raise UserError(f"model.weights {weights!r} is neither a .safetensors file nor a backbone in "
-                    f"{backbones_dir()}; run `cl-bench pretrain --name {Path(weights).name}` or give a file path")
+    raise UserError(
+        f"model.weights {weights!r} is neither a .safetensors file nor a backbone in "
+        f"{backbones_dir()}; run `cl-bench pretrain --name {Path(weights).name}` or give a file path"
+    )
 
 
 def file_sha256(path: Path) -> str:
@@ -387,8 +423,7 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as error:
-        raise UserError(f"cannot read weights {path}: {str(error).splitlines()[0]}; give a .safetensors file") \
-            from None
+        raise UserError(f"cannot read weights {path}: {str(error).splitlines()[0]}; give a .safetensors file") from None
 
 
 def _rebuild_hint(card: Optional[dict], model_name: str, config: Optional[ComponentConfig]) -> str:
@@ -399,10 +434,16 @@ def _rebuild_hint(card: Optional[dict], model_name: str, config: Optional[Compon
     current = config_to_dict(config)
     if saved.get("name") != model_name:
         return f"the weights are for --model {saved.get('name')}"
-    changes = [f"--set model.{key}={json.dumps(value)}" for key, value in saved.items()
-               if key in current and key not in NON_ARCHITECTURE_FIELDS and current[key] != value]
-    return ("rebuild the model with " + " ".join(changes)) if changes else "the card's model settings match; " \
-        "the file may be damaged"
+    changes = [
+        f"--set model.{key}={json.dumps(value)}"
+        for key, value in saved.items()
+        if key in current and key not in NON_ARCHITECTURE_FIELDS and current[key] != value
+    ]
+    return (
+        ("rebuild the model with " + " ".join(changes))
+        if changes
+        else "the card's model settings match; the file may be damaged"
+    )
 
 
 def load_state_strictly(vit: nn.Module, tensors: dict[str, torch.Tensor], source: str, hint: str) -> None:
@@ -413,8 +454,10 @@ def load_state_strictly(vit: nn.Module, tensors: dict[str, torch.Tensor], source
         if key not in tensors:
             raise UserError(f"weights {source} lack the backbone tensor {key!r}; {hint}")
         if tuple(tensors[key].shape) != tuple(value.shape):
-            raise UserError(f"weights {source}: {key!r} has shape {tuple(tensors[key].shape)} but the model needs "
-                            f"{tuple(value.shape)}; {hint}")
+            raise UserError(
+                f"weights {source}: {key!r} has shape {tuple(tensors[key].shape)} but the model needs "
+                f"{tuple(value.shape)}; {hint}"
+            )
     unexpected = sorted(set(tensors) - set(expected))
     if unexpected:
         raise UserError(f"weights {source} hold {unexpected[0]!r}, which the model does not have; {hint}")
@@ -433,12 +476,15 @@ def check_pool_held_out(card: dict, scenario) -> None:
     if not pool or data.get("dataset") != scenario_dataset(scenario):
         return
     if pool not in getattr(scenario, "excluded_pools", []):
-        raise UserError(f"the backbone {card.get('name', '')!r} was pre-trained on {pool}, which this scenario's "
-                        f"stream contains; add --set scenario.holdout_pretrain_pool=true")
+        raise UserError(
+            f"the backbone {card.get('name', '')!r} was pre-trained on {pool}, which this scenario's "
+            f"stream contains; add --set scenario.holdout_pretrain_pool=true"
+        )
 
 
-def load_backbone_weights(vit: nn.Module, weights: str, scenario, model_name: str,
-                          config: Optional[ComponentConfig] = None) -> dict:
+def load_backbone_weights(
+    vit: nn.Module, weights: str, scenario, model_name: str, config: Optional[ComponentConfig] = None
+) -> dict:
     """Load ``model.weights`` into ``vit`` strictly and return the card to record (checked against the scenario)."""
     path = resolve_weights(weights)
     card = read_card(path)
@@ -449,6 +495,7 @@ def load_backbone_weights(vit: nn.Module, weights: str, scenario, model_name: st
     if card is None:
         return {"weights": str(path), "sha256": sha256}
     if card.get("sha256") not in (None, sha256):
-        raise UserError(f"weights {path} do not match the sha256 in their card; re-create them with "
-                        f"cl-bench pretrain --force")
+        raise UserError(
+            f"weights {path} do not match the sha256 in their card; re-create them with cl-bench pretrain --force"
+        )
     return {**card, "weights": str(path)}
