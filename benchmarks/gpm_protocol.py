@@ -147,6 +147,7 @@ def main() -> None:
         "(b) bare PyTorch loop : " + ", ".join(f"{t:.1f}s" for t in bare_times) + f"  (best {best_bare:.1f}s, "
         f"{best_bare / steps * 1e3:.3f} ms/step)",
         f"ratio a/b (best of {args.repeats}): {best_runner / best_bare:.3f}   target <= 1.2",
+        "ratio a/b of each interleaved pair: " + ", ".join(f"{a / b:.3f}" for a, b in zip(runner_times, bare_times)),
     ]
     publish_report(lines, args.out)
 

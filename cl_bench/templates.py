@@ -1,8 +1,9 @@
 """What every strategy shares: the slicing data path, the build context, progress and prediction.
 
 Strategies are Avalanche templates. :func:`fast` returns a subclass of any Avalanche template
-whose train/eval data loaders batch tensor-bank datasets by slicing (see ``tensor_data``);
-the algorithm itself (loss terms, gradient hooks, buffers) is untouched.
+whose train/eval data loaders batch tensor-bank datasets by slicing (see ``tensor_data``) and whose
+per-step callbacks skip plugins' empty base methods; the algorithm itself (loss terms, gradient hooks,
+buffers) is untouched.
 """
 
 from __future__ import annotations
@@ -67,13 +68,122 @@ class SlicingDataMixin:
         self.dataloader = loader
 
 
+# the callbacks the template fires on every mini-batch; most plugins leave most of them as the base no-op
+PER_STEP_EVENTS = (
+    "before_training_iteration",
+    "before_forward",
+    "after_forward",
+    "before_backward",
+    "after_backward",
+    "after_training_iteration",
+    "before_update",
+    "after_update",
+)
+
+
+def _is_base_no_op(plugin: Any, event: str) -> bool:
+    """True when ``plugin``'s ``event`` is the empty method of Avalanche's plugin base classes."""
+    if type(plugin).__getattribute__ is not object.__getattribute__ or hasattr(type(plugin), "__getattr__"):
+        return False  # a plugin that answers attribute lookups itself is always called
+    method = getattr(type(plugin), event, None)
+    return method is not None and getattr(method, "__module__", None) == "avalanche.core"
+
+
+class PrunedDispatchMixin:
+    """Fires each per-step callback only on the plugins that override it, in a leaner training epoch.
+
+    Avalanche's ``trigger_plugins`` looks up and calls ``event`` on every plugin for each of the eight
+    callbacks of every mini-batch, empty base methods included; at GPM's batch of 10 that is a measurable part
+    of a step (``benchmarks/gpm_protocol.py``). The plugins called, their order and their arguments are
+    unchanged: only calls to Avalanche's empty base methods are skipped. The listeners are recomputed when the
+    plugin list changes.
+    """
+
+    plugins: list
+
+    def _listeners(self, event: str) -> list:
+        cache: dict = self.__dict__.setdefault("_listener_cache", {})
+        cached = cache.get(event)
+        if cached is None or cached[0] != self.plugins:
+            listeners = [getattr(p, event) for p in self.plugins if hasattr(p, event) and not _is_base_no_op(p, event)]
+            cached = cache[event] = (list(self.plugins), listeners)
+        return cached[1]
+
+    def _fire(self, event: str, **kwargs: Any) -> None:
+        for callback in self._listeners(event):
+            callback(self, **kwargs)
+
+    def training_epoch(self, **kwargs):
+        """Avalanche's ``SGDUpdate.training_epoch``: the same callbacks in the same order, with one saving. The
+        stock loop starts each step's loss at ``zeros(1)`` and adds the criterion to it; when no callback has
+        touched that zero by then, the loss here is the criterion's value itself (the same number and the same
+        gradients, without an extra add and graph node per step; the loss is a 0-d tensor instead of shape (1,))."""
+        for self.mbatch in self.dataloader:
+            if self._stop_training:
+                break
+            self._unpack_minibatch()
+            self._fire("before_training_iteration", **kwargs)
+            self.optimizer.zero_grad()
+            empty = self.loss = self._make_empty_loss()
+            self._fire("before_forward", **kwargs)
+            self.mb_output = self.forward()
+            self._fire("after_forward", **kwargs)
+            if self.loss is empty and empty._version == 0:
+                self.loss = self.criterion()
+            else:
+                self.loss += self.criterion()
+            self._fire("before_backward", **kwargs)
+            self.backward()
+            self._fire("after_backward", **kwargs)
+            self._fire("before_update", **kwargs)
+            self.optimizer_step()
+            self._fire("after_update", **kwargs)
+            self._fire("after_training_iteration", **kwargs)
+
+    def _before_training_iteration(self, **kwargs):
+        self._fire("before_training_iteration", **kwargs)
+
+    def _before_forward(self, **kwargs):
+        self._fire("before_forward", **kwargs)
+
+    def _after_forward(self, **kwargs):
+        self._fire("after_forward", **kwargs)
+
+    def _before_backward(self, **kwargs):
+        self._fire("before_backward", **kwargs)
+
+    def _after_backward(self, **kwargs):
+        self._fire("after_backward", **kwargs)
+
+    def _after_training_iteration(self, **kwargs):
+        self._fire("after_training_iteration", **kwargs)
+
+    def _before_update(self, **kwargs):
+        self._fire("before_update", **kwargs)
+
+    def _after_update(self, **kwargs):
+        self._fire("after_update", **kwargs)
+
+
 _fast_classes: dict[type, type] = {}
 
 
 def fast(template_class: type) -> type:
-    """``template_class`` with the slicing data path (one cached subclass per template)."""
+    """``template_class`` with the slicing data path and the pruned per-step dispatch (one cached subclass per
+    template)."""
     if template_class not in _fast_classes:
-        _fast_classes[template_class] = type(template_class.__name__, (SlicingDataMixin, template_class), {})
+        # a template that customises a per-step hook or the epoch itself (Avalanche's DER, SCR, online
+        # strategies) keeps the stock loop
+        def defined_in(name: str, owner: str) -> bool:
+            return getattr(getattr(template_class, name, None), "__qualname__", "").startswith(owner + ".")
+
+        stock = (
+            all(defined_in(f"_{event}", "BaseSGDTemplate") for event in PER_STEP_EVENTS)
+            and defined_in("training_epoch", "SGDUpdate")
+            and defined_in("_make_empty_loss", "BaseSGDTemplate")
+        )
+        bases = (SlicingDataMixin, PrunedDispatchMixin, template_class) if stock else (SlicingDataMixin, template_class)
+        _fast_classes[template_class] = type(template_class.__name__, bases, {})
     return _fast_classes[template_class]
 
 
