@@ -140,30 +140,6 @@ class PrunedDispatchMixin:
             self._fire("after_update", **kwargs)
             self._fire("after_training_iteration", **kwargs)
 
-    def _before_training_iteration(self, **kwargs):
-        self._fire("before_training_iteration", **kwargs)
-
-    def _before_forward(self, **kwargs):
-        self._fire("before_forward", **kwargs)
-
-    def _after_forward(self, **kwargs):
-        self._fire("after_forward", **kwargs)
-
-    def _before_backward(self, **kwargs):
-        self._fire("before_backward", **kwargs)
-
-    def _after_backward(self, **kwargs):
-        self._fire("after_backward", **kwargs)
-
-    def _after_training_iteration(self, **kwargs):
-        self._fire("after_training_iteration", **kwargs)
-
-    def _before_update(self, **kwargs):
-        self._fire("before_update", **kwargs)
-
-    def _after_update(self, **kwargs):
-        self._fire("after_update", **kwargs)
-
 
 _fast_classes: dict[type, type] = {}
 
