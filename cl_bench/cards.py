@@ -25,9 +25,9 @@ import types
 import typing
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Optional, Union
 
-from cl_bench.params import ComponentConfig
+from cl_bench.params import ComponentConfig, param
 
 CARDS_FILE = Path(__file__).with_name("cards.json")
 CARDS_VERSION = 1
@@ -176,28 +176,22 @@ def load_cards() -> dict[str, dict[str, dict]]:
     return content["components"]
 
 
-def _copier(value: Any) -> Callable[[], Any]:
-    """A default factory returning a fresh copy of a JSON value (a list default must not be shared)."""
-    text = json.dumps(value)
-    return lambda: json.loads(text)
-
-
 def card_config_class(card: dict) -> type:
     """A config dataclass with the card's fields, defaults, checks and omitted-at-default names (no
     cross-field ``validate``): what validation needs without importing the component."""
     config = card["config"]
     fields = []
     for entry in config["fields"]:
-        metadata = {key: entry.get(key) for key in _METADATA_KEYS}
-        metadata["doc"] = entry.get("doc", "")
-        metadata["low_open"], metadata["high_open"] = bool(entry.get("low_open")), bool(entry.get("high_open"))
-        if metadata["choices"] is not None:
-            metadata["choices"] = tuple(metadata["choices"])
-        default = entry["default"]
-        if isinstance(default, (list, dict)):
-            spec = dataclasses.field(default_factory=_copier(default), metadata=metadata)
-        else:
-            spec = dataclasses.field(default=default, metadata=metadata)
+        # the same param() the component's own config is written with, so the metadata is the same
+        spec = param(
+            entry["default"],
+            entry.get("doc", ""),
+            low=entry.get("low"),
+            high=entry.get("high"),
+            low_open=bool(entry.get("low_open")),
+            high_open=bool(entry.get("high_open")),
+            choices=entry.get("choices"),
+        )
         fields.append((entry["name"], parse_type(entry["type"]), spec))
     namespace = {"omitted_at_default": tuple(config["omitted_at_default"]), "from_card": True}
     return dataclasses.make_dataclass(config["class"], fields, bases=(ComponentConfig,), namespace=namespace)
