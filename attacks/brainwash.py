@@ -85,6 +85,7 @@ from cl_bench.errors import UserError
 from cl_bench.models.heads import MASKED_LOGIT, MultiHeadNet
 from cl_bench.models.kwta import KWTA
 from cl_bench.registry import ATTACKS
+from cl_bench.traits import AttackTraits
 from cl_bench.templates import eval_mode
 
 
@@ -602,7 +603,11 @@ class BrainWash(Attack):
         return dict(self._metrics)
 
 
-@ATTACKS.register("brainwash", config=BrainWashConfig)
+@ATTACKS.register(
+    "brainwash",
+    config=BrainWashConfig,
+    traits=AttackTraits(phase="training", label_fields=("objective", "epsilon"), budget_field="epsilon"),
+)
 def build_brainwash(config: BrainWashConfig, scenario, seed: int) -> Attack:
     """BrainWash (Abbasi et al., CVPR 2024): model inversion + bilevel L-inf noise that makes old tasks forget."""
     return BrainWash(config, scenario, seed)

@@ -17,6 +17,7 @@ import torch
 from cl_bench.attack import Attack, attack_generator, clip_to_range, experience_tensors, linf_budget, with_inputs
 from cl_bench.config import ComponentConfig, param
 from cl_bench.registry import ATTACKS
+from cl_bench.traits import AttackTraits
 
 
 @dataclass
@@ -40,7 +41,11 @@ class UniformNoise(Attack):
         return linf_budget(self.config.epsilon, self.scenario)
 
 
-@ATTACKS.register("uniform_noise", config=UniformNoiseConfig)
+@ATTACKS.register(
+    "uniform_noise",
+    config=UniformNoiseConfig,
+    traits=AttackTraits(phase="training", label_fields=("epsilon",), budget_field="epsilon"),
+)
 def build_uniform_noise(config: UniformNoiseConfig, scenario, seed: int) -> Attack:
     """Uniform noise U(-eps, eps) on every training input of one experience (the poisoning baseline)."""
     return UniformNoise(config, scenario, seed)

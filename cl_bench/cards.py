@@ -150,6 +150,7 @@ def entry_card(entry: Any) -> dict:
         "module": entry.builder.__module__,
         "summary": entry.summary,
         "meta": entry.meta,
+        "traits": entry.traits.to_card(),
         "config": config_card(entry.config_class),
     }
 

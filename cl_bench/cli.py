@@ -1,4 +1,4 @@
-"""The ``cl-bench`` command line: run, sweep, leaderboard, plot, list, data prepare.
+"""The ``cl-bench`` command line: run, evaluate, sweep, leaderboard, plot, list, data prepare.
 
 Bad input of any kind ends with one line on stderr (``error: ...``) and exit code 2.
 """
@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_run_command(commands)
+    _add_evaluate_command(commands)
     _add_sweep_command(commands)
     _add_leaderboard_command(commands)
     _add_plot_command(commands)
@@ -60,6 +61,15 @@ def _add_run_command(commands: Any) -> None:
     run.add_argument("--model", help="model name (default: the scenario's recommended model)")
     run.add_argument("--strategy", help="strategy name (default naive; see `cl-bench list strategy`)")
     run.add_argument("--attack", help="attack name (default none)")
+    run.add_argument(
+        "--evaluator",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="measure the final model with this evaluator after training, written to "
+        "runs/<run_id>/evaluations/ (repeatable; settings with --set evaluator.FIELD=VALUE; "
+        "see `cl-bench list evaluator`)",
+    )
     run.add_argument("--seed", type=int, help="random seed (default 0)")
     add_config_flags(run, TrainConfig, TRAIN_SHORTCUTS)  # --epochs, --batch-size, --lr, --device
     run.add_argument("--out", type=Path, default=Path("runs"), help="output directory (default runs)")
@@ -79,6 +89,33 @@ def _add_run_command(commands: Any) -> None:
     run.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     run.add_argument("--force", action="store_true", help="redo the run even if a complete record exists")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _add_evaluate_command(commands: Any) -> None:
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="run evaluators on the final model of finished runs",
+        description="Rebuild each finished run from its record, load its final model and run the evaluators "
+        "on it; each result goes to RUN_DIR/evaluations/<evaluator>-<eval_id>.json (an existing one is kept "
+        "unless --force). Training is never redone.",
+    )
+    evaluate.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="run directories")
+    evaluate.add_argument(
+        "--evaluator",
+        action="append",
+        default=[],
+        required=True,
+        metavar="NAME",
+        help="evaluator name (repeatable; see `cl-bench list evaluator`)",
+    )
+    evaluate.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="evaluator.FIELD=VALUE",
+        help="an evaluator setting, e.g. evaluator.dropout=gaussian (repeatable)",
+    )
+    evaluate.add_argument("--force", action="store_true", help="redo evaluations that already exist")
 
 
 def _add_sweep_command(commands: Any) -> None:
@@ -325,16 +362,58 @@ def command_run(args: argparse.Namespace, argv: Sequence[str]) -> None:
         **given(args, TRAIN_SHORTCUTS),
     }
     config = resolve(spec, flags, args.set)  # a bad name or value fails here, before torch is imported
-    from cl_bench import records, runner
+    from cl_bench import evaluation, records, runner
 
+    evaluator_entries = evaluation.as_entries(spec.get("evaluator")) + list(args.evaluator)
+    evaluators = evaluation.resolve_evaluators(evaluator_entries, args.set)
     command = "cl-bench " + " ".join(shlex.quote(part) for part in argv)
     run_dir = runner.execute(
-        config, args.out, command=command, resume=args.resume, force=args.force, progress=not args.no_progress
+        config,
+        args.out,
+        command=command,
+        resume=args.resume,
+        force=args.force,
+        progress=not args.no_progress,
+        evaluators=evaluators,
     )
     record, _ = records.read_record(run_dir)
     if record is not None:
         print(summary_table(record))
+    for spec_ in evaluators:
+        artefact, _ = records.read_evaluation(evaluation.evaluation_path(run_dir, spec_))
+        if artefact is not None:
+            print(evaluation_table(artefact))
     print(run_dir)
+
+
+def evaluation_table(artefact: dict) -> str:
+    """An evaluation's scalar metrics in one table (its multi-row results stay in the file)."""
+    numbers = {k: v for k, v in artefact["metrics"].items() if isinstance(v, (int, float)) or v is None}
+    header = ["evaluator"] + list(numbers) + ["wall time"]
+    row = [artefact["evaluator"]]
+    row += ["undefined" if v is None else f"{v:.4g}" for v in numbers.values()]
+    row.append(f"{artefact['timing']['total_s']:.1f} s")
+    rows_note = f" ({len(artefact['rows'])} rows in the file)" if artefact["rows"] else ""
+    return "\n" + _format_table(header, [row]) + rows_note
+
+
+def command_evaluate(args: argparse.Namespace, argv: Sequence[str]) -> None:
+    from cl_bench import evaluation, records
+
+    for assignment in args.set:
+        if not assignment.startswith("evaluator."):
+            raise UserError(f"--set {assignment!r}: `cl-bench evaluate` takes evaluator.FIELD=VALUE settings only")
+    evaluation.resolve_evaluators(list(args.evaluator), args.set, import_components=False)  # fails fast
+    specs = evaluation.resolve_evaluators(list(args.evaluator), args.set)
+    command = "cl-bench " + " ".join(shlex.quote(part) for part in argv)
+    written = evaluation.evaluate_runs(
+        args.run_dirs, specs, command=command, force=args.force, log=lambda line: print(line, file=sys.stderr)
+    )
+    for path in written:
+        artefact, _ = records.read_evaluation(path)
+        if artefact is not None:
+            print(evaluation_table(artefact).strip())
+        print(path)
 
 
 def command_pretrain(args: argparse.Namespace, argv: Sequence[str]) -> None:
@@ -553,6 +632,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     try:
         if args.command == "run":
             command_run(args, argv)
+        elif args.command == "evaluate":
+            command_evaluate(args, argv)
         elif args.command == "pretrain":
             command_pretrain(args, argv)
         elif args.command == "sweep":

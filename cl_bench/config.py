@@ -11,7 +11,8 @@ A run's configuration is resolved in this order, later layers winning:
 2. a named preset (``--preset NAME`` or ``preset:`` in a config or sweep file), then a YAML
    file (``--config FILE``, read with ``yaml.safe_load``);
 3. the CLI flags (``--epochs``, ``--batch-size``, ``--lr``, ``--device``, ``--seed`` ...);
-4. ``--set kind.field=value`` overrides (kind: scenario, model, strategy, attack, train).
+4. ``--set kind.field=value`` overrides (kind: scenario, model, strategy, attack, train; ``evaluator.field``
+   settings are the measurement phase's, :mod:`cl_bench.evaluation`, and leave the run's identity alone).
 
 All validation happens before any work starts; a bad value is a :class:`UserError`.
 """
@@ -262,8 +263,8 @@ def parse_set(assignment: str) -> tuple[str, str, Any]:
         raise UserError(f"--set expects kind.field=value (e.g. strategy.ewc_lambda=0.4), got {assignment!r}")
     key, raw = assignment.split("=", 1)
     kind, name = key.split(".", 1)
-    if kind not in SETTABLE_KINDS:
-        raise UserError(f"--set kind must be one of {', '.join(SETTABLE_KINDS)}, got {kind!r}")
+    if kind not in SETTABLE_KINDS + ("evaluator",):
+        raise UserError(f"--set kind must be one of {', '.join(SETTABLE_KINDS + ('evaluator',))}, got {kind!r}")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except (yaml.YAMLError, RecursionError):
@@ -412,11 +413,14 @@ def _preset_and_top_level_checks(spec: dict, flags: dict) -> dict:
     if preset_name is None and spec.get("preset") is not None:
         preset_name = _check_name(spec["preset"], "preset")
     spec.pop("preset", None)
+    spec.pop("evaluator", None)  # the measurement phase's (cl_bench.evaluation), not part of the run's identity
     preset = load_preset(preset_name)[1] if preset_name is not None else {}
     valid_top = COMPONENT_KINDS + ("train", "seed")
     unknown_top = sorted(set(spec) - set(valid_top), key=str)
     if unknown_top:
-        raise UserError(f"unknown config key {unknown_top[0]!r}; valid keys: {', '.join(valid_top + ('preset',))}")
+        raise UserError(
+            f"unknown config key {unknown_top[0]!r}; valid keys: {', '.join(valid_top + ('preset', 'evaluator'))}"
+        )
     return preset
 
 
@@ -449,7 +453,8 @@ def _user_layers(
             values["train"][flag] = flags[flag]
     for assignment in sets:
         kind, name, value = parse_set(assignment)
-        values[kind][name] = value
+        if kind != "evaluator":  # evaluator settings belong to the measurement phase, not to the run
+            values[kind][name] = value
     return names, values, preset_components
 
 

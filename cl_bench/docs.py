@@ -108,12 +108,26 @@ def _schema_type(node: dict) -> str:
     return f"{kind} ({', '.join(bounds)})" if bounds else str(kind)
 
 
-def record_schema_page() -> str:
-    """The run record's schema (``cl_bench.records.RunRecord``, what every reader checks), one table per part."""
-    from cl_bench.records import RunRecord
+def _schema_tables(schema: dict, title: str) -> list[str]:
+    parts = [(title, schema)] + sorted(schema.get("$defs", {}).items())
+    lines = []
+    for name, part in parts:
+        required = set(part.get("required", []))
+        lines += [f"## {name}", "", "| field | type | required |", "|---|---|---|"]
+        lines += [
+            f"| `{field}` | {_cell(_schema_type(node))} | {'yes' if field in required else ''} |"
+            for field, node in part.get("properties", {}).items()
+        ]
+        lines.append("")
+    return lines
 
-    schema = RunRecord.model_json_schema()
-    parts = [("RunRecord", schema)] + sorted(schema.get("$defs", {}).items())
+
+def record_schema_page() -> str:
+    """The run record's schema (``cl_bench.records.RunRecord``, what every reader checks), one table per part,
+    then the evaluation artefact's (``EvaluationRecord``)."""
+    from cl_bench.records import READABLE_SCHEMA_VERSIONS, SCHEMA_VERSION, EvaluationRecord, RunRecord
+
+    readable = ", ".join(str(version) for version in READABLE_SCHEMA_VERSIONS)
     lines = [
         GENERATED_NOTE,
         "",
@@ -125,15 +139,24 @@ def record_schema_page() -> str:
         "`sweep`. Numbers are finite; accuracies lie in [0, 1]; matrices are square, one row and column per "
         "experience.",
         "",
+        f"Runs write schema version {SCHEMA_VERSION}; readers accept versions {readable}. Version 2 added "
+        "`final_model`: the run directory keeps `model.safetensors` (the final model's tensors, its SHA-256 "
+        "recorded), which the measurement phase and `cl-bench evaluate` load. A version-1 run reads the "
+        "same everywhere but cannot be evaluated later (rerun it with `--force`).",
+        "",
     ]
-    for name, part in parts:
-        required = set(part.get("required", []))
-        lines += [f"## {name}", "", "| field | type | required |", "|---|---|---|"]
-        lines += [
-            f"| `{field}` | {_cell(_schema_type(node))} | {'yes' if field in required else ''} |"
-            for field, node in part.get("properties", {}).items()
-        ]
-        lines.append("")
+    lines += _schema_tables(RunRecord.model_json_schema(), "RunRecord")
+    lines += [
+        "# Evaluation artefacts",
+        "",
+        "`<run_dir>/evaluations/<evaluator>-<eval_id>.json`, one per evaluator configuration "
+        "(`eval_id` hashes the evaluator's resolved config), written atomically by the measurement phase "
+        "and read back only if it matches `cl_bench.records.EvaluationRecord`. A metric that is undefined "
+        "(e.g. over an empty Rashomon set) is `null`. The leaderboard builds `eval_<evaluator>.csv` from "
+        "the columns the evaluator declares.",
+        "",
+    ]
+    lines += _schema_tables(EvaluationRecord.model_json_schema(), "EvaluationRecord")
     return "\n".join(lines)
 
 

@@ -37,7 +37,10 @@ from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 from cl_bench.config import RUNTIME_TRAIN_FIELDS, config_id_of
 from cl_bench.errors import UserError
-from cl_bench.records import RECORD_FILE, atomic_write_text, read_record, stream_mode
+from cl_bench.records import RECORD_FILE, atomic_write_text, read_evaluation, read_record, stream_mode
+
+EVALUATIONS_DIR = "evaluations"  # beside record.json (cl_bench.evaluation writes it)
+REFERENCES_DIR = "references"  # the evaluators' reference runs (cl_bench.evaluation)
 
 FLOAT_FORMAT = "{:.4f}"
 # (column stem, how to read it from a record) for the per-seed numbers of the clean CL board
@@ -106,7 +109,12 @@ def _record_files(paths_or_dirs: Union[Path, str, Iterable[Union[Path, str]]], w
             files.append(path / RECORD_FILE)
         elif path.is_dir():
             # hidden entries are temporary directories of runs being written, not runs
-            children = sorted(child for child in path.iterdir() if child.is_dir() and not child.name.startswith("."))
+            # references/ holds the retraining baselines evaluators trained on demand, not runs of a sweep
+            children = sorted(
+                child
+                for child in path.iterdir()
+                if child.is_dir() and not child.name.startswith(".") and child.name != REFERENCES_DIR
+            )
             if not children:
                 warn(f"{path} holds no run directories")
             for child in children:
@@ -134,8 +142,26 @@ def load_records(
         if record is None:
             warn(f"skipping {problem}")
         else:
+            record["evaluations"] = _load_evaluations(path.parent, record, warn)
             records.append(record)
     return records
+
+
+def _load_evaluations(run_dir: Path, record: dict, warn: Warn) -> list[dict]:
+    """The well-formed evaluation artefacts of one run (``evaluations/*.json``), in file-name order."""
+    folder = run_dir / EVALUATIONS_DIR
+    if not folder.is_dir():
+        return []
+    artefacts = []
+    for path in sorted(folder.glob("*.json")):
+        artefact, problem = read_evaluation(path)
+        if artefact is None:
+            warn(f"skipping {problem}")
+        elif artefact["run_id"] != record["run_id"]:
+            warn(f"skipping {path}: it evaluates run {artefact['run_id']}, not {record['run_id']}")
+        else:
+            artefacts.append(artefact)
+    return artefacts
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -446,8 +472,12 @@ def component_setting(kind: str, name: str, component_config: dict, always: Sequ
 
 
 def attack_setting(attack: str, attack_config: dict) -> str:
-    """The attack's budget and objective, and its other fields that differ from the registered defaults."""
-    return component_setting("attack", attack, attack_config, always=("objective", "epsilon"))
+    """The fields the attack declares for its labels (``AttackTraits.label_fields``: e.g. budget and objective),
+    then its other fields that differ from the registered defaults."""
+    from cl_bench.registry import ATTACKS
+
+    always = ATTACKS.traits(attack).label_fields if attack in ATTACKS else ()
+    return component_setting("attack", attack, attack_config, always=always)
 
 
 def attack_boards(records: list[dict], warn: Warn = _warn_stderr) -> list[Board]:
@@ -493,9 +523,91 @@ def attack_boards(records: list[dict], warn: Warn = _warn_stderr) -> list[Board]
     ]
 
 
+def _key_order(value: Any) -> tuple:
+    return (0, value, "") if isinstance(value, (int, float)) and not isinstance(value, bool) else (1, 0, str(value))
+
+
+def evaluation_boards(records: list[dict], warn: Warn = _warn_stderr) -> list[Board]:
+    """``eval_<evaluator>``: one board per evaluator, from the columns its traits declare (scalar ``columns``;
+    with ``row_keys``, one row per key value with its ``row_columns`` too), grouped by the training run's group
+    columns plus the evaluator's config, mean/std over seeds. No evaluator is named here."""
+    from cl_bench.registry import EVALUATORS
+
+    groups: dict[tuple, list[tuple[dict, dict]]] = {}
+    for record in records:
+        for artefact in record.get("evaluations", []):
+            key = (
+                artefact["evaluator"],
+                record["scenario"],
+                record_setting(record),
+                record["strategy"],
+                record_model(record),
+                record_config_id(record),
+                _compact_json({k: v for k, v in artefact["config"].items() if k != "name"}),
+            )
+            groups.setdefault(key, []).append((record, artefact))
+    boards: dict[str, Board] = {}
+    for key in sorted(groups):
+        evaluator = key[0]
+        if evaluator not in EVALUATORS:
+            warn(f"skipping evaluations of unknown evaluator {evaluator!r}")
+            continue
+        traits = EVALUATORS.traits(evaluator)
+        pairs = {record["seed"]: (record, artefact) for record, artefact in groups[key]}  # one per seed
+        ordered = [pairs[seed] for seed in sorted(pairs, key=lambda s: (str(type(s)), s))]
+        base = _group_columns([record for record, _ in ordered])
+        base["eval_config"] = key[-1]
+        base["eval_wall_time_s_mean"], base["eval_wall_time_s_std"] = mean_std(
+            [artefact["timing"]["total_s"] for _, artefact in ordered]
+        )
+        for column in traits.columns:
+            base[f"{column}_mean"], base[f"{column}_std"] = mean_std(
+                [artefact["metrics"].get(column) for _, artefact in ordered]
+            )
+        metric_columns = tuple(f"{c}_{stat}" for c in traits.columns for stat in ("mean", "std"))
+        if traits.row_keys:
+            row_columns = tuple(f"{c}_{stat}" for c in traits.row_columns for stat in ("mean", "std"))
+            columns = (
+                GROUP_COLUMNS
+                + ("n_seeds", "seeds", "eval_config")
+                + traits.row_keys
+                + row_columns
+                + metric_columns
+                + ("eval_wall_time_s_mean", "eval_wall_time_s_std")
+                + CONFIG_COLUMNS
+            )
+            by_key: dict[tuple, list[dict]] = {}
+            for _, artefact in ordered:
+                for result_row in artefact["rows"]:
+                    by_key.setdefault(tuple(result_row.get(k) for k in traits.row_keys), []).append(result_row)
+            board_rows = []
+            for row_key in sorted(by_key, key=lambda values: tuple(_key_order(v) for v in values)):
+                row = {**base, **dict(zip(traits.row_keys, row_key))}
+                for column in traits.row_columns:
+                    row[f"{column}_mean"], row[f"{column}_std"] = mean_std([r.get(column) for r in by_key[row_key]])
+                board_rows.append(row)
+        else:
+            columns = (
+                GROUP_COLUMNS
+                + ("n_seeds", "seeds", "eval_config")
+                + metric_columns
+                + ("eval_wall_time_s_mean", "eval_wall_time_s_std")
+                + CONFIG_COLUMNS
+            )
+            board_rows = [base]
+        board = boards.setdefault(evaluator, Board(f"eval_{evaluator}", columns, []))
+        board.rows.extend(board_rows)
+    return [boards[name] for name in sorted(boards)]
+
+
 BoardKind = Callable[[list[dict], Warn], list[Board]]
-# every board kind; evaluator boards are added here as one function each
-BOARD_KINDS: dict[str, BoardKind] = {"cl": clean_cl_boards, "online": online_boards, "attack": attack_boards}
+# every board kind; an evaluator's board comes from its declared columns (evaluation_boards), not from code here
+BOARD_KINDS: dict[str, BoardKind] = {
+    "cl": clean_cl_boards,
+    "online": online_boards,
+    "attack": attack_boards,
+    "eval": evaluation_boards,
+}
 
 
 def summarize(records: list[dict], kinds: Optional[Sequence[str]] = None, warn: Optional[Warn] = None) -> list[Board]:

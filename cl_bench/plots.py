@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -264,13 +264,30 @@ def plot_memory(records: list[dict], out_path: Path) -> Path:
 
 
 def attack_label(attack: str, attack_config: dict) -> str:
-    """Short bar label of one attack config, e.g. ``brainwash reckless eps=0.3``."""
-    parts = [attack]
-    if "objective" in attack_config:
-        parts.append(str(attack_config["objective"]))
-    if "epsilon" in attack_config:
-        parts.append(f"eps={attack_config['epsilon']:g}")
+    """Short bar label of one attack config: the attack and the fields it declares for labels
+    (``AttackTraits.label_fields``), e.g. ``brainwash objective=reckless epsilon=0.3``."""
+    parts = [attack] + [
+        f"{name}={attack_config[name]:g}" if isinstance(attack_config[name], float) else f"{name}={attack_config[name]}"
+        for name in _attack_traits(attack).label_fields
+        if name in attack_config
+    ]
     return " ".join(parts)
+
+
+def _attack_traits(attack: str):
+    from cl_bench.registry import ATTACKS
+    from cl_bench.traits import AttackTraits
+
+    return ATTACKS.traits(attack) if attack in ATTACKS else AttackTraits()
+
+
+def _budget(row: dict) -> float:
+    """The strength of one attack board row (the attack's declared ``budget_field``; 0 when it has none)."""
+    import json
+
+    field = _attack_traits(row["attack"]).budget_field
+    value = json.loads(row["attack_config"] or "{}").get(field, 0.0) if field else 0.0
+    return float(value) if isinstance(value, (int, float)) else 0.0
 
 
 def bar_label(row: dict) -> str:
@@ -289,7 +306,6 @@ def plot_attack_boards(rows: list[dict], out_path: Path, effect: str = "bwt") ->
     ``rows``: rows of ``attack_<attack>.csv`` boards (``attack``, ``attack_config`` as JSON, ``<effect>_difference_
     mean/std``); error bars are the std over seeds of the paired difference.
     """
-    import json
 
     if not rows:
         raise UserError("no attack board rows to plot; pass leaderboards/attack_<attack>.csv files")
@@ -300,9 +316,7 @@ def plot_attack_boards(rows: list[dict], out_path: Path, effect: str = "bwt") ->
         panel_rows = [row for row in rows if (row["scenario"], row["setting"]) == (scenario, setting)]
         strategies = list(dict.fromkeys(row["strategy"] for row in panel_rows))
         # each panel has its own budgets (input units differ between scenarios): smaller budget first
-        budgets = {
-            bar_label(row): float(json.loads(row["attack_config"] or "{}").get("epsilon", 0.0)) for row in panel_rows
-        }
+        budgets = {bar_label(row): _budget(row) for row in panel_rows}
         # within a budget, natural order of the other settings (steps=50 before steps=200)
         labels = sorted(
             budgets,
@@ -415,3 +429,7 @@ def plot_anytime(records: list[dict], out_path: Path, labels: Optional[Sequence[
         axes.legend(handles, texts, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     figure.tight_layout()
     return save_figure_atomic(figure, out_path)
+
+
+# the per-run pictures a strategy may declare in StrategyTraits.run_plots: name -> plot(records, out_path)
+RUN_PLOTS: dict[str, Callable[[list[dict], Path], Path]] = {"gpm_memory": plot_memory}

@@ -35,7 +35,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from cl_bench.errors import UserError
 
-SCHEMA_VERSION = 1
+# 2: the final model's tensors are kept (``final_model``) and evaluations live beside the record; readers
+# accept 1 (a run without a kept model cannot be evaluated later, everything else reads the same)
+SCHEMA_VERSION = 2
+READABLE_SCHEMA_VERSIONS = (1, 2)
 RECORD_FILE = "record.json"
 # a leftover temporary file whose name does not say which process wrote it is stale after this long
 UNTAGGED_TEMPORARY_AGE_S = 3600.0
@@ -259,10 +262,15 @@ class AnytimeCurve(_Schema):
         return self
 
 
+class FinalModel(_Schema):
+    file: Literal["model.safetensors"]
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
 class RunRecord(_Schema):
     """What every reader relies on in a complete run record (other fields are kept as plain JSON)."""
 
-    schema_version: Literal[1]
+    schema_version: Literal[1, 2]
     run_id: str
     status: Literal["complete"]
     config: ResolvedConfig
@@ -284,6 +292,7 @@ class RunRecord(_Schema):
     anytime_accuracy: Optional[AnytimeCurve] = None
     accuracy_matrix_validation: Optional[list[list[Accuracy]]] = None
     metrics_validation: Optional[Metrics] = None
+    final_model: Optional[FinalModel] = None  # schema 2
 
     @model_validator(mode="after")
     def _consistent(self) -> "RunRecord":
@@ -308,6 +317,61 @@ class RunRecord(_Schema):
         if self.config.scenario.name != self.scenario or self.config.strategy.name != self.strategy:
             raise ValueError("scenario and strategy disagree with the resolved config")
         return self
+
+
+EvaluationNumber = Optional[Finite]  # None: undefined (e.g. a metric over an empty Rashomon set)
+
+
+class EvaluationTiming(_Schema):
+    total_s: Seconds
+
+
+class EvaluationRecord(_Schema):
+    """``<run_dir>/evaluations/<evaluator>-<eval_id>.json``: one evaluator's results on one run's final model."""
+
+    schema_version: Literal[1]
+    kind: Literal["evaluation"]
+    evaluator: str
+    eval_id: Annotated[str, Field(pattern=r"^[0-9a-f]{12}$")]
+    config: Component
+    run_id: str
+    seed: Count
+    metrics: dict[str, EvaluationNumber]
+    rows: list[dict[str, Any]]
+    details: dict[str, Any]
+    timing: EvaluationTiming
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "EvaluationRecord":
+        if self.config.name != self.evaluator:
+            raise ValueError("config.name disagrees with evaluator")
+        return self
+
+
+def evaluation_problem(content: Any) -> Optional[str]:
+    """Why ``content`` (parsed JSON) is not a well-formed evaluation artefact, or None when it is."""
+    if not isinstance(content, dict):
+        return "not a JSON object"
+    try:
+        EvaluationRecord.model_validate(content)
+    except ValidationError as error:
+        return schema_problem(error)
+    return None
+
+
+def read_evaluation(path: Path) -> tuple[Optional[dict], Optional[str]]:
+    """(artefact, None) for a well-formed evaluation file; (None, one-line reason) otherwise."""
+    path = Path(path)
+    try:
+        content = read_json(path)
+    except FileNotFoundError:
+        return None, f"{path} does not exist"
+    except (OSError, ValueError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return None, f"{path} is not readable JSON ({str(error).splitlines()[0][:120]})"
+    problem = evaluation_problem(content)
+    if problem:
+        return None, f"{path} is not an evaluation artefact: {problem}"
+    return content, None
 
 
 def schema_problem(error: ValidationError) -> str:

@@ -22,11 +22,22 @@ import importlib
 import json
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Generic, Optional, TypeVar, Union, cast
 
 from cl_bench.cards import StaleCardsError, card_config_class, entry_card, load_cards, parse_type
 from cl_bench.errors import UserError
 from cl_bench.params import ComponentConfig, describe_fields, type_name
+from cl_bench.traits import (
+    TRAITS_BY_KIND,
+    AttackTraits,
+    EvaluatorTraits,
+    ModelTraits,
+    ScenarioTraits,
+    StrategyTraits,
+    Traits,
+)
+
+TraitsT = TypeVar("TraitsT", bound=Traits)
 
 CATALOG_PACKAGES = ("cl_bench.models", "scenarios", "strategies", "attacks", "evaluators")
 
@@ -41,6 +52,11 @@ class Entry:
     config_class: type
     summary: str
     meta: dict = field(default_factory=dict)
+    traits: Traits = field(default_factory=Traits)
+
+    def __post_init__(self) -> None:
+        if type(self.traits) is Traits:  # built without declarations: the kind's defaults
+            self.traits = TRAITS_BY_KIND[self.kind]()
 
     def describe_fields(self) -> list[tuple[str, str, Any, str]]:
         """(name, type, default, doc) of every config field."""
@@ -62,6 +78,10 @@ class Card:
     def config_class(self) -> type:
         return card_config_class(self.data)
 
+    @cached_property
+    def traits(self) -> Traits:
+        return TRAITS_BY_KIND[self.kind].from_card(self.data["traits"])
+
     def describe_fields(self) -> list[tuple[str, str, Any, str]]:
         """What :meth:`Entry.describe_fields` gives, read from the card without building the stand-in class."""
         return [
@@ -70,24 +90,36 @@ class Card:
         ]
 
 
-class Registry:
-    """Name -> Entry for one kind of component."""
+class Registry(Generic[TraitsT]):
+    """Name -> Entry for one kind of component, whose traits are a ``TraitsT``."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, traits_class: type[TraitsT]):
+        if TRAITS_BY_KIND[kind] is not traits_class:
+            raise ValueError(f"a {kind} registry holds {TRAITS_BY_KIND[kind].__name__}")
         self.kind = kind
         self._entries: dict[str, Entry] = {}
         self._cards: dict[str, Card] = {}
         self._checked: set[str] = set()
 
-    def register(self, name: str, config: Optional[type] = None, **meta: Any) -> Callable:
-        """Decorator registering a builder under ``name`` with its config dataclass."""
+    def register(
+        self, name: str, config: Optional[type] = None, traits: Optional[Traits] = None, **meta: Any
+    ) -> Callable:
+        """Decorator registering a builder under ``name`` with its config dataclass and declared traits
+        (an instance of this kind's class in :mod:`cl_bench.traits`; the defaults when omitted)."""
+        traits_class = TRAITS_BY_KIND[self.kind]
+        if traits is None:
+            traits = traits_class()
+        if type(traits) is not traits_class:
+            raise TypeError(
+                f"{self.kind} {name!r} declares {type(traits).__name__}; a {self.kind} declares {traits_class.__name__}"
+            )
 
         def decorate(builder: Callable) -> Callable:
             if name in self._entries:
                 raise ValueError(f"duplicate {self.kind} name {name!r}")
             doc = (builder.__doc__ or "").strip()
             summary = doc.splitlines()[0] if doc else ""
-            self._entries[name] = Entry(name, self.kind, builder, config or ComponentConfig, summary, meta)
+            self._entries[name] = Entry(name, self.kind, builder, config or ComponentConfig, summary, meta, traits)
             return builder
 
         return decorate
@@ -130,6 +162,10 @@ class Registry:
             self._cards[name] = Card(name, self.kind, card["summary"], card["meta"], card)
         return self._cards[name]
 
+    def traits(self, name: str) -> TraitsT:
+        """What ``name`` declares (from its card, without importing it); UserError for an unknown name."""
+        return cast(TraitsT, self.card(name).traits)
+
     def names(self) -> list[str]:
         if not load_cards():
             load_catalogs()
@@ -146,12 +182,12 @@ class Registry:
         return name in self.names()
 
 
-SCENARIOS = Registry("scenario")
-MODELS = Registry("model")
-STRATEGIES = Registry("strategy")
-ATTACKS = Registry("attack")
-EVALUATORS = Registry("evaluator")
-REGISTRIES = {r.kind: r for r in (SCENARIOS, MODELS, STRATEGIES, ATTACKS, EVALUATORS)}
+SCENARIOS = Registry("scenario", ScenarioTraits)
+MODELS = Registry("model", ModelTraits)
+STRATEGIES = Registry("strategy", StrategyTraits)
+ATTACKS = Registry("attack", AttackTraits)
+EVALUATORS = Registry("evaluator", EvaluatorTraits)
+REGISTRIES: dict[str, Registry[Any]] = {r.kind: r for r in (SCENARIOS, MODELS, STRATEGIES, ATTACKS, EVALUATORS)}
 
 _loaded = False
 

@@ -32,14 +32,16 @@ from avalanche.benchmarks.scenarios.dataset_scenario import DatasetExperience
 from avalanche.benchmarks.scenarios.online import split_online_stream
 from tqdm.auto import tqdm
 
-from cl_bench import checkpoint, metrics, records
+from cl_bench import checkpoint, evaluation, metrics, records
 from cl_bench.attack import Attack
 from cl_bench.config import RunConfig, TrainConfig, materialize, resolve
 from cl_bench.device import seed_everything, select_device
 from cl_bench.errors import UserError
+from cl_bench.evaluation import EvaluatorSpec
 from cl_bench.registry import ATTACKS, MODELS, SCENARIOS, STRATEGIES
 from cl_bench.scenario import ScenarioConfig, ScenarioData, split_validation
 from cl_bench.templates import DivergenceGuard, ProgressPlugin, StrategyContext, eval_mode, predict_logits
+from cl_bench.traits import StrategyTraits
 from cl_bench.tensor_data import make_loader
 
 
@@ -86,6 +88,8 @@ class Prepared:
     scenario: ScenarioData
     strategy: Any  # an Avalanche strategy template (with the slicing data path)
     device: torch.device
+    traits: StrategyTraits
+    initial_state: dict  # the model's tensors before training (CPU copies): evaluators rebuild it from them
     attack: Optional[Attack] = None
     progress: bool = False
     backbone_card: Optional[dict] = None  # the card of a pre-trained backbone (strategies may rebuild the model)
@@ -102,7 +106,9 @@ def prepare(config: RunConfig, out_dir: Path, progress: bool) -> Prepared:
     scenario = scenario_entry.builder(scenario_config, config.seed)
     if isinstance(scenario_config, ScenarioConfig) and scenario_config.validation_fraction > 0:
         scenario = split_validation(scenario, scenario_config.validation_fraction, config.seed)
-    model = MODELS.get(config.model).builder(config.components["model"], scenario).to(device)
+    model_entry = MODELS.get(config.model)
+    model = model_entry.builder(config.components["model"], scenario).to(device)
+    initial_state = {name: tensor.detach().cpu().clone() for name, tensor in model.state_dict().items()}
     # a task-free stream trains one mini-batch per experience: the runner draws one bar for the whole stream
     context = StrategyContext(
         model=model,
@@ -114,24 +120,32 @@ def prepare(config: RunConfig, out_dir: Path, progress: bool) -> Prepared:
             ProgressPlugin(scenario.n_experiences, enabled=progress and scenario.online is None),
         ],
     )
-    strategy = STRATEGIES.get(config.strategy).builder(config.components["strategy"], context)
+    strategy_entry = STRATEGIES.get(config.strategy)
+    traits = STRATEGIES.traits(config.strategy)
+    strategy = strategy_entry.builder(config.components["strategy"], context)
     attack = None
     if config.attack is not None:
-        attack = ATTACKS.get(config.attack).builder(config.components["attack"], scenario, config.seed)
-        attack.progress = progress
-        if not attack.poisons_training:
-            # the measurement phase that test-time attacks need does not exist yet: a run would record clean numbers
+        attack_entry = ATTACKS.get(config.attack)
+        if ATTACKS.traits(config.attack).phase == "test":
+            # no test-time attack is registered yet; when one is, it runs in the measurement phase
             raise UserError(
-                f"attack {config.attack} does not poison training data; test-time attacks are not "
-                f"supported by `cl-bench run` yet (choose brainwash or uniform_noise)"
+                f"attack {config.attack} is a test-time attack; the measurement phase does not run attacks yet "
+                f"(choose a training-time attack: {', '.join(_training_attacks())})"
+            )
+        attack = attack_entry.builder(config.components["attack"], scenario, config.seed)
+        attack.progress = progress
+        if not attack.poisons_training:  # a declared training-time attack that would record clean numbers
+            raise UserError(
+                f"attack {config.attack} does not poison training data although it declares the training phase; "
+                f"choose one of {', '.join(_training_attacks())}"
             )
         attack.target_index(scenario.n_experiences)  # validates the target before any work
-        if getattr(strategy, "train_whole_stream", False):
+        if traits.train_whole_stream:
             raise UserError(
                 f"strategy {config.strategy} trains once on the whole stream; "
                 f"an attack on one experience needs a continual strategy"
             )
-        if not getattr(strategy, "supports_attacks", True):
+        if not traits.attackable:
             raise UserError(
                 f"strategy {config.strategy} cannot be attacked yet (its model does not return plain "
                 f"logits); choose another victim"
@@ -141,10 +155,10 @@ def prepare(config: RunConfig, out_dir: Path, progress: bool) -> Prepared:
                 f"attacks on task-free streams are not supported yet; use an offline scenario "
                 f"(e.g. --scenario split_fmnist) with --attack {config.attack}"
             )
-    if scenario.online is not None and getattr(strategy, "train_whole_stream", False):
+    if scenario.online is not None and not traits.task_free:
         raise UserError(
-            f"strategy {config.strategy} trains offline on the whole stream at once; task-free "
-            f"scenarios are one pass over mini-batches (use naive, online_er, online_lora, ncm ...)"
+            f"strategy {config.strategy} cannot learn from a task-free stream (one pass over mini-batches); "
+            f"use naive, online_er, online_lora, ncm ..."
         )
     return Prepared(
         config,
@@ -152,10 +166,16 @@ def prepare(config: RunConfig, out_dir: Path, progress: bool) -> Prepared:
         scenario,
         strategy,
         device,
+        traits,
+        initial_state,
         attack,
         progress,
         getattr(model, "backbone_card", None),
     )
+
+
+def _training_attacks() -> list[str]:
+    return [name for name in ATTACKS.names() if ATTACKS.traits(name).phase == "training"]
 
 
 def execute(
@@ -167,17 +187,22 @@ def execute(
     progress: bool = True,
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
     stop_after: Optional[int] = None,
+    evaluators: Sequence[EvaluatorSpec] = (),
 ) -> Path:
-    """Run ``config`` into ``out_dir/<run_id>`` and return that directory.
+    """Run ``config`` into ``out_dir/<run_id>`` and return that directory; then the measurement phase:
+    every evaluator of ``evaluators`` on the final model, each written to ``evaluations/``.
 
-    A complete record there is returned as is unless ``force``. ``resume`` continues from the
-    last checkpoint. ``stop_after`` (tests only) stops after that many experiences, like a kill.
+    A complete record there is returned as is unless ``force`` (only its missing evaluations are run).
+    ``resume`` continues from the last checkpoint. ``stop_after`` (tests only) stops after that many
+    experiences, like a kill.
     """
     config = materialize(config)  # a config resolved from cards alone gets its components' real configs
     records.check_output_dir(out_dir)
     run_dir = Path(out_dir) / config.run_id()
     if records.is_complete(run_dir) and not force:
         log(f"run {config.run_id()} already complete (use --force to redo it)")
+        if evaluators:
+            evaluation.evaluate_runs([run_dir], evaluators, command=command, log=log)
         return run_dir
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"{run_dir} is a file, not a run directory; remove it or choose another --out")
@@ -185,9 +210,10 @@ def execute(
         torch.set_num_threads(config.train.threads)
     started = time.perf_counter()
     prepared = prepare(config, out_dir, progress)
+    evaluation.check_requirements(prepared, evaluators)
     created = [path for path in (run_dir, Path(out_dir)) if not path.exists()]
     try:
-        return _execute_prepared(prepared, run_dir, command, resume, force, log, started, stop_after)
+        return _execute_prepared(prepared, run_dir, command, resume, force, log, started, stop_after, evaluators)
     except UserError:
         # a run that diverged (or refused its checkpoint) leaves nothing behind that it did not find
         if run_dir in created:
@@ -206,6 +232,7 @@ def _execute_prepared(
     log: Callable[[str], None],
     started: float,
     stop_after: Optional[int],
+    evaluators: Sequence[EvaluatorSpec] = (),
 ) -> Path:
     config, scenario, strategy = prepared.config, prepared.scenario, prepared.strategy
     test_stream = scenario.benchmark.test_stream
@@ -237,7 +264,9 @@ def _execute_prepared(
     if len(state["accuracy_matrix"]) < scenario.n_experiences:  # stopped early (stop_after, tests)
         return run_dir
     record = build_record(prepared, state, command)
-    write_outputs(run_dir, record)
+    write_outputs(run_dir, record, prepared)
+    if evaluators:
+        evaluation.run_phase(prepared, record, run_dir, evaluators, command, log, force=True)
     return run_dir
 
 
@@ -275,7 +304,7 @@ def train_offline(
     """
     scenario, strategy = prepared.scenario, prepared.strategy
     train_stream = scenario.benchmark.train_stream
-    whole_stream = getattr(strategy, "train_whole_stream", False)
+    whole_stream = prepared.traits.train_whole_stream
     attack = prepared.attack
     target = attack.target_index(scenario.n_experiences) if attack is not None and attack.poisons_training else None
     for index in range(len(state["accuracy_matrix"]), scenario.n_experiences if target is None else target):
@@ -454,7 +483,7 @@ def build_record(prepared: Prepared, state: dict, command: str) -> dict:
     matrix = state["accuracy_matrix"]
     per_experience = state["per_experience"]
     # a strategy trained once on the whole stream has no "before experience j" row: no forward transfer
-    whole_stream = getattr(prepared.strategy, "train_whole_stream", False)
+    whole_stream = prepared.traits.train_whole_stream
     peak_memory_mb = torch.cuda.max_memory_allocated() / 2**20 if prepared.device.type == "cuda" else _peak_rss_mb()
     return {
         "schema_version": records.SCHEMA_VERSION,
@@ -569,23 +598,31 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def write_outputs(run_dir: Path, record: dict) -> None:
-    """accuracy_matrix.csv and the plots first (forgetting curve; GPM memory occupancy for GPM runs),
-    record.json last (it marks completion)."""
+def write_outputs(run_dir: Path, record: dict, prepared: Prepared) -> None:
+    """accuracy_matrix.csv, the final model and the plots first (forgetting curve; GPM memory occupancy for
+    GPM runs), record.json last (it marks completion). The checkpoint goes, unless the strategy's prediction
+    reads state beyond the model (then it is the final state `cl-bench evaluate` loads)."""
     from cl_bench import plots
 
+    sha256 = evaluation.write_model(run_dir, prepared.strategy.model)
+    record["final_model"] = {"file": evaluation.MODEL_FILE, "sha256": sha256}
     records.atomic_write_text(run_dir / "accuracy_matrix.csv", records.accuracy_matrix_csv(record["accuracy_matrix"]))
     plots.plot_run(record, run_dir / "forgetting_curve.png")
-    if "gpm_memory" in record.get("strategy_info", {}):
-        plots.plot_memory([record], run_dir / "gpm_memory.png")
+    for name in prepared.traits.run_plots:  # the pictures the strategy declares (e.g. GPM's memory occupancy)
+        plots.RUN_PLOTS[name]([record], run_dir / f"{name}.png")
     if record.get("anytime_accuracy", {}).get("samples"):  # a stream shorter than one period has no curve
         plots.plot_anytime([record], run_dir / "anytime_accuracy.png")
     records.write_record(run_dir, record)
-    checkpoint.remove(run_dir)
+    if prepared.traits.predicts_from_model:
+        checkpoint.remove(run_dir)
 
 
 def run_from_spec(spec: dict, sets: Sequence[str], out_dir: Path, force: bool = False, progress: bool = False) -> Path:
-    """Entry point for sweeps: resolve a config dict (``--config`` format) and execute it."""
+    """Entry point for sweeps: resolve a config dict (``--config`` format, with its ``evaluator:`` list) and
+    execute it."""
     config = resolve(spec, None, sets)
+    evaluators = evaluation.resolve_evaluators(spec.get("evaluator"), sets)
     command = f"cl-bench sweep (spec: {spec}, set: {list(sets)})"
-    return execute(config, out_dir, command=command, force=force, progress=progress, log=lambda line: None)
+    return execute(
+        config, out_dir, command=command, force=force, progress=progress, log=lambda line: None, evaluators=evaluators
+    )

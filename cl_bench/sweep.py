@@ -18,6 +18,8 @@ Sweep file format (read with the safe YAML loader)::
       - {scenario: continual_swiss_roll, strategy: replay}
     runs:                           # optional: explicit `--config` style dicts, added after the grid
       - {scenario: split_fmnist, strategy: {name: ewc, ewc_lambda: 10}, seed: 0, set: ["train.lr=0.1"]}
+    evaluator: [rashomon_dropout]   # optional: evaluators run on every run's final model (a list field in a
+                                    # mapping is an axis: {name: rashomon_dropout, dropout: [bernoulli, gaussian]})
 
 Rules:
 
@@ -32,6 +34,10 @@ Rules:
   then the ``<kind>.<field>`` axes, then the ``set`` list (plus the entry's own ``set``).
   A component given on top replaces the one below, except that their fields merge when the
   names agree (or the upper one has no name).
+- Evaluators (the top-level ``evaluator:`` list, an ``evaluator`` grid axis, or a run's own ``evaluator:``) are
+  not part of a run's identity: runs that differ only by evaluator are one training run with every evaluation.
+  A run is skipped when its record is complete and every evaluation it needs exists; a complete run missing
+  an evaluation is only evaluated, not retrained.
 - Every run is resolved up front with :func:`cl_bench.config.resolve`; a bad name or value is
   a UserError naming the run before anything executes. Runs resolving to the same run_id are
   executed once.
@@ -60,7 +66,7 @@ from cl_bench.config import COMPONENT_KINDS, SETTABLE_KINDS, load_yaml, resolve,
 from cl_bench.errors import UserError
 from cl_bench.records import RECORD_FILE, check_output_dir, is_complete
 
-SWEEP_KEYS = ("name", "out", "grid", "base", "set", "only", "exclude", "runs")
+SWEEP_KEYS = ("name", "out", "grid", "base", "set", "only", "exclude", "runs", "evaluator")
 GRID_COMPONENT_KEYS = COMPONENT_KINDS  # scenario, model, strategy, attack
 EXECUTORS = ("local", "ray")
 RAY_INSTALL_HINT = "pip install -c constraints.txt 'cl-bench[ray]'"
@@ -81,6 +87,7 @@ class SweepSpec:
     exclude: list[dict] = field(default_factory=list)
     runs: list[dict] = field(default_factory=list)
     path: Optional[Path] = None
+    evaluator: list = field(default_factory=list)  # evaluator entries for every run
 
 
 @dataclass
@@ -93,6 +100,7 @@ class RunSpec:
     config_id: str
     label: str  # short human description, for progress lines and error messages
     names: dict = field(default_factory=dict)  # component kind -> registered name, and "seed", as resolved
+    evaluations: list[str] = field(default_factory=list)  # evaluations/<file> the run needs (see evaluation.py)
 
 
 @dataclass
@@ -146,14 +154,14 @@ def _as_list(value: Any, where: str) -> list:
 
 
 def _check_grid_key(key: Any, where: str) -> None:
-    if key in GRID_COMPONENT_KEYS or key == "seed":
+    if key in GRID_COMPONENT_KEYS or key in ("seed", "evaluator"):
         return
     if isinstance(key, str) and "." in key:
         kind, name = key.split(".", 1)
         if kind in SETTABLE_KINDS and name:
             return
     raise UserError(
-        f"{where}: unknown grid key {key!r}; use scenario, model, strategy, attack, seed "
+        f"{where}: unknown grid key {key!r}; use scenario, model, strategy, attack, seed, evaluator "
         f"or <kind>.<field> with kind in {', '.join(SETTABLE_KINDS)} (e.g. train.lr)"
     )
 
@@ -214,6 +222,7 @@ def parse_sweep(content: dict, name: str = "sweep", path: Optional[Path] = None)
         exclude=patterns["exclude"],
         runs=runs,
         path=path,
+        evaluator=_as_list(content.get("evaluator"), f"{where}: evaluator"),
     )
 
 
@@ -276,7 +285,7 @@ def _value_matches(actual: Any, wanted: Any, component: bool) -> bool:
 def _matches(combination: dict, pattern: dict) -> bool:
     for key, wanted in pattern.items():
         options = wanted if isinstance(wanted, list) else [wanted]
-        component = key in GRID_COMPONENT_KEYS
+        component = key in GRID_COMPONENT_KEYS or key == "evaluator"
         if not any(_value_matches(combination[key], option, component) for option in options):
             return False
     return True
@@ -311,7 +320,9 @@ def grid_combinations(sweep: SweepSpec) -> list[dict]:
 
 
 def _combination_spec(base: dict, combination: dict) -> dict:
-    upper: dict[str, Any] = {k: v for k, v in combination.items() if k in GRID_COMPONENT_KEYS or k == "seed"}
+    upper: dict[str, Any] = {
+        k: v for k, v in combination.items() if k in GRID_COMPONENT_KEYS or k in ("seed", "evaluator")
+    }
     spec = merge_specs(base, upper)
     for key, value in combination.items():
         if "." in key:
@@ -338,19 +349,30 @@ def expand(sweep: SweepSpec, import_components: bool = True) -> list[RunSpec]:
         spec = merge_specs(sweep.base, entry)
         candidates.append((spec, list(sweep.sets) + [str(s) for s in own_sets], f"runs[{index}]"))
 
+    from cl_bench.evaluation import as_entries, resolve_evaluators
+
     runs: list[RunSpec] = []
-    seen: set[str] = set()
+    seen: dict[str, RunSpec] = {}
     for number, (spec, sets, label) in enumerate(candidates, start=1):
         try:
             config = resolve(spec, None, sets, import_components=import_components)
+            entries = list(sweep.evaluator) + as_entries(spec.get("evaluator"))
+            evaluators = resolve_evaluators(entries, sets, import_components=import_components)
         except UserError as error:
             raise UserError(f"sweep run {number}/{len(candidates)} ({label}): {error}") from None
+        spec = {**spec, "evaluator": [evaluator.to_dict() for evaluator in evaluators]}
+        if not spec["evaluator"]:
+            del spec["evaluator"]
         if label.startswith("runs["):
             label = f"{label} {config.scenario}/{config.strategy} seed={config.seed}"
         run_id = config.run_id()
-        if run_id in seen:
+        if run_id in seen:  # the same training run: it also runs this combination's evaluators
+            known = seen[run_id]
+            for evaluator in evaluators:
+                if evaluator.filename not in known.evaluations:
+                    known.evaluations.append(evaluator.filename)
+                    known.spec.setdefault("evaluator", []).append(evaluator.to_dict())
             continue
-        seen.add(run_id)
         names = {
             "scenario": config.scenario,
             "model": config.model,
@@ -358,9 +380,17 @@ def expand(sweep: SweepSpec, import_components: bool = True) -> list[RunSpec]:
             "attack": config.attack or "none",
             "seed": str(config.seed),
         }
-        runs.append(
-            RunSpec(spec=spec, sets=sets, run_id=run_id, config_id=config.config_id(), label=label, names=names)
+        run = RunSpec(
+            spec=spec,
+            sets=sets,
+            run_id=run_id,
+            config_id=config.config_id(),
+            label=label,
+            names=names,
+            evaluations=[evaluator.filename for evaluator in evaluators],
         )
+        seen[run_id] = run
+        runs.append(run)
     return runs
 
 
@@ -496,7 +526,8 @@ def execute(
     pending: list[RunSpec] = []
     for run in runs:
         record_path = out_dir / run.run_id / RECORD_FILE
-        if not force and is_complete(record_path):
+        evaluated = all((record_path.parent / "evaluations" / name).is_file() for name in run.evaluations)
+        if not force and is_complete(record_path) and evaluated:
             result.skipped_dirs.append(record_path.parent)
         else:
             pending.append(run)

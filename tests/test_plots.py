@@ -79,8 +79,12 @@ def attack_row(strategy: str, attack: str, config: str, difference: float, scena
 def test_attack_label_names_objective_and_budget() -> None:
     from cl_bench.plots import attack_label
 
-    assert attack_label("brainwash", {"objective": "cautious", "epsilon": 0.3}) == "brainwash cautious eps=0.3"
-    assert attack_label("uniform_noise", {"epsilon": 0.1}) == "uniform_noise eps=0.1"
+    # the fields each attack declares for its labels (AttackTraits.label_fields), in that order
+    assert (
+        attack_label("brainwash", {"objective": "cautious", "epsilon": 0.3})
+        == "brainwash objective=cautious epsilon=0.3"
+    )
+    assert attack_label("uniform_noise", {"epsilon": 0.1}) == "uniform_noise epsilon=0.1"
 
 
 def test_plot_attack_boards_writes_a_png_and_cli_draws_it(tmp_path: Path) -> None:
@@ -120,5 +124,5 @@ def test_attack_bars_of_configs_that_differ_off_the_budget_stay_apart() -> None:
     assert len({bar_label(row) for row in rows}) == 2
     assert (
         bar_label(attack_row("ewc", "brainwash", '{"objective":"reckless","epsilon":0.3}', -0.05))
-        == "brainwash reckless eps=0.3"
+        == "brainwash objective=reckless epsilon=0.3"
     )  # boards written before the setting column
