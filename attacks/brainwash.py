@@ -606,7 +606,21 @@ class BrainWash(Attack):
 @ATTACKS.register(
     "brainwash",
     config=BrainWashConfig,
-    traits=AttackTraits(phase="training", label_fields=("objective", "epsilon"), budget_field="epsilon"),
+    traits=AttackTraits(
+        phase="training",
+        label_fields=("objective", "epsilon"),
+        budget_field="epsilon",
+        # two outer steps on 8 inverted samples per old task: seconds on split digits
+        smoke=(
+            "scenario=split_digits",
+            "train.epochs=1",
+            "model.widths=[32]",
+            "attack.steps=2",
+            "attack.inversion_steps=8",
+            "attack.inversion_samples=8",
+            "attack.batch_size=128",
+        ),
+    ),
 )
 def build_brainwash(config: BrainWashConfig, scenario, seed: int) -> Attack:
     """BrainWash (Abbasi et al., CVPR 2024): model inversion + bilevel L-inf noise that makes old tasks forget."""

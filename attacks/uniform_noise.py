@@ -44,7 +44,12 @@ class UniformNoise(Attack):
 @ATTACKS.register(
     "uniform_noise",
     config=UniformNoiseConfig,
-    traits=AttackTraits(phase="training", label_fields=("epsilon",), budget_field="epsilon"),
+    traits=AttackTraits(
+        phase="training",
+        label_fields=("epsilon",),
+        budget_field="epsilon",
+        smoke=("scenario=split_digits", "train.epochs=1", "model.widths=[32]", "attack.epsilon=0.3"),
+    ),
 )
 def build_uniform_noise(config: UniformNoiseConfig, scenario, seed: int) -> Attack:
     """Uniform noise U(-eps, eps) on every training input of one experience (the poisoning baseline)."""

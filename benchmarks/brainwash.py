@@ -46,7 +46,10 @@ def main() -> None:
     for index in range(last):
         run.strategy.train(stream[index], eval_streams=[])
     state_dir = Path(tempfile.mkdtemp())
-    checkpoint.save(state_dir, run.strategy, {"accuracy_matrix": [], "per_experience": [], "elapsed_s": 0.0})
+    attributes = run.traits.checkpoint_attributes  # the template's own state (e.g. cumulative's union)
+    checkpoint.save(
+        state_dir, run.strategy, {"accuracy_matrix": [], "per_experience": [], "elapsed_s": 0.0}, attributes
+    )
 
     print(
         f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
@@ -60,11 +63,11 @@ def main() -> None:
     print("repeat  victim train (s)  attack (s)  inversion  noise  diagnostics  ratio")
     ratios = []
     for repeat in range(args.repeats):
-        checkpoint.load(state_dir, run.strategy)
+        checkpoint.load(state_dir, run.strategy, attributes)
         start = time.perf_counter()
         run.strategy.train(stream[last], eval_streams=[])
         victim_s = time.perf_counter() - start
-        checkpoint.load(state_dir, run.strategy)
+        checkpoint.load(state_dir, run.strategy, attributes)
         start = time.perf_counter()
         run.attack.poison(stream[last], run.strategy)
         attack_s = time.perf_counter() - start

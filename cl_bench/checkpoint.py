@@ -6,8 +6,11 @@ structure that says where each tensor goes, plus plain numbers). Nothing is pick
 What is saved: the model's state dict, the optimizer's state (Avalanche 0.6 keeps it across
 experiences: momentum buffers, Adam moments), the state of every plugin of the strategy (EWC
 importances, SI path integrals, replay buffers, LwF's previous model, A-GEM/GEM memories,
-Avalanche's clock ...) walked generically through their attributes, the RNG states, and the
-runner's own progress (accuracy rows, timings). Supported attribute values: tensors, Avalanche
+Avalanche's clock ...) walked generically through their attributes (a
+:class:`~cl_bench.templates.StatelessPlugin` and the evaluation plugin hold none and are skipped), the
+template attributes the strategy declares (``StrategyTraits.checkpoint_attributes``, passed in by the caller:
+state a template keeps on itself rather than in a plugin, e.g. Cumulative's union dataset), the RNG states,
+and the runner's own progress (accuracy rows, timings). Supported attribute values: tensors, Avalanche
 ``ParamData``, ``nn.Module`` (restored into a copy of the strategy's model), containers,
 scalars, tensor-bank Avalanche datasets (saved as bank name + row indices) and plain objects of the
 classes in an explicit allow-list (restored attribute by attribute): the few Avalanche classes the
@@ -49,6 +52,7 @@ from torch import nn
 from cl_bench import records
 from cl_bench.data import file_digest
 from cl_bench.errors import UserError
+from cl_bench.templates import StatelessPlugin
 from cl_bench.tensor_data import bank_named, bank_rows
 
 CHECKPOINT_STRUCTURE = "checkpoint.json"
@@ -251,14 +255,17 @@ def set_rng_state(state: dict) -> None:
 
 
 def _plugin_state(encoder: _Encoder, plugin) -> dict:
-    # the evaluation plugin only logs and the progress bar holds no learning state
-    if isinstance(plugin, EvaluationPlugin) or getattr(plugin, "stateless", False):
+    # the evaluation plugin only logs; a stateless plugin (the progress bar, the divergence guard) declares none
+    if isinstance(plugin, (EvaluationPlugin, StatelessPlugin)):
         return {}
     return encoder.encode_attributes(plugin)
 
 
-def save(directory: Path, strategy, progress: dict) -> None:
-    """Write the strategy's state and the runner's ``progress`` (JSON-able + tensors) atomically as a pair."""
+def save(directory: Path, strategy, progress: dict, template_attributes: tuple[str, ...] = ()) -> None:
+    """Write the strategy's state and the runner's ``progress`` (JSON-able + tensors) atomically as a pair.
+
+    ``template_attributes``: the attributes of the template itself that hold learning state (the strategy's
+    declared ``StrategyTraits.checkpoint_attributes``); :func:`load` must be given the same names."""
     encoder = _Encoder()
     structure = {
         "format": FORMAT,
@@ -266,7 +273,7 @@ def save(directory: Path, strategy, progress: dict) -> None:
         "optimizer": encoder.encode(strategy.optimizer.state_dict()),
         "plugins": [_plugin_state(encoder, plugin) for plugin in strategy.plugins],
         # state a template keeps on itself rather than in a plugin (e.g. Cumulative's union dataset)
-        "template": {name: encoder.encode(getattr(strategy, name)) for name in _template_attributes(strategy)},
+        "template": {name: encoder.encode(getattr(strategy, name)) for name in template_attributes},
         "rng": encoder.encode(rng_state()),
         "progress": encoder.encode(progress),
     }
@@ -285,10 +292,6 @@ def save(directory: Path, strategy, progress: dict) -> None:
     for stale in _tensor_files(directory):
         if stale.name != tensors_name:
             stale.unlink(missing_ok=True)
-
-
-def _template_attributes(strategy) -> tuple[str, ...]:
-    return tuple(getattr(strategy, "checkpoint_attributes", ()))
 
 
 def _tensor_files(directory: Path) -> list[Path]:
@@ -311,8 +314,9 @@ def remove(directory: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def load(directory: Path, strategy) -> dict:
-    """Restore the strategy (model, plugins) and the RNG; return the runner's saved progress.
+def load(directory: Path, strategy, template_attributes: tuple[str, ...] = ()) -> dict:
+    """Restore the strategy (model, plugins, the ``template_attributes`` it declares) and the RNG; return the
+    runner's saved progress.
 
     A UserError (one line, naming the file and the fix) for a checkpoint that is missing a part, torn,
     garbled, of another strategy or shape, or that names anything the suite does not write.
@@ -321,7 +325,7 @@ def load(directory: Path, strategy) -> dict:
     structure_path = directory / CHECKPOINT_STRUCTURE
     try:
         structure, tensors = _read_pair(directory)
-        return _restore(structure, tensors, strategy)
+        return _restore(structure, tensors, strategy, tuple(template_attributes))
     except UserError:
         raise
     except Exception as error:  # whatever a damaged file makes the decoder trip on, it is the file's fault
@@ -358,7 +362,7 @@ def _read_pair(directory: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     return structure, load_file(str(tensors_path))
 
 
-def _restore(structure: dict, tensors: dict[str, torch.Tensor], strategy) -> dict:
+def _restore(structure: dict, tensors: dict[str, torch.Tensor], strategy, template_attributes: tuple[str, ...]) -> dict:
     decoder = _Decoder(tensors, strategy.model, strategy.device)
     strategy.model.load_state_dict({str(k): decoder.tensor(v) for k, v in structure["model"]["__module__"].items()})
     if len(structure["plugins"]) != len(strategy.plugins):
@@ -367,7 +371,7 @@ def _restore(structure: dict, tensors: dict[str, torch.Tensor], strategy) -> dic
         decoder.restore_attributes(plugin, encoded)
         if hasattr(plugin, "buffer_dliter") and getattr(plugin, "buffers", None):
             _rebuild_agem_loader(plugin)
-    decoder.restore_attributes(strategy, structure["template"], allowed_names=_template_attributes(strategy))
+    decoder.restore_attributes(strategy, structure["template"], allowed_names=template_attributes)
     if structure.get("optimizer") is not None:
         restore_optimizer(strategy, decoder.decode(structure["optimizer"]))
     progress = decoder.decode(structure["progress"])

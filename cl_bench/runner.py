@@ -40,7 +40,14 @@ from cl_bench.errors import UserError
 from cl_bench.evaluation import EvaluatorSpec
 from cl_bench.registry import ATTACKS, MODELS, SCENARIOS, STRATEGIES
 from cl_bench.scenario import ScenarioConfig, ScenarioData, split_validation
-from cl_bench.templates import DivergenceGuard, ProgressPlugin, StrategyContext, eval_mode, predict_logits
+from cl_bench.templates import (
+    DivergenceGuard,
+    ProgressPlugin,
+    ReportingPlugin,
+    StrategyContext,
+    eval_mode,
+    predict_logits,
+)
 from cl_bench.traits import StrategyTraits
 from cl_bench.tensor_data import make_loader
 
@@ -238,7 +245,7 @@ def _execute_prepared(
     test_stream = scenario.benchmark.test_stream
     if resume and not force and checkpoint.exists(run_dir):
         # read (and verify) the checkpoint before anything in the directory changes
-        state = checkpoint.load(run_dir, strategy)
+        state = checkpoint.load(run_dir, strategy, prepared.traits.checkpoint_attributes)
         _check_resumed_state(state, run_dir, scenario.n_experiences)
         log(f"resuming {config.run_id()} after experience {len(state['accuracy_matrix'])}")
     else:
@@ -314,7 +321,7 @@ def train_offline(
             row = train_and_evaluate(prepared, train_stream[index], state)
         state["accuracy_matrix"].append(row)
         state["elapsed_s"] = elapsed_before + time.perf_counter() - started
-        checkpoint.save(run_dir, strategy, state)
+        checkpoint.save(run_dir, strategy, state, prepared.traits.checkpoint_attributes)
         if stop_after is not None and index + 1 >= stop_after:
             return
 
@@ -323,13 +330,13 @@ def train_offline(
         if not state["accuracy_matrix"]:
             # poisoning the first experience: no prefix checkpoint holds this state yet (it is also the
             # resume point of an interrupted attacked run)
-            checkpoint.save(run_dir, strategy, state)
+            checkpoint.save(run_dir, strategy, state, prepared.traits.checkpoint_attributes)
         optimizer_state = copy.deepcopy(strategy.optimizer.state_dict())
         clean_rows = [
             train_and_evaluate(prepared, train_stream[index], state, "clean")
             for index in range(target, scenario.n_experiences)
         ]
-        checkpoint.load(run_dir, strategy)
+        checkpoint.load(run_dir, strategy, prepared.traits.checkpoint_attributes)
         strategy.optimizer.load_state_dict(optimizer_state)
         attack_start = time.perf_counter()
         # whatever global randomness the attack uses (dropout in its lookahead), the victim's stream stays
@@ -447,7 +454,7 @@ def train_online(
         )
         state["accuracy_matrix"].append(row)
         state["elapsed_s"] = elapsed_before + time.perf_counter() - started
-        checkpoint.save(run_dir, strategy, state)
+        checkpoint.save(run_dir, strategy, state, prepared.traits.checkpoint_attributes)
         if stop_after is not None and task_index + 1 >= stop_after:
             break
     bar.close()
@@ -585,10 +592,9 @@ def online_fields(state: dict) -> dict:
 def strategy_info(strategy) -> dict:
     """What the strategy's plugins report about themselves (e.g. GPM's memory occupancy per task)."""
     info: dict = {}
-    for plugin in getattr(strategy, "plugins", []):
-        report = getattr(plugin, "record_info", None)
-        if callable(report):
-            info.update(report())
+    for plugin in strategy.plugins:
+        if isinstance(plugin, ReportingPlugin):
+            info.update(plugin.record_info())
     return info
 
 

@@ -4,11 +4,22 @@ Strategies are Avalanche templates. :func:`fast` returns a subclass of any Avala
 whose train/eval data loaders batch tensor-bank datasets by slicing (see ``tensor_data``) and whose
 per-step callbacks skip plugins' empty base methods; the algorithm itself (loss terms, gradient hooks,
 buffers) is untouched.
+
+What a plugin or template offers the engine is a type it declares, never an attribute the engine probes:
+
+* :class:`StatelessPlugin`: holds no learning state, so checkpoints skip it (progress bar, divergence guard);
+* :class:`ReportingPlugin`: reports about itself in the run record (``record_info``, e.g. GPM's memory);
+* :class:`CustomPrediction`: a template with its own prediction rule (``predict_logits``, e.g. NCM's class
+  means), which :func:`predict_logits` calls instead of the model.
+
+What a strategy declares as a whole (trains on the whole stream, attackable, template attributes to
+checkpoint ...) is in its registered :class:`cl_bench.traits.StrategyTraits`.
 """
 
 from __future__ import annotations
 
 import warnings
+from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional, TypeVar
@@ -23,6 +34,20 @@ from tqdm.auto import tqdm
 from cl_bench.config import TrainConfig
 from cl_bench.errors import UserError
 from cl_bench.tensor_data import SliceLoader, gather
+
+
+# smoke settings (``cl_bench.traits``) the strategies share: one epoch of split digits on a 32-wide MLP, or on a
+# one-block ViT for the strategies that need one (8x8 digits: 4 patches of 4x4)
+SMOKE_DIGITS_MLP = ("scenario=split_digits", "train.epochs=1", "model.widths=[32]")
+SMOKE_DIGITS_VIT = (
+    "scenario=split_digits",
+    "model=vit_micro",
+    "train.epochs=1",
+    "model.patch_size=4",
+    "model.embed_dim=16",
+    "model.depth=1",
+    "model.num_heads=2",
+)
 
 
 class SlicingDataMixin:
@@ -163,10 +188,31 @@ def fast(template_class: type) -> type:
     return _fast_classes[template_class]
 
 
-class ProgressPlugin(SupervisedPlugin):
-    """A tqdm bar per experience, advanced after every training iteration."""
+class StatelessPlugin(SupervisedPlugin):
+    """A plugin that holds no learning state (a progress bar, a guard, a test's probe): checkpoints skip it, and
+    a resumed run starts it afresh."""
 
-    stateless = True  # nothing to checkpoint
+
+class ReportingPlugin(SupervisedPlugin):
+    """A plugin that reports about itself in the run record: :meth:`record_info` is merged into
+    ``strategy_info`` at the end of the run."""
+
+    @abstractmethod
+    def record_info(self) -> dict:
+        """Plain JSON data about the plugin's state, keyed by a name of its own (e.g. ``{"gpm_memory": ...}``)."""
+
+
+class CustomPrediction(ABC):
+    """A template whose prediction rule is not ``model(inputs)`` (e.g. the nearest class mean): evaluation and
+    attacks call :meth:`predict_logits` (through :func:`predict_logits`) instead of the model."""
+
+    @abstractmethod
+    def predict_logits(self, inputs: torch.Tensor, task_labels: torch.Tensor) -> torch.Tensor:
+        """(batch, classes) scores whose argmax is the prediction; differentiable where attacks need it."""
+
+
+class ProgressPlugin(StatelessPlugin):
+    """A tqdm bar per experience, advanced after every training iteration."""
 
     def __init__(self, n_experiences: int, enabled: bool = True):
         super().__init__()
@@ -201,7 +247,7 @@ class ProgressPlugin(SupervisedPlugin):
             self.bar = None
 
 
-class DivergenceGuard(SupervisedPlugin):
+class DivergenceGuard(StatelessPlugin):
     """Stops a run whose training loss or weights stop being finite, with a one-line UserError.
 
     First in every strategy's plugin list, so it looks before any other plugin acts on NaNs (GPM's SVD of
@@ -211,7 +257,6 @@ class DivergenceGuard(SupervisedPlugin):
     host sync per ``check_every`` steps instead of one per step, which also costs a batch-10 step on a CPU).
     """
 
-    stateless = True  # nothing to checkpoint
     check_every = 50
 
     def __init__(self) -> None:
@@ -301,10 +346,9 @@ def _silent_evaluator() -> EvaluationPlugin:
 
 
 def predict_logits(strategy, inputs: torch.Tensor, task_labels: torch.Tensor) -> torch.Tensor:
-    """The strategy's prediction rule: its own ``predict_logits`` if it has one, else the model."""
-    custom = getattr(strategy, "predict_logits", None)
-    if custom is not None:
-        return custom(inputs, task_labels)
+    """The strategy's prediction rule: its own for a :class:`CustomPrediction` template, else the model."""
+    if isinstance(strategy, CustomPrediction):
+        return strategy.predict_logits(inputs, task_labels)
     return avalanche_forward(strategy.model, inputs, task_labels)
 
 

@@ -75,6 +75,7 @@ from cl_bench.config import param
 from cl_bench.errors import UserError
 from cl_bench.registry import SCENARIOS
 from cl_bench.scenario import ScenarioConfig, ScenarioData, tensor_scenario
+from cl_bench.traits import ScenarioTraits
 
 SCALE = 4.5 * math.pi  # the largest roll parameter: divides every coordinate
 HEIGHT = 21.0  # height of the roll (second coordinate), as in scikit-learn's generator
@@ -238,6 +239,9 @@ def generate_task(
 @SCENARIOS.register(
     "continual_swiss_roll",
     config=ContinualSwissRollConfig,
+    traits=ScenarioTraits(
+        smoke=("scenario.n_tasks=3", "scenario.n_train=40", "scenario.n_test=20", "train.epochs=2", "model.widths=[32]")
+    ),
     default_model="mlp",
     model_defaults={"widths": [100, 100], "bias": True},
     train_defaults={"epochs": 20, "batch_size": 32, "lr": 0.1},

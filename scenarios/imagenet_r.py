@@ -38,9 +38,11 @@ from cl_bench.config import param
 from cl_bench.data import ImageFolderListing, imagenet_r_dir, load_imagenet_r
 from cl_bench.registry import SCENARIOS
 from cl_bench.scenario import ScenarioData
+from cl_bench.traits import ScenarioTraits
 from scenarios.split_image import (
     IMAGENET_MEAN_STD,
     SLCA_IMAGENET_R_AUGMENT,
+    SMALL_VIT_SMOKE,
     SplitImageConfig,
     image_transforms,
     per_item_split,
@@ -131,6 +133,7 @@ class SplitImageNetRConfig(SplitImageConfig):
 @SCENARIOS.register(
     "split_imagenet_r",
     config=SplitImageNetRConfig,
+    traits=ScenarioTraits(smoke=SMALL_VIT_SMOKE + ("scenario.n_experiences=2", "train.epochs=1")),
     default_model="timm",
     requires_data="imagenet-r",
     train_defaults={"epochs": 5, "batch_size": 64, "lr": 0.01, "momentum": 0.9},

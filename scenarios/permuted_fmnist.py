@@ -50,6 +50,7 @@ from cl_bench.data import FMNIST_CLASSES, FMNIST_REAL_COUNTS, fmnist_dir, load_f
 from cl_bench.errors import UserError
 from cl_bench.registry import SCENARIOS
 from cl_bench.scenario import ScenarioConfig, ScenarioData, tensor_scenario
+from cl_bench.traits import ScenarioTraits
 
 
 @dataclass
@@ -106,6 +107,15 @@ def _permuted_part(
 @SCENARIOS.register(
     "permuted_fmnist",
     config=PermutedFMNISTConfig,
+    traits=ScenarioTraits(
+        smoke=(
+            "scenario.n_experiences=3",
+            "scenario.train_per_experience=100",
+            "scenario.test_per_experience=50",
+            "train.epochs=1",
+            "model.widths=[32]",
+        )
+    ),
     default_model="mlp_gpm",
     requires_data="fmnist",
     train_defaults={"epochs": 5, "batch_size": 10, "lr": 0.01},

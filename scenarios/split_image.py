@@ -74,6 +74,7 @@ from cl_bench.data import CIFAR_LAYOUTS, ImageArrays, cifar_root, fmnist_dir, lo
 from cl_bench.errors import UserError
 from cl_bench.registry import SCENARIOS
 from cl_bench.scenario import ScenarioConfig, ScenarioData, add_classes_timeline, stratified_holdout, tensor_scenario
+from cl_bench.traits import ScenarioTraits
 
 # published per-channel statistics of the CIFAR training sets (fixed, so nothing is computed from data)
 CIFAR_MEAN_STD = {
@@ -204,6 +205,7 @@ def _uint8_to_unit(images: np.ndarray) -> torch.Tensor:
 @SCENARIOS.register(
     "split_fmnist",
     config=SplitFMNISTConfig,
+    traits=ScenarioTraits(smoke=("train.epochs=1", "model.widths=[32]")),
     default_model="mlp",
     requires_data="fmnist",
     train_defaults={"epochs": 2, "batch_size": 128, "lr": 0.01, "momentum": 0.9},
@@ -290,6 +292,7 @@ def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tup
 @SCENARIOS.register(
     "split_digits",
     config=SplitDigitsConfig,
+    traits=ScenarioTraits(smoke=("train.epochs=1", "model.widths=[32]")),
     default_model="mlp",
     model_defaults={"widths": [64, 64]},
     train_defaults={"epochs": 3, "batch_size": 32, "lr": 0.05, "momentum": 0.0},
@@ -535,11 +538,22 @@ def _build_split_cifar(name: str, config: SplitCIFAR10Config, seed: int) -> Scen
 
 
 CIFAR_TRAIN_DEFAULTS = {"epochs": 5, "batch_size": 64, "lr": 0.01, "momentum": 0.9}
+CIFAR_SMOKE = ("train.epochs=1", "model.channels=[8]", "model.hidden=32")  # a one-block cnn
+# the 224-px scenarios' smoke runs: 16-px images on a one-block vit_micro (4 patches of 8x8)
+SMALL_VIT_SMOKE = (
+    "model=vit_micro",
+    "scenario.image_size=16",
+    "model.patch_size=8",
+    "model.embed_dim=16",
+    "model.depth=1",
+    "model.num_heads=2",
+)
 
 
 @SCENARIOS.register(
     "split_cifar10",
     config=SplitCIFAR10Config,
+    traits=ScenarioTraits(smoke=CIFAR_SMOKE),
     default_model="cnn",
     requires_data="cifar10",
     train_defaults=dict(CIFAR_TRAIN_DEFAULTS),
@@ -552,6 +566,7 @@ def build_split_cifar10(config: SplitCIFAR10Config, seed: int) -> ScenarioData:
 @SCENARIOS.register(
     "split_cifar100",
     config=SplitCIFAR100Config,
+    traits=ScenarioTraits(smoke=CIFAR_SMOKE + ("scenario.n_experiences=2",)),
     default_model="cnn",
     requires_data="cifar100",
     train_defaults=dict(CIFAR_TRAIN_DEFAULTS),

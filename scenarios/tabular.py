@@ -53,6 +53,7 @@ import torch
 from cl_bench.config import param
 from cl_bench.errors import UserError
 from cl_bench.registry import SCENARIOS
+from cl_bench.traits import ScenarioTraits
 from cl_bench.scenario import ScenarioConfig, ScenarioData, tensor_scenario
 
 DATASETS = ("breast_cancer", "wine", "iris", "digits")  # scikit-learn's bundled classification tables
@@ -147,6 +148,7 @@ def train_statistics(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         "weight_decay": 5e-4,
         "optimizer": "sgd",
     },
+    traits=ScenarioTraits(smoke=("train.epochs=5", "model.widths=[32]")),
 )
 def build_tabular(config: TabularConfig, seed: int) -> ScenarioData:
     """Tabular (Hsu et al. ICLR 2024 UCI setting, sklearn stand-in tables): 1 experience, stratified 75/25 split."""

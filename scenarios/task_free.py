@@ -69,11 +69,13 @@ from cl_bench.errors import UserError
 from cl_bench.registry import SCENARIOS
 from cl_bench.scenario import OnlineStream, ScenarioData, add_classes_timeline, tensor_scenario
 from cl_bench.tensor_data import TensorBank
+from cl_bench.traits import ScenarioTraits
 from scenarios.imagenet_r import imagenet_r_split, split_seed_param, test_fraction_param
 from scenarios.split_image import (
     CIFAR_MEAN_STD,
     IMAGENET_MEAN_STD,
     ONLINE_LORA_AUGMENT,
+    SMALL_VIT_SMOKE,
     HWCImages,
     image_transforms,
     per_item_dataset,
@@ -209,6 +211,15 @@ def _to_inputs(images: np.ndarray) -> torch.Tensor:
 @SCENARIOS.register(
     "task_free_fmnist",
     config=TaskFreeFMNISTConfig,
+    traits=ScenarioTraits(
+        task_free=True,
+        smoke=(
+            "scenario.stream_batch_size=20",
+            "scenario.anytime_eval_every=40",
+            "scenario.anytime_test_per_class=0",
+            "model.widths=[16]",
+        ),
+    ),
     default_model="mlp",
     requires_data="fmnist",
     train_defaults={"epochs": 1, "batch_size": 64, "lr": 0.01, "momentum": 0.0},
@@ -388,6 +399,11 @@ ONLINE_TRAIN_DEFAULTS = {"epochs": 1, "batch_size": 64, "lr": 0.01, "momentum": 
 @SCENARIOS.register(
     "task_free_cifar100",
     config=TaskFreeCIFAR100Config,
+    traits=ScenarioTraits(
+        task_free=True,
+        smoke=SMALL_VIT_SMOKE
+        + ("scenario.n_tasks=2", "scenario.stream_batch_size=20", "scenario.anytime_eval_every=60"),
+    ),
     default_model="timm",
     requires_data="cifar100",
     train_defaults=dict(ONLINE_TRAIN_DEFAULTS),
@@ -410,6 +426,10 @@ def build_task_free_cifar100(config: TaskFreeCIFAR100Config, seed: int) -> Scena
 @SCENARIOS.register(
     "task_free_imagenet_r",
     config=TaskFreeImageNetRConfig,
+    traits=ScenarioTraits(
+        task_free=True,
+        smoke=SMALL_VIT_SMOKE + ("scenario.n_tasks=2", "scenario.stream_batch_size=8", "scenario.anytime_eval_every=8"),
+    ),
     default_model="timm",
     requires_data="imagenet-r",
     train_defaults=dict(ONLINE_TRAIN_DEFAULTS),

@@ -23,8 +23,12 @@ are marked so in their field docs:
 Deviation from stock Avalanche: ``replay`` uses :class:`SlicingReplayPlugin`, which keeps
 Avalanche's storage policy and batch composition (a full batch of new data plus a memory batch,
 memory cycled, one epoch = one pass over the new data) but slices tensors instead of going
-through ``ReplayDataLoader``. ``joint`` is trained once on the union of the whole stream;
-the runner records its single evaluation in every row of the accuracy matrix.
+through ``ReplayDataLoader``. ``joint`` is trained once on the union of the whole stream (it declares
+``train_whole_stream``); the runner records its single evaluation in every row of the accuracy matrix.
+
+Task-free streams: every one of these methods consolidates at experience boundaries (a penalty's importances,
+a memory's per-experience quota, the union of experiences), and a task-free stream makes every incoming
+mini-batch an experience, so only ``naive`` (online fine-tuning) declares ``task_free``.
 """
 
 from __future__ import annotations
@@ -49,33 +53,37 @@ from cl_bench.config import ComponentConfig, param
 from cl_bench.errors import UserError
 from cl_bench.registry import STRATEGIES
 from cl_bench.tensor_data import gather
-from cl_bench.templates import StrategyContext, fast
+from cl_bench.templates import SMOKE_DIGITS_MLP, StrategyContext, fast
+from cl_bench.traits import StrategyTraits
+
+# consolidates at experience boundaries: not for task-free streams (see the module docstring)
+OFFLINE = StrategyTraits(task_free=False, smoke=SMOKE_DIGITS_MLP)
+# on the smoke run (lr 0.05, ~10 mini-batches per experience) the default EWC penalty diverges and the runner
+# (rightly) stops the run: a smaller lambda
+EWC_TRAITS = StrategyTraits(task_free=False, smoke=SMOKE_DIGITS_MLP + ("strategy.ewc_lambda=10",))
 
 
-@STRATEGIES.register("naive")
+@STRATEGIES.register("naive", traits=StrategyTraits(smoke=SMOKE_DIGITS_MLP))
 def build_naive(config: ComponentConfig, context: StrategyContext):
     """Fine-tuning on each experience in turn (the lower bound: no protection against forgetting)."""
     return fast(Naive)(**context.template_kwargs())
 
 
-class _JointOnWholeStream(JointTraining):
-    train_whole_stream = True  # tells the runner to call train() once with the whole stream
-
-
-@STRATEGIES.register("joint")
+# the runner calls train() once with the whole stream
+@STRATEGIES.register("joint", traits=StrategyTraits(train_whole_stream=True, task_free=False, smoke=SMOKE_DIGITS_MLP))
 def build_joint(config: ComponentConfig, context: StrategyContext):
     """Offline training on the union of all experiences (the upper bound, not continual)."""
-    return fast(_JointOnWholeStream)(**context.template_kwargs())
+    return fast(JointTraining)(**context.template_kwargs())
 
 
-class _CheckpointedCumulative(Cumulative):
-    checkpoint_attributes = ("dataset",)  # the union of the experiences seen so far
-
-
-@STRATEGIES.register("cumulative")
+# the template's own `dataset`, the union of the experiences seen so far, is learning state
+@STRATEGIES.register(
+    "cumulative",
+    traits=StrategyTraits(task_free=False, checkpoint_attributes=("dataset",), smoke=SMOKE_DIGITS_MLP),
+)
 def build_cumulative(config: ComponentConfig, context: StrategyContext):
     """Retrains on the union of all experiences seen so far at each step (incremental upper bound)."""
-    return fast(_CheckpointedCumulative)(**context.template_kwargs())
+    return fast(Cumulative)(**context.template_kwargs())
 
 
 @dataclass
@@ -83,7 +91,7 @@ class EWCConfig(ComponentConfig):
     ewc_lambda: float = param(1000.0, "weight of the quadratic penalty (suite choice)", low=0.0)
 
 
-@STRATEGIES.register("ewc", config=EWCConfig)
+@STRATEGIES.register("ewc", config=EWCConfig, traits=EWC_TRAITS)
 def build_ewc(config: EWCConfig, context: StrategyContext):
     """Elastic Weight Consolidation: Fisher-weighted quadratic penalty, one term per past experience."""
     return fast(EWC)(ewc_lambda=config.ewc_lambda, mode="separate", **context.template_kwargs())
@@ -95,7 +103,7 @@ class OnlineEWCConfig(ComponentConfig):
     decay_factor: float = param(1.0, "decay of the running Fisher estimate, gamma (suite choice)", low=0.0, high=1.0)
 
 
-@STRATEGIES.register("online_ewc", config=OnlineEWCConfig)
+@STRATEGIES.register("online_ewc", config=OnlineEWCConfig, traits=EWC_TRAITS)
 def build_online_ewc(config: OnlineEWCConfig, context: StrategyContext):
     """Online EWC: a single running Fisher estimate decayed by gamma at each experience."""
     return fast(EWC)(
@@ -113,7 +121,7 @@ class SIConfig(ComponentConfig):
     eps: float = param(0.1, "damping xi (paper)", low=0.0, low_open=True)
 
 
-@STRATEGIES.register("si", config=SIConfig)
+@STRATEGIES.register("si", config=SIConfig, traits=OFFLINE)
 def build_si(config: SIConfig, context: StrategyContext):
     """Synaptic Intelligence: path-integral importance of every weight, quadratic penalty."""
     return fast(SynapticIntelligence)(si_lambda=config.si_lambda, eps=config.eps, **context.template_kwargs())
@@ -127,7 +135,7 @@ class MASConfig(ComponentConfig):
     )
 
 
-@STRATEGIES.register("mas", config=MASConfig)
+@STRATEGIES.register("mas", config=MASConfig, traits=OFFLINE)
 def build_mas(config: MASConfig, context: StrategyContext):
     """Memory Aware Synapses: importance from the sensitivity of the output norm, quadratic penalty."""
     return fast(MAS)(lambda_reg=config.lambda_reg, alpha=config.alpha, **context.template_kwargs())
@@ -139,7 +147,7 @@ class LwFConfig(ComponentConfig):
     temperature: float = param(2.0, "softmax temperature T (paper)", low=0.0, low_open=True)
 
 
-@STRATEGIES.register("lwf", config=LwFConfig)
+@STRATEGIES.register("lwf", config=LwFConfig, traits=OFFLINE)
 def build_lwf(config: LwFConfig, context: StrategyContext):
     """Learning without Forgetting: distils the previous model's outputs on the new data."""
     return fast(LwF)(alpha=config.alpha, temperature=config.temperature, **context.template_kwargs())
@@ -198,7 +206,7 @@ class ReplayConfig(ComponentConfig):
     batch_size_mem: int = param(0, "memory samples per mini-batch; 0 = the training batch size", low=0)
 
 
-@STRATEGIES.register("replay", config=ReplayConfig)
+@STRATEGIES.register("replay", config=ReplayConfig, traits=OFFLINE)
 def build_replay(config: ReplayConfig, context: StrategyContext):
     """Experience replay: a random, experience-balanced memory mixed into every mini-batch."""
     plugin = SlicingReplayPlugin(mem_size=config.mem_size, batch_size_mem=config.batch_size_mem or None)
@@ -211,7 +219,7 @@ class AGEMConfig(ComponentConfig):
     sample_size: int = param(256, "memory samples used to compute the reference gradient (paper)", low=1)
 
 
-@STRATEGIES.register("agem", config=AGEMConfig)
+@STRATEGIES.register("agem", config=AGEMConfig, traits=OFFLINE)
 def build_agem(config: AGEMConfig, context: StrategyContext):
     """Averaged GEM: projects the gradient when it conflicts with the average memory gradient."""
     return fast(AGEM)(
@@ -225,7 +233,7 @@ class GEMConfig(ComponentConfig):
     memory_strength: float = param(0.5, "margin gamma added to the QP solution (paper)", low=0.0)
 
 
-@STRATEGIES.register("gem", config=GEMConfig)
+@STRATEGIES.register("gem", config=GEMConfig, traits=OFFLINE)
 def build_gem(config: GEMConfig, context: StrategyContext):
     """Gradient Episodic Memory: QP projection so that no past experience's memory loss increases."""
     return fast(GEM)(
@@ -240,7 +248,12 @@ class RWalkConfig(ComponentConfig):
     delta_t: int = param(10, "iterations between importance-score updates (paper)", low=1)
 
 
-@STRATEGIES.register("rwalk", config=RWalkConfig)
+# the smoke run's ~10 iterations per experience update no path score at delta_t=10 (the builder refuses it)
+@STRATEGIES.register(
+    "rwalk",
+    config=RWalkConfig,
+    traits=StrategyTraits(task_free=False, smoke=SMOKE_DIGITS_MLP + ("strategy.delta_t=2",)),
+)
 def build_rwalk(config: RWalkConfig, context: StrategyContext):
     """Riemannian Walk: online Fisher plus path-integral scores (EWC++ and SI combined)."""
     train = context.train

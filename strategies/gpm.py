@@ -59,7 +59,6 @@ from typing import Optional, cast
 
 import torch
 import torch.nn.functional as F
-from avalanche.core import SupervisedPlugin
 from avalanche.models import MultiHeadClassifier
 from avalanche.models.utils import avalanche_forward
 from avalanche.training.supervised import Naive
@@ -70,7 +69,8 @@ from cl_bench.errors import UserError
 from cl_bench.models.heads import MultiHeadNet
 from cl_bench.registry import STRATEGIES
 from cl_bench.tensor_data import gather
-from cl_bench.templates import StrategyContext, eval_mode, fast
+from cl_bench.templates import SMOKE_DIGITS_MLP, ReportingPlugin, StrategyContext, eval_mode, fast
+from cl_bench.traits import StrategyTraits
 
 GPM_TRAIN_DEFAULTS = {"momentum": 0.0, "weight_decay": 0.0}  # the official plain SGD
 
@@ -208,7 +208,7 @@ def per_layer(values: list, count: int) -> list:
 # ----------------------------------------------------------------------------- the plugin
 
 
-class GPMPlugin(SupervisedPlugin):
+class GPMPlugin(ReportingPlugin):
     """Builds the per-layer memory at the end of each experience and projects gradients during the next."""
 
     def __init__(self, config: GPMConfig):
@@ -356,7 +356,11 @@ def build_gpm_template(context: StrategyContext, plugins: list):
     return fast(Naive)(**context.template_kwargs(plugins))
 
 
-@STRATEGIES.register("gpm", config=GPMConfig, train_defaults=GPM_TRAIN_DEFAULTS)
+# the bases are updated at every experience end: a task-free stream would make every mini-batch a task
+GPM_TRAITS = StrategyTraits(task_free=False, run_plots=("gpm_memory",), smoke=SMOKE_DIGITS_MLP)
+
+
+@STRATEGIES.register("gpm", config=GPMConfig, traits=GPM_TRAITS, train_defaults=GPM_TRAIN_DEFAULTS)
 def build_gpm(config: GPMConfig, context: StrategyContext):
     """Gradient Projection Memory: gradients projected orthogonal to the stored input subspaces of past tasks."""
     return build_gpm_template(context, [GPMPlugin(config)])

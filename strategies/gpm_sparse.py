@@ -41,7 +41,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-from avalanche.core import SupervisedPlugin
 from avalanche.models.utils import avalanche_forward
 
 from cl_bench.config import param
@@ -49,8 +48,8 @@ from cl_bench.errors import UserError
 from cl_bench.models.kwta import KWTA, insert_kwta
 from cl_bench.registry import STRATEGIES
 from cl_bench.tensor_data import make_loader
-from cl_bench.templates import StrategyContext, eval_mode
-from strategies.gpm import GPM_TRAIN_DEFAULTS, GPMConfig, GPMPlugin, build_gpm_template
+from cl_bench.templates import ReportingPlugin, StrategyContext, eval_mode
+from strategies.gpm import GPM_TRAIN_DEFAULTS, GPM_TRAITS, GPMConfig, GPMPlugin, build_gpm_template
 
 
 @dataclass
@@ -121,7 +120,7 @@ class GPMHDConfig(GPMSparseConfig):
     )
 
 
-class HeterogeneousDropoutPlugin(SupervisedPlugin):
+class HeterogeneousDropoutPlugin(ReportingPlugin):
     """Switches HD on from the second task and recomputes keep-probabilities from the counts at task end."""
 
     def __init__(self, config: GPMSparseConfig, units: list[KWTA]):
@@ -198,7 +197,11 @@ SPARSE_DEFAULTS = {scenario: {"k_ratio": CHOSEN_K[scenario], "rho": CHOSEN_RHO[s
 
 
 @STRATEGIES.register(
-    "gpm_sparse", config=GPMSparseConfig, train_defaults=GPM_TRAIN_DEFAULTS, scenario_defaults=SPARSE_DEFAULTS
+    "gpm_sparse",
+    config=GPMSparseConfig,
+    traits=GPM_TRAITS,
+    train_defaults=GPM_TRAIN_DEFAULTS,
+    scenario_defaults=SPARSE_DEFAULTS,
 )
 def build_gpm_sparse(config: GPMSparseConfig, context: StrategyContext):
     """GPM + k-winner-take-all activations + heterogeneous dropout between tasks (Abbasi et al. 2022)."""
@@ -208,6 +211,7 @@ def build_gpm_sparse(config: GPMSparseConfig, context: StrategyContext):
 @STRATEGIES.register(
     "gpm_kwta",
     config=GPMKWTAConfig,
+    traits=GPM_TRAITS,
     train_defaults=GPM_TRAIN_DEFAULTS,
     scenario_defaults={scenario: {"k_ratio": k} for scenario, k in CHOSEN_K.items()},
 )
@@ -219,6 +223,7 @@ def build_gpm_kwta(config: GPMKWTAConfig, context: StrategyContext):
 @STRATEGIES.register(
     "gpm_hd",
     config=GPMHDConfig,
+    traits=GPM_TRAITS,
     train_defaults=GPM_TRAIN_DEFAULTS,
     scenario_defaults={scenario: {"rho": rho} for scenario, rho in CHOSEN_RHO.items()},
 )

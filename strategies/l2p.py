@@ -63,7 +63,8 @@ from cl_bench.config import ComponentConfig, param
 from cl_bench.errors import UserError
 from cl_bench.models.vit import find_vit
 from cl_bench.registry import STRATEGIES
-from cl_bench.templates import StrategyContext, eval_mode, fast
+from cl_bench.templates import SMOKE_DIGITS_VIT, CustomPrediction, StrategyContext, eval_mode, fast
+from cl_bench.traits import StrategyTraits
 
 if TYPE_CHECKING:
     from avalanche.models.timm_vit import ViTWithPrompt
@@ -200,10 +201,8 @@ def check_query_matches_backbone(query: nn.Module, backbone: nn.Module, input_sh
         )
 
 
-class PromptedViT(LearningToPrompt):
+class PromptedViT(CustomPrediction, LearningToPrompt):
     """Avalanche's LearningToPrompt on a given prompted ViT and query model (see module docstring)."""
-
-    supports_attacks = False  # its model returns a dict of outputs; attacks call the model directly
 
     def __init__(
         self,
@@ -253,7 +252,19 @@ class PromptedViT(LearningToPrompt):
         return self.prompted_forward(inputs)["logits"]
 
 
-@STRATEGIES.register("l2p", config=L2PConfig, requires_vit=True, train_defaults=L2P_TRAIN_DEFAULTS)
+# its model returns a dict of outputs and attacks call the model directly: not attackable; it needs
+# experience boundaries (the builder refuses a task-free stream); a 4-prompt pool for the smoke run
+@STRATEGIES.register(
+    "l2p",
+    config=L2PConfig,
+    traits=StrategyTraits(
+        needs_vit=True,
+        attackable=False,
+        task_free=False,
+        smoke=SMOKE_DIGITS_VIT + ("strategy.pool_size=4", "strategy.prompt_length=2", "strategy.top_k=2"),
+    ),
+    train_defaults=L2P_TRAIN_DEFAULTS,
+)
 def build_l2p(config: L2PConfig, context: StrategyContext):
     """Learning to Prompt (Avalanche's LearningToPrompt) on our pre-trained ViT: prompt pool, frozen backbone."""
     if getattr(context.scenario, "online", None) is not None or context.scenario.setting == "task-free":

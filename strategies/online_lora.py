@@ -82,7 +82,6 @@ from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
-from avalanche.core import SupervisedPlugin
 from avalanche.training.supervised import Naive
 from torch import nn
 
@@ -90,7 +89,8 @@ from cl_bench.checkpoint import state_type
 from cl_bench.config import ComponentConfig, param
 from cl_bench.errors import UserError
 from cl_bench.registry import STRATEGIES
-from cl_bench.templates import StrategyContext, eval_mode, fast
+from cl_bench.templates import SMOKE_DIGITS_VIT, ReportingPlugin, StrategyContext, eval_mode, fast
+from cl_bench.traits import StrategyTraits
 
 ONLINE_LORA_TRAIN_DEFAULTS = {"optimizer": "adam", "lr": 3e-4, "batch_size": 64, "epochs": 1, "weight_decay": 0.0}
 
@@ -318,7 +318,7 @@ def per_sample_gradients(model: nn.Module, names: list, values: tuple, inputs: t
 # ----------------------------------------------------------------------------- the plugin
 
 
-class OnlineLoRAPlugin(SupervisedPlugin):
+class OnlineLoRAPlugin(ReportingPlugin):
     """Hard-buffer loss, importance penalty, loss-window plateaus and merges; all its state is checkpointed."""
 
     def __init__(self, config: OnlineLoRAConfig):
@@ -405,7 +405,10 @@ class OnlineLoRAPlugin(SupervisedPlugin):
 
 
 @STRATEGIES.register(
-    "online_lora", config=OnlineLoRAConfig, requires_vit=True, train_defaults=ONLINE_LORA_TRAIN_DEFAULTS
+    "online_lora",
+    config=OnlineLoRAConfig,
+    traits=StrategyTraits(needs_vit=True, smoke=SMOKE_DIGITS_VIT),
+    train_defaults=ONLINE_LORA_TRAIN_DEFAULTS,
 )
 def build_online_lora(config: OnlineLoRAConfig, context: StrategyContext):
     """Online-LoRA: LoRA on a frozen ViT's q and v, merged at loss plateaus, importance-weighted penalty."""

@@ -55,7 +55,6 @@ from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
-from avalanche.core import SupervisedPlugin
 from avalanche.training.templates import SupervisedTemplate
 from torch import nn
 
@@ -63,7 +62,8 @@ from cl_bench.config import ComponentConfig, param
 from cl_bench.errors import UserError
 from cl_bench.models.heads import MASKED_LOGIT
 from cl_bench.registry import STRATEGIES
-from cl_bench.templates import StrategyContext, eval_mode, fast
+from cl_bench.templates import SMOKE_DIGITS_MLP, CustomPrediction, ReportingPlugin, StrategyContext, eval_mode, fast
+from cl_bench.traits import StrategyTraits
 
 
 def require_single_head(model: nn.Module, strategy: str) -> tuple[nn.Module, nn.Linear]:
@@ -101,7 +101,7 @@ class LinearProbeTemplate(SupervisedTemplate):
         self.optimized_param_id = dict(self.model.head.named_parameters())
 
 
-@STRATEGIES.register("linear_probe", config=LinearProbeConfig)
+@STRATEGIES.register("linear_probe", config=LinearProbeConfig, traits=StrategyTraits(smoke=SMOKE_DIGITS_MLP))
 def build_linear_probe(config: LinearProbeConfig, context: StrategyContext):
     """Frozen backbone (eval mode, no grad) with a trainable linear head over all classes."""
     backbone, head = require_single_head(context.model, "linear_probe")
@@ -124,7 +124,7 @@ class NCMConfig(ComponentConfig):
     )
 
 
-class ClassMeans(SupervisedPlugin):
+class ClassMeans(ReportingPlugin):
     """Exact running per-class means of frozen features: float64 sums and counts, class-indexed."""
 
     def __init__(self, num_classes: int):
@@ -172,7 +172,7 @@ class ClassMeans(SupervisedPlugin):
         }
 
 
-class NCMTemplate(SupervisedTemplate):
+class NCMTemplate(CustomPrediction, SupervisedTemplate):
     """Accumulates class means of frozen features instead of training; predicts the nearest mean."""
 
     def __init__(self, *, class_means: ClassMeans, similarity: str, **kwargs):
@@ -196,7 +196,13 @@ class NCMTemplate(SupervisedTemplate):
         return self.predict_logits(self.mb_x, self.mb_task_id)
 
 
-@STRATEGIES.register("ncm", config=NCMConfig, train_defaults={"epochs": 1})
+# the prediction reads the class means (a plugin's state), not only the model's tensors
+@STRATEGIES.register(
+    "ncm",
+    config=NCMConfig,
+    traits=StrategyTraits(predicts_from_model=False, smoke=SMOKE_DIGITS_MLP),
+    train_defaults={"epochs": 1},
+)
 def build_ncm(config: NCMConfig, context: StrategyContext):
     """Nearest class mean on frozen features (SimpleCIL): exact class means, cosine prediction, no training."""
     require_single_head(context.model, "ncm")
@@ -228,7 +234,7 @@ def stream_seed(seed: int, name: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{name}:{seed}".encode()).digest()[:8], "little") >> 1
 
 
-class ReservoirMemory(SupervisedPlugin):
+class ReservoirMemory(ReportingPlugin):
     """A uniform sample of the stream (reservoir sampling), kept as tensors, with its own RNG state."""
 
     def __init__(self, capacity: int, seed: int):
@@ -331,7 +337,9 @@ class OnlineERTemplate(SupervisedTemplate):
             self.dataloader = incoming_batches
 
 
-@STRATEGIES.register("online_er", config=OnlineERConfig, train_defaults={"epochs": 1})
+@STRATEGIES.register(
+    "online_er", config=OnlineERConfig, traits=StrategyTraits(smoke=SMOKE_DIGITS_MLP), train_defaults={"epochs": 1}
+)
 def build_online_er(config: OnlineERConfig, context: StrategyContext):
     """Online experience replay: reservoir-sampled memory, incoming batch + memory batch in every update."""
     memory = ReservoirMemory(config.mem_size, stream_seed(torch.initial_seed(), "online_er"))

@@ -70,7 +70,6 @@ from typing import Optional, Sequence, cast
 
 import torch
 import torch.nn.functional as F
-from avalanche.core import SupervisedPlugin
 from avalanche.training.supervised import Naive
 from torch import nn
 
@@ -79,7 +78,8 @@ from cl_bench.errors import UserError
 from cl_bench.models.heads import MASKED_LOGIT
 from cl_bench.registry import STRATEGIES
 from cl_bench.tensor_data import make_loader
-from cl_bench.templates import StrategyContext, eval_mode, fast
+from cl_bench.templates import SMOKE_DIGITS_MLP, ReportingPlugin, StrategyContext, eval_mode, fast
+from cl_bench.traits import StrategyTraits
 
 SLCA_TRAIN_DEFAULTS = {"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 128}  # official
 IGNORED_TARGET = -100  # F.cross_entropy's default ignore_index
@@ -279,7 +279,7 @@ class SLCAClassifier(nn.Module):
 # ----------------------------------------------------------------------------- the plugin (state, stage 2)
 
 
-class SLCAPlugin(SupervisedPlugin):
+class SLCAPlugin(ReportingPlugin):
     """Experience bookkeeping, class statistics and classifier alignment; holds everything checkpointed."""
 
     def __init__(self, config: SLCAConfig, classes_per_task: list[list[int]], final_norm_reset: bool):
@@ -473,19 +473,27 @@ def build_slca_strategy(config: SLCAConfig, context: StrategyContext):
     return fast(SLCATemplate)(slca_plugin=plugin, train_config=context.train, **context.template_kwargs())
 
 
-@STRATEGIES.register("slca", config=SLCAConfig, train_defaults=SLCA_TRAIN_DEFAULTS)
+# needs task boundaries (check_supported refuses a task-free stream)
+SLCA_TRAITS = StrategyTraits(task_free=False, smoke=SMOKE_DIGITS_MLP)
+
+
+@STRATEGIES.register("slca", config=SLCAConfig, traits=SLCA_TRAITS, train_defaults=SLCA_TRAIN_DEFAULTS)
 def build_slca(config: SLCAConfig, context: StrategyContext):
     """SLCA: slow backbone (lr x0.01) + per-task heads aligned on sampled class Gaussians (ICCV 2023)."""
     return build_slca_strategy(config, context)
 
 
-@STRATEGIES.register("slca_slow_learner", config=SLCASlowLearnerConfig, train_defaults=SLCA_TRAIN_DEFAULTS)
+@STRATEGIES.register(
+    "slca_slow_learner", config=SLCASlowLearnerConfig, traits=SLCA_TRAITS, train_defaults=SLCA_TRAIN_DEFAULTS
+)
 def build_slca_slow_learner(config: SLCASlowLearnerConfig, context: StrategyContext):
     """SLCA ablation: the slow learner alone (per-task heads, backbone lr x0.01, no classifier alignment)."""
     return build_slca_strategy(config, context)
 
 
-@STRATEGIES.register("slca_alignment", config=SLCAAlignmentConfig, train_defaults=SLCA_TRAIN_DEFAULTS)
+@STRATEGIES.register(
+    "slca_alignment", config=SLCAAlignmentConfig, traits=SLCA_TRAITS, train_defaults=SLCA_TRAIN_DEFAULTS
+)
 def build_slca_alignment(config: SLCAAlignmentConfig, context: StrategyContext):
     """SLCA ablation: classifier alignment alone (backbone at the head's lr, i.e. lr ratio 1)."""
     return build_slca_strategy(config, context)

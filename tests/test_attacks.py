@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import SMOKE_SETS, run_cli
+from conftest import run_cli, smoke_settings
 
 from cl_bench import runner
 from cl_bench.config import resolve
@@ -23,7 +23,7 @@ def _run(tmp_path, attack=None, sets=(), stop_after=None, resume=False, strategy
     config = resolve(
         {},
         {"scenario": "split_digits", "strategy": strategy, "attack": attack, "device": "cpu"},
-        TINY + SMOKE_SETS.get(strategy, []) + list(sets),
+        smoke_settings("strategy", strategy)[1] + list(sets),  # one epoch on a 32-wide MLP (+ the strategy's)
     )
     return runner.execute(config, tmp_path, progress=False, log=lambda line: None, stop_after=stop_after, resume=resume)
 

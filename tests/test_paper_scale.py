@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import run_cli
+from conftest import WNIDS, run_cli, write_image_tree
 
 from cl_bench import runner
 from cl_bench.config import build_config, resolve
@@ -33,27 +33,12 @@ PAPER_PRESETS = [
     "online_lora_imagenet_r",
     "online_lora_si_blurry_cifar100",
 ]
-WNIDS = ["n01443537", "n01484850", "n01494475", "n01498041"]
 TINY_VIT = ["model.patch_size=8", "model.embed_dim=16", "model.depth=1", "model.num_heads=2"]
 
 
 def build(name: str, seed: int = 0, **values):
     entry = SCENARIOS.get(name)
     return entry.builder(build_config(entry.config_class, values, "scenario"), seed)
-
-
-def write_image_tree(folder: Path, per_class: int = 6, classes=WNIDS, fmt: str = "JPEG", seed: int = 0) -> None:
-    """Class folders of tiny random RGB images of varied sizes, plus the clutter a real copy may hold."""
-    rng = np.random.default_rng(seed)
-    suffix = ".jpg" if fmt == "JPEG" else ".png"
-    for wnid in classes:
-        (folder / wnid).mkdir(parents=True, exist_ok=True)
-        for index in range(per_class):
-            height, width = (int(v) for v in rng.integers(12, 40, size=2))
-            pixels = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
-            Image.fromarray(pixels).save(folder / wnid / f"art_{index}{suffix}", fmt)
-        (folder / wnid / ".DS_Store").write_bytes(b"\0\1")
-    (folder / "README.txt").write_text("ImageNet-R\n")
 
 
 def tree(root: Path) -> list[str]:

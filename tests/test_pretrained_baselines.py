@@ -368,7 +368,9 @@ def test_l2p_bad_input_is_one_line():
     message = str(pytest.raises(UserError, _build, "l2p", SingleHeadNet(nn.Flatten(), 64, 10)).value)
     assert "VisionTransformer" in message and "\n" not in message
     assert "Adam" in str(pytest.raises(UserError, _build, "l2p", _tiny_vit(), ["train.optimizer=sgd"]).value)
-    assert STRATEGIES.get("l2p").meta["requires_vit"] is True
+    entry = STRATEGIES.get("l2p")
+    assert entry.traits.needs_vit and not entry.traits.attackable and not entry.traits.task_free
+    assert "requires_vit" not in entry.meta
 
 
 def test_l2p_end_to_end_through_the_runner(tiny_vit_model, tmp_path):

@@ -129,6 +129,25 @@ def test_the_writer_refuses_what_the_reader_would_refuse(tmp_path):
     assert not checkpoint.exists(tmp_path)
 
 
+def test_template_attributes_are_the_ones_the_caller_passes(tmp_path):
+    """A template's own learning state (Cumulative's union dataset) is saved and restored by the names its traits
+    declare; a checkpoint holding a name the reader was not given is refused."""
+    from cl_bench.errors import UserError
+    from cl_bench.registry import STRATEGIES
+
+    declared = STRATEGIES.traits("cumulative").checkpoint_attributes
+    assert declared == ("dataset",)
+    config = resolve({}, {**FLAGS, "strategy": "cumulative"}, SETS)
+    first = runner.prepare(config, tmp_path, progress=False)
+    first.strategy.train(first.scenario.benchmark.train_stream[0], eval_streams=[])
+    checkpoint.save(tmp_path, first.strategy, {}, declared)
+    resumed = runner.prepare(config, tmp_path, progress=False)
+    checkpoint.load(tmp_path, resumed.strategy, declared)
+    assert len(resumed.strategy.dataset) == len(first.strategy.dataset) > 0
+    with pytest.raises(UserError, match="does not declare a checkpointed attribute 'dataset'"):
+        checkpoint.load(tmp_path, runner.prepare(config, tmp_path, progress=False).strategy)
+
+
 # ----------------------------------------------------------------------------- torn and damaged checkpoints
 
 

@@ -1,4 +1,7 @@
-"""The runner: every strategy end to end, determinism, resume (in-process and after a kill)."""
+"""The runner: every strategy resumed, determinism, resume (in-process and after a kill).
+
+Every component's plain smoke run is in ``test_registry_smoke.py``; the resume test here runs every strategy with
+the same declared smoke settings."""
 
 import json
 import os
@@ -8,31 +11,13 @@ import sys
 import time
 
 import pytest
-from conftest import SMOKE_SETS
+from conftest import smoke_settings
 
 from cl_bench import runner
 from cl_bench.config import resolve
 from cl_bench.registry import STRATEGIES
 
 TINY = ["train.epochs=1", "model.widths=[32]"]
-# strategies registered with requires_vit run on a tiny ViT (8x8 digits: 4 patches of 4x4)
-TINY_VIT = ["train.epochs=1", "model.patch_size=4", "model.embed_dim=16", "model.depth=1", "model.num_heads=2"]
-
-
-def tiny_run(strategy: str) -> tuple[dict, list[str]]:
-    """(flags, --set list) of the smallest split_digits run of ``strategy``."""
-    flags = {"scenario": "split_digits", "strategy": strategy, "device": "cpu"}
-    if strategy in SMOKE_SETS:
-        return flags, TINY + SMOKE_SETS[strategy]
-    if strategy == "l2p":  # 4 prompt tokens instead of 25
-        return {**flags, "model": "vit_micro"}, TINY_VIT + [
-            "strategy.pool_size=4",
-            "strategy.prompt_length=2",
-            "strategy.top_k=2",
-        ]
-    if STRATEGIES.get(strategy).meta.get("requires_vit"):
-        return {**flags, "model": "vit_micro"}, TINY_VIT
-    return flags, TINY
 
 
 def _matrix(run_dir):
@@ -40,20 +25,15 @@ def _matrix(run_dir):
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES.names())
-def test_every_strategy_runs_and_resumes_to_the_same_matrix(strategy, tmp_path):
-    config = resolve({}, *tiny_run(strategy))
-    full_dir = runner.execute(config, tmp_path / "full", progress=False, log=lambda line: None)
-    record = json.loads((full_dir / "record.json").read_text())
-    assert record["status"] == "complete"
-    assert len(record["accuracy_matrix"]) == 5 and all(len(row) == 5 for row in record["accuracy_matrix"])
-    assert 0.0 <= record["metrics"]["acc"] <= 1.0
-    assert (full_dir / "accuracy_matrix.csv").is_file() and (full_dir / "forgetting_curve.png").is_file()
-    assert not (full_dir / "checkpoint.json").exists()
-
+def test_every_strategy_resumes_to_the_same_matrix(strategy, tmp_path):
+    """Stopped after two experiences and resumed, a strategy's smoke run ends with the uninterrupted run's matrix
+    (its plugins' state and the template attributes it declares survive the checkpoint)."""
+    config = resolve({}, *smoke_settings("strategy", strategy))
+    reference = _matrix(runner.execute(config, tmp_path / "full", progress=False, log=lambda line: None))
     runner.execute(config, tmp_path / "split", progress=False, stop_after=2, log=lambda line: None)
     assert not (tmp_path / "split" / config.run_id() / "record.json").exists()
     resumed_dir = runner.execute(config, tmp_path / "split", resume=True, progress=False, log=lambda line: None)
-    assert _matrix(resumed_dir) == record["accuracy_matrix"]
+    assert _matrix(resumed_dir) == reference
 
 
 def test_resume_keeps_the_momentum_buffers(tmp_path):
@@ -68,13 +48,12 @@ def test_resume_keeps_the_momentum_buffers(tmp_path):
 
 
 def test_same_seed_is_bit_identical_and_other_seed_differs(tmp_path):
-    first = resolve({}, {"scenario": "split_digits", "strategy": "ewc", "device": "cpu"}, TINY + SMOKE_SETS["ewc"])
+    flags, sets = smoke_settings("strategy", "ewc")
+    first = resolve({}, flags, sets)
     a = _matrix(runner.execute(first, tmp_path / "a", progress=False, log=lambda line: None))
     b = _matrix(runner.execute(first, tmp_path / "b", progress=False, log=lambda line: None))
     assert a == b
-    other = resolve(
-        {}, {"scenario": "split_digits", "strategy": "ewc", "device": "cpu", "seed": 1}, TINY + SMOKE_SETS["ewc"]
-    )
+    other = resolve({}, {**flags, "seed": 1}, sets)
     assert _matrix(runner.execute(other, tmp_path / "c", progress=False, log=lambda line: None)) != a
 
 

@@ -7,14 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from avalanche.core import SupervisedPlugin
 
 from cl_bench import runner
 from cl_bench.config import build_config, resolve
 from cl_bench.models.heads import MASKED_LOGIT, SingleHeadNet
 from cl_bench.registry import SCENARIOS, STRATEGIES
 from cl_bench.tensor_data import gather
-from cl_bench.templates import StrategyContext, predict_logits
+from cl_bench.templates import StatelessPlugin, StrategyContext, predict_logits
 from conftest import run_cli
 from strategies.slca import (
     SLCAClassifier,
@@ -47,10 +46,8 @@ def _same(first, second) -> bool:
     return len(first) == len(second) and all(torch.equal(a, b) for a, b in zip(first, second))
 
 
-class Snapshots(SupervisedPlugin):
+class Snapshots(StatelessPlugin):
     """Heads and backbone at the start of each experience and at the end of its (single-epoch) stage 1."""
-
-    stateless = True
 
     def __init__(self):
         super().__init__()
@@ -143,9 +140,7 @@ def test_oracle4_stage1_gradient_on_other_heads_logits_is_exactly_zero():
     assert (logits[:, [4, 5]] == MASKED_LOGIT).all()  # task 2 not started
 
 
-class LogitGradients(SupervisedPlugin):
-    stateless = True
-
+class LogitGradients(StatelessPlugin):
     def __init__(self):
         super().__init__()
         self.gradients = []

@@ -5,13 +5,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from avalanche.core import SupervisedPlugin
 
 from conftest import run_cli
 
 from cl_bench import leaderboard, metrics, pretrain_pool, runner
 from cl_bench.config import resolve
 from cl_bench.registry import SCENARIOS
+from cl_bench.templates import StatelessPlugin
 
 TINY = [
     "model.widths=[16]",
@@ -92,10 +92,8 @@ def test_blurry_tasks_leak_a_share_of_the_blurry_classes_only(fmnist):
     assert home != build(seed=1, mode="blurry").classes_per_experience  # the split follows the run seed
 
 
-class _Spy(SupervisedPlugin):
-    """Records what the strategy is handed at every training call."""
-
-    stateless = True
+class _Spy(StatelessPlugin):
+    """Records what the strategy is handed at every training call (not checkpointed: it holds no learning state)."""
 
     def __init__(self):
         super().__init__()

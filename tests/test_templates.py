@@ -1,13 +1,28 @@
-"""The lean training epoch of `fast` templates: the same callbacks, in the same order, as Avalanche's loop."""
+"""The lean training epoch of `fast` templates: the same callbacks, in the same order, as Avalanche's loop; the
+declared plugin and template types the engine reads instead of probing attributes."""
 
 from __future__ import annotations
 
+import json
+
+import pytest
 import torch
 from avalanche.core import SupervisedPlugin
 from avalanche.training.supervised import DER, Naive
 from torch import nn
 
-from cl_bench.templates import PER_STEP_EVENTS, PrunedDispatchMixin, fast
+from cl_bench import checkpoint
+from cl_bench.templates import (
+    PER_STEP_EVENTS,
+    CustomPrediction,
+    DivergenceGuard,
+    ProgressPlugin,
+    PrunedDispatchMixin,
+    ReportingPlugin,
+    StatelessPlugin,
+    fast,
+    predict_logits,
+)
 
 
 class Recorder(SupervisedPlugin):
@@ -104,3 +119,78 @@ def test_a_plugin_added_later_is_called_and_a_template_with_its_own_hooks_keeps_
     strategy.training_epoch()
     assert calls == [("late", "after_forward"), ("late", "before_update"), ("late", "after_training_iteration")]
     assert issubclass(fast(Naive), PrunedDispatchMixin) and not issubclass(fast(DER), PrunedDispatchMixin)
+
+
+# ----------------------------------------------------------------------------- declared types, not probes
+
+
+class Counter(StatelessPlugin):
+    def __init__(self):
+        super().__init__()
+        self.steps = 0
+
+    def after_training_iteration(self, strategy, **kwargs):
+        self.steps += 1
+
+
+class ProbedStateless(SupervisedPlugin):
+    """Says it is stateless the old way (an attribute): it is checkpointed like any plugin."""
+
+    stateless = True
+
+    def __init__(self):
+        super().__init__()
+        self.steps = 7
+
+
+def test_checkpoints_skip_exactly_the_stateless_plugin_types(tmp_path):
+    strategy, _ = _epoch(fast(Naive), [Counter(), ProbedStateless(), DivergenceGuard(), ProgressPlugin(1, False)])
+    checkpoint.save(tmp_path, strategy, {})
+    plugins = json.loads((tmp_path / checkpoint.CHECKPOINT_STRUCTURE).read_text())["plugins"]
+    kinds = [type(plugin).__name__ for plugin in strategy.plugins]
+    states = dict(zip(kinds, plugins))
+    assert states["Counter"] == states["DivergenceGuard"] == states["ProgressPlugin"] == {}
+    assert states["ProbedStateless"] == {"steps": 7}
+
+
+def test_a_reporting_plugin_must_define_record_info():
+    class Silent(ReportingPlugin):
+        pass
+
+    class Talks(ReportingPlugin):
+        def record_info(self) -> dict:
+            return {"talks": 1}
+
+    with pytest.raises(TypeError, match="record_info"):
+        Silent()
+    assert Talks().record_info() == {"talks": 1}
+
+
+class _Doubled(CustomPrediction, Naive):
+    def predict_logits(self, inputs, task_labels):
+        return 2 * self.model(inputs)
+
+
+class _NotDeclared(Naive):
+    def predict_logits(self, inputs, task_labels):  # a method of that name alone is not a prediction rule
+        raise AssertionError("probed")
+
+
+def test_predict_logits_follows_the_declared_type_only():
+    inputs, tasks = torch.randn(3, 4), torch.zeros(3, dtype=torch.long)
+    for template, factor in ((_Doubled, 2), (_NotDeclared, 1), (Naive, 1)):
+        torch.manual_seed(0)
+        model = nn.Linear(4, 3)
+        strategy = fast(template)(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), device="cpu")
+        assert isinstance(strategy, CustomPrediction) is (template is _Doubled)
+        assert torch.allclose(predict_logits(strategy, inputs, tasks), factor * model(inputs))
+
+
+class _RuleMissing(CustomPrediction, Naive):
+    pass
+
+
+def test_a_custom_prediction_template_must_define_its_rule():
+    model = nn.Linear(4, 3)
+    with pytest.raises(TypeError, match="predict_logits"):
+        fast(_RuleMissing)(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), device="cpu")

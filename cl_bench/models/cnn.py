@@ -10,6 +10,7 @@ from torch import nn
 from cl_bench.config import ComponentConfig, param
 from cl_bench.models.heads import attach_head
 from cl_bench.registry import MODELS
+from cl_bench.traits import ModelTraits
 
 
 @dataclass
@@ -18,7 +19,11 @@ class CNNConfig(ComponentConfig):
     hidden: int = param(256, "width of the fully connected layer before the head", low=1)
 
 
-@MODELS.register("cnn", config=CNNConfig)
+@MODELS.register(
+    "cnn",
+    config=CNNConfig,
+    traits=ModelTraits(smoke=("scenario=split_digits", "train.epochs=1", "model.channels=[8]", "model.hidden=32")),
+)
 def build_cnn(config: CNNConfig, scenario) -> nn.Module:
     """Conv blocks (3x3 conv, ReLU, max-pool) + one hidden linear layer + single or per-task head."""
     shape = tuple(scenario.input_shape)

@@ -49,6 +49,7 @@ from cl_bench.errors import UserError
 from cl_bench.models.heads import attach_head
 from cl_bench.models.mlp import mlp_backbone
 from cl_bench.registry import MODELS
+from cl_bench.traits import ModelTraits
 
 POOL = 2  # every conv block ends in a 2x2 max-pool, stride 2
 
@@ -63,7 +64,11 @@ class MLPGPMConfig(ComponentConfig):
     widths: list[int] = param([100, 100], "hidden layer widths (official PMNIST: 100, 100)", low=1)
 
 
-@MODELS.register("mlp_gpm", config=MLPGPMConfig)
+@MODELS.register(
+    "mlp_gpm",
+    config=MLPGPMConfig,
+    traits=ModelTraits(smoke=("scenario=split_digits", "train.epochs=1", "model.widths=[32]")),
+)
 def build_mlp_gpm(config: MLPGPMConfig, scenario) -> nn.Module:
     """GPM's bias-free PMNIST MLP: flatten, ReLU layers 100-100, bias-free single or per-task head."""
     input_dim = math.prod(scenario.input_shape)
@@ -126,7 +131,21 @@ def _image_shape(scenario) -> tuple[int, int, int]:
     return shape  # type: ignore[return-value]
 
 
-@MODELS.register("alexnet_gpm", config=AlexNetGPMConfig)
+# one conv block of kernel 2 (8x8 digits: 7x7, pooled to 3x3) and 32-wide fc layers for the smoke run
+@MODELS.register(
+    "alexnet_gpm",
+    config=AlexNetGPMConfig,
+    traits=ModelTraits(
+        smoke=(
+            "scenario=split_digits",
+            "train.epochs=1",
+            "model.channels=[8]",
+            "model.kernel_sizes=[2]",
+            "model.conv_dropout=[0.0]",
+            "model.hidden=32",
+        )
+    ),
+)
 def build_alexnet_gpm(config: AlexNetGPMConfig, scenario) -> nn.Module:
     """GPM's 5-layer AlexNet (CIFAR-100): 3 bias-free convs + 2 fc 2048, batch-stat BatchNorm, bias-free heads."""
     channels_in, height, width = _image_shape(scenario)

@@ -10,6 +10,7 @@ from torch import nn
 from cl_bench.config import ComponentConfig, param
 from cl_bench.models.heads import attach_head
 from cl_bench.registry import MODELS
+from cl_bench.traits import ModelTraits
 
 
 @dataclass
@@ -27,7 +28,11 @@ def mlp_backbone(input_dim: int, widths: list[int], bias: bool) -> nn.Sequential
     return nn.Sequential(*layers)
 
 
-@MODELS.register("mlp", config=MLPConfig)
+@MODELS.register(
+    "mlp",
+    config=MLPConfig,
+    traits=ModelTraits(smoke=("scenario=split_digits", "train.epochs=1", "model.widths=[32]")),
+)
 def build_mlp(config: MLPConfig, scenario) -> nn.Module:
     """MLP with ReLU hidden layers (default 2x256) and a single or per-task linear head."""
     input_dim = math.prod(scenario.input_shape)

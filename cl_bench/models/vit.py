@@ -51,6 +51,7 @@ from cl_bench.data import file_digest
 from cl_bench.errors import UserError
 from cl_bench.models.heads import attach_head
 from cl_bench.registry import MODELS
+from cl_bench.traits import ModelTraits
 
 WEIGHTS_FILE = "weights.safetensors"
 CARD_FILE = "card.json"
@@ -137,7 +138,22 @@ def vit_micro_backbone(config: ViTMicroConfig, input_shape: tuple[int, ...]) -> 
     )
 
 
-@MODELS.register("vit_micro", config=ViTMicroConfig)
+# one block of width 16 on 8x8 digits (4 patches of 4x4) for the smoke run
+@MODELS.register(
+    "vit_micro",
+    config=ViTMicroConfig,
+    traits=ModelTraits(
+        vit=True,
+        smoke=(
+            "scenario=split_digits",
+            "train.epochs=1",
+            "model.patch_size=4",
+            "model.embed_dim=16",
+            "model.depth=1",
+            "model.num_heads=2",
+        ),
+    ),
+)
 def build_vit_micro(config: ViTMicroConfig, scenario) -> nn.Module:
     """timm ViT sized for 28x28 images (patch 7, width 64, depth 4, 4 heads) + single or per-task head."""
     backbone = vit_micro_backbone(config, _image_shape(scenario, "vit_micro"))
@@ -247,7 +263,14 @@ def timm_backbone(config: TimmViTConfig, input_shape: tuple[int, ...]) -> nn.Mod
     return ResizedInput(vit, config.input_size, in_chans) if config.input_size else vit
 
 
-@MODELS.register("timm", config=TimmViTConfig)
+# timm's own test_vit (width 64, patch 16) on digits resized to 32x32 (4 patches) for the smoke run
+@MODELS.register(
+    "timm",
+    config=TimmViTConfig,
+    traits=ModelTraits(
+        vit=True, smoke=("scenario=split_digits", "train.epochs=1", "model.arch=test_vit", "model.input_size=32")
+    ),
+)
 def build_timm(config: TimmViTConfig, scenario) -> nn.Module:
     """Any timm VisionTransformer (`--model timm:NAME`), optional resize, local weights + single or per-task head."""
     backbone = timm_backbone(config, _image_shape(scenario, "timm"))
