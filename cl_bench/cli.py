@@ -181,6 +181,26 @@ def _add_plot_command(commands: Any) -> None:
         "(e.g. leaderboards/attack_brainwash.csv leaderboards/attack_uniform_noise.csv)",
     )
     plot.add_argument(
+        "--eval-board",
+        nargs="+",
+        type=Path,
+        metavar="CSV",
+        help="one metric of eval_<evaluator>.csv boards against a key, a line per strategy, e.g. "
+        "--eval-board leaderboards/rashomon_fmnist/eval_rashomon_dropout.csv --y ambiguity",
+    )
+    plot.add_argument(
+        "--x", default="epsilon", help="with --eval-board: the key column on the x axis (default epsilon)"
+    )
+    plot.add_argument("--y", help="with --eval-board: the metric (its _mean column; std as error bars)")
+    plot.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="COLUMN=VALUE",
+        help="with --eval-board: keep rows whose column has this value (numbers compare as numbers), e.g. "
+        "experience=all (repeatable)",
+    )
+    plot.add_argument(
         "--memory",
         action="store_true",
         help="plot the GPM memory occupancy per layer after each task instead of forgetting curves",
@@ -514,6 +534,30 @@ def _read_attack_board(path: Path) -> list[dict]:
     return board
 
 
+def _read_board(path: Path, prefix: str) -> list[dict]:
+    """The rows of a board CSV written by `cl-bench leaderboard` (a one-line UserError otherwise)."""
+    if not path.is_file():
+        raise UserError(f"board {path} does not exist; write it with `cl-bench leaderboard`")
+    if not path.name.startswith(prefix):
+        raise UserError(f"{path} is not an {prefix}<name>.csv board")
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            return list(csv.DictReader(handle))
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise UserError(f"{path} is not a CSV board ({error}); regenerate it with `cl-bench leaderboard`") from None
+
+
+def _where(row: dict, condition: str) -> bool:
+    column, sep, wanted = condition.partition("=")
+    if not sep or column not in row:
+        raise UserError(f"--where {condition!r}: expected COLUMN=VALUE with a column of the board")
+    value = row[column]
+    try:
+        return float(value) == float(wanted)
+    except ValueError:
+        return value == wanted
+
+
 def command_plot(args: argparse.Namespace) -> None:
     from cl_bench import plots, records
 
@@ -522,6 +566,13 @@ def command_plot(args: argparse.Namespace) -> None:
             raise UserError(f"--out {args.out} is a directory; give the PNG file to write")
         records.check_output_dir(args.out.parent, "the plot")
 
+    if args.eval_board:
+        if not args.y:
+            raise UserError("--eval-board needs --y METRIC (a column of the board without _mean, e.g. ambiguity)")
+        rows = [row for path in args.eval_board for row in _read_board(path, "eval_")]
+        rows = [row for row in rows if all(_where(row, condition) for condition in args.where)]
+        print(plots.plot_eval_board(rows, args.x, args.y, args.out or Path(f"{args.y}.png")))
+        return
     if args.attack_board:
         rows = [row for path in args.attack_board for row in _read_attack_board(path)]
         print(plots.plot_attack_boards(rows, args.out or Path("attack_bwt.png")))

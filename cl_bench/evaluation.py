@@ -63,12 +63,25 @@ class EvaluatorSpec:
 
 
 def _expand_entry(entry: Any) -> list[tuple[str, dict]]:
-    """A name, or a mapping whose list-valued fields are axes: ``{name: x, rate: [0.1, 0.2]}`` -> two configs.
-    A field whose value must itself be a list is written as a list of lists."""
+    """A name, or a mapping whose list values are axes: ``{name: x, dropout: [bernoulli, gaussian]}`` -> two
+    configs. A field that holds a list (``rates``) takes a list as its value; a list of lists is its axis."""
+    import typing
+
     name, values = split_component(entry, "evaluator")
     if name is None:
         raise UserError(f"an evaluator entry needs a name, got {entry!r} (see `cl-bench list evaluator`)")
-    axes = [key for key, value in values.items() if isinstance(value, list)]
+    hints = typing.get_type_hints(EVALUATORS.card(name).config_class)
+
+    def holds_list(field: str) -> bool:
+        hint = hints.get(field)
+        options = typing.get_args(hint) if typing.get_origin(hint) is typing.Union else (hint,)
+        return any(typing.get_origin(option) in (list, tuple) for option in options)
+
+    axes = [
+        key
+        for key, value in values.items()
+        if isinstance(value, list) and (not holds_list(key) or (value and all(isinstance(v, list) for v in value)))
+    ]
     combinations = itertools.product(*(values[key] for key in axes)) if axes else [()]
     return [(name, {**values, **dict(zip(axes, combination))}) for combination in combinations]
 

@@ -453,7 +453,20 @@ def headline_columns(board_name: str) -> Sequence[str]:
         return ATTACK_MARKDOWN_COLUMNS
     if board_name.startswith("online_"):
         return ONLINE_MARKDOWN_COLUMNS
+    if board_name.startswith("eval_"):
+        return evaluation_headline(board_name[len("eval_") :])
     return MARKDOWN_COLUMNS
+
+
+def evaluation_headline(evaluator: str) -> Sequence[str]:
+    """An evaluator board's headline columns, from the evaluator's declared traits."""
+    from cl_bench.registry import EVALUATORS
+
+    if evaluator not in EVALUATORS:
+        return ("setting", "strategy", "n_seeds")
+    traits = EVALUATORS.traits(evaluator)
+    shown = traits.headline or traits.row_columns + traits.columns
+    return ("setting", "strategy", "n_seeds", *traits.row_keys, *(f"{column}_mean" for column in shown))
 
 
 def component_setting(kind: str, name: str, component_config: dict, always: Sequence[str] = ()) -> str:

@@ -431,5 +431,62 @@ def plot_anytime(records: list[dict], out_path: Path, labels: Optional[Sequence[
     return save_figure_atomic(figure, out_path)
 
 
+def _number_or_none(text: str) -> Optional[float]:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) else None
+
+
+def plot_eval_board(rows: list[dict], x: str, y: str, out_path: Path) -> Path:
+    """One metric of ``eval_<evaluator>.csv`` rows against one of its keys (e.g. ambiguity against epsilon): a
+    line per strategy (mean over seeds, error bars the std over seeds), a panel per scenario and setting. Rows
+    whose x or mean is not a number (e.g. ``experience=all`` with ``x=experience``) are left out."""
+    if not rows:
+        raise UserError("no evaluation board rows to plot (check the board files and the --where filters)")
+    for column in (x, f"{y}_mean"):
+        if column not in rows[0]:
+            known = sorted(key[: -len("_mean")] for key in rows[0] if key.endswith("_mean"))
+            raise UserError(f"the board has no column {column!r}; metrics: {', '.join(known)}")
+    panels_keys = sorted({(row["scenario"], row["setting"]) for row in rows})
+    figure = Figure(figsize=(5.0 * len(panels_keys) + 1.8, 3.8))
+    panels = figure.subplots(1, len(panels_keys), squeeze=False, sharey=True)[0]
+    strategies = list(dict.fromkeys(row["strategy"] for row in rows))
+    colors = dict(zip(strategies, _task_colors(len(strategies))))
+    for axes, (scenario, setting) in zip(panels, panels_keys):
+        for strategy in strategies:
+            points = sorted(
+                (_number_or_none(row[x]), _number_or_none(row[f"{y}_mean"]), _number_or_none(row.get(f"{y}_std", "")))
+                for row in rows
+                if (row["scenario"], row["setting"], row["strategy"]) == (scenario, setting, strategy)
+                and _number_or_none(row[x]) is not None
+                and _number_or_none(row[f"{y}_mean"]) is not None
+            )
+            if not points:
+                continue
+            xs, means = [p[0] for p in points], [p[1] for p in points]
+            stds = [p[2] or 0.0 for p in points]
+            axes.errorbar(
+                xs,
+                means,
+                yerr=stds,
+                color=colors[strategy],
+                marker="o",
+                markersize=3,
+                capsize=2,
+                linewidth=1.6,
+                label=strategy,
+            )
+        axes.set_title(f"{scenario} ({setting})", fontsize=10)
+        axes.set_xlabel(x)
+        axes.grid(True, alpha=0.3)
+    panels[0].set_ylabel(y.replace("_", " "))
+    panels[-1].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    seeds = sorted({row.get("n_seeds", "?") for row in rows})
+    figure.suptitle(f"{y} against {x}; mean over {'/'.join(seeds)} seeds, bars: std", fontsize=11)
+    return save_figure_atomic(figure, out_path)
+
+
 # the per-run pictures a strategy may declare in StrategyTraits.run_plots: name -> plot(records, out_path)
 RUN_PLOTS: dict[str, Callable[[list[dict], Path], Path]] = {"gpm_memory": plot_memory}

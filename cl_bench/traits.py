@@ -127,6 +127,7 @@ class EvaluatorTraits(Traits):
     columns: tuple[str, ...] = ()  # scalar metrics, aggregated as mean/std over seeds
     row_keys: tuple[str, ...] = ()  # multi-row results: the columns that key each row (epsilon, rate, experience)
     row_columns: tuple[str, ...] = ()  # the metrics of each row, aggregated per key
+    headline: tuple[str, ...] = ()  # the metrics the Markdown tables show (default: every column)
     needs_tensor_data: bool = True  # reads whole splits as tensors (not per-item 224-px datasets)
     offline_only: bool = False  # needs an offline stream (experiences), not a task-free one
     needs_vit: bool = False
@@ -136,6 +137,9 @@ class EvaluatorTraits(Traits):
         shared = sorted(set(self.columns) & set(self.row_columns)) + sorted(set(self.row_keys) & set(self.row_columns))
         if shared:
             raise ValueError(f"EvaluatorTraits: {shared[0]!r} is declared twice (columns, row_keys, row_columns)")
+        unknown = sorted(set(self.headline) - set(self.columns) - set(self.row_columns))
+        if unknown:
+            raise ValueError(f"EvaluatorTraits.headline names {unknown[0]!r}, which is not one of its columns")
         if self.row_columns and not self.row_keys:
             raise ValueError("EvaluatorTraits.row_columns needs row_keys (the columns that key each row)")
 

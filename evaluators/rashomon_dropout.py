@@ -373,6 +373,8 @@ class RashomonDropout(Evaluator):
             "reference_accuracy": reference.accuracy,
             "models_drawn": float(len(losses)),
             "seconds_per_model": float(seconds.mean()),
+            "retraining_seconds_per_model": math.nan,  # undefined without the re-training baseline
+            "speedup": math.nan,
         }
         if config.retraining_seeds:
             retrained, retrained_losses, retrain_seconds = self._retrain(context, test, loss_set)
@@ -396,7 +398,8 @@ class RashomonDropout(Evaluator):
     def _test_set(self, context: EvaluationContext) -> EvaluationSet:
         parts = [context.tensors("test", experiences=[index]) for index in range(context.n_experiences)]
         experience = torch.cat([torch.full((len(part[1]),), index) for index, part in enumerate(parts)])
-        full = EvaluationSet(*(torch.cat([part[i] for part in parts]) for i in range(3)), experience)
+        inputs, targets, task_labels = (torch.cat([part[i] for part in parts]) for i in range(3))
+        full = EvaluationSet(inputs, targets, task_labels, experience)
         return self._capped(context, full)
 
     def _split(self, context: EvaluationContext, split: str) -> EvaluationSet:
@@ -522,16 +525,33 @@ class RashomonDropout(Evaluator):
         return row
 
 
-SMOKE = ("evaluator.models_per_rate=2", "evaluator.rates=[0.0,0.1]", "evaluator.epsilons=[0.0,0.05]")
+SMOKE = (
+    "scenario=split_digits",
+    "train.epochs=1",
+    "model.widths=[16]",
+    "evaluator.models_per_rate=2",
+    "evaluator.rates=[0.0,0.1]",
+    "evaluator.epsilons=[0.0,0.05]",
+    "evaluator.ensemble_sizes=[2]",
+    "evaluator.ensemble_pool=4",
+)
 
 
 @EVALUATORS.register(
     "rashomon_dropout",
     config=RashomonDropoutConfig,
     traits=EvaluatorTraits(
-        columns=("reference_accuracy", "reference_loss", "models_drawn", "seconds_per_model", "speedup"),
+        columns=(
+            "reference_accuracy",
+            "reference_loss",
+            "models_drawn",
+            "seconds_per_model",
+            "retraining_seconds_per_model",
+            "speedup",
+        ),
         row_keys=("explorer", "experience", "epsilon"),
         row_columns=ROW_COLUMNS,
+        headline=("n_admitted", "ambiguity", "discrepancy", "rashomon_capacity_median", "mean_accuracy"),
         smoke=SMOKE,
     ),
 )

@@ -211,3 +211,21 @@ def test_evaluator_settings_do_not_change_the_run_id():
     assert plain.run_id() == with_setting.run_id()
     with pytest.raises(UserError, match="needs a name"):
         evaluation.resolve_evaluators([{"fraction": 0.5}])
+
+
+def test_plot_draws_an_eval_board_metric_against_a_key(tmp_path, capsys):
+    from cl_bench.leaderboard import build_leaderboards
+
+    for seed in (0, 1):
+        _train(tmp_path / "runs", ["probe_accuracy"], seed=seed)
+    build_leaderboards(tmp_path / "runs", tmp_path / "boards", warn=lambda message: None)
+    board = tmp_path / "boards" / "eval_probe_accuracy.csv"
+    out = tmp_path / "accuracy.png"
+    argv = ["plot", "--eval-board", str(board), "--x", "experience", "--y", "accuracy", "--out", str(out)]
+    code, printed, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert printed.strip() == str(out) and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    code, _, err = run_cli([*argv[:-2], "--y", "nope", "--out", str(tmp_path / "x.png")], capsys)
+    assert code == 2 and "no column 'nope_mean'" in err and not (tmp_path / "x.png").exists()
+    code, _, err = run_cli([*argv, "--where", "seeds=9"], capsys)
+    assert code == 2 and "no evaluation board rows" in err
