@@ -4,9 +4,11 @@ An attack module registers ``build(config, scenario) -> Attack`` with
 ``ATTACKS.register(name, config=...)``. The runner asks the attack which training experience it
 poisons (``target_index``), trains the stream up to that experience once, and then trains the
 rest twice from the same saved state: once on clean data and once with ``poison`` applied to the
-target experience (the paired measurement of the record). Only training-time attacks exist so far: an
-attack that does not set ``poisons_training`` is refused by the runner (test-time attacks need a measurement
-phase on the trained model, not built yet).
+target experience (the paired measurement of the record).
+
+A test-time attack (``AttackTraits(phase="test")``) subclasses :class:`TestTimeAttack` instead: the stream is
+trained clean, then the measurement phase hands the attack an :class:`cl_bench.evaluator.EvaluationContext` on
+the final model (as it does an evaluator) and the result goes to the record's ``test_time_attack`` block.
 
 Rules every attack follows:
 
@@ -22,7 +24,7 @@ Rules every attack follows:
 from __future__ import annotations
 
 import copy
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
@@ -60,6 +62,18 @@ class Attack:
 
     def metrics(self) -> dict:
         return {}
+
+
+class TestTimeAttack(Attack):
+    """Base class of test-time attacks (adversarial patches, backdoor triggers): nothing is poisoned; the
+    measurement phase calls :meth:`evaluate` on the trained model and records what it returns."""
+
+    def evaluate(self, context: Any) -> Any:
+        """An :class:`cl_bench.evaluator.EvaluationResult` measured on ``context`` (an ``EvaluationContext``)."""
+        raise NotImplementedError
+
+    def target_index(self, n_experiences: int) -> int:
+        return n_experiences - 1  # it attacks the model after the last experience
 
 
 def linf_budget(epsilon: float, scenario) -> dict:

@@ -19,6 +19,7 @@ import hashlib
 import itertools
 import json
 import math
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -338,6 +339,28 @@ def run_phase(
         log(f"evaluation {spec.name} of {record['run_id']}: {_summary(content)} -> {path}")
         written.append(path)
     return written
+
+
+def run_test_time_attack(prepared: "Prepared", record: dict, run_dir: Path, log: Callable[[str], None]) -> dict:
+    """The record's ``test_time_attack`` block: the run's test-time attack measured in the phase's context."""
+    from cl_bench.evaluator import EvaluationResult
+
+    attack = prepared.attack
+    config = record["config"]["attack"]
+    attack_id = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+    context = build_context(prepared, record, run_dir.parent, attack_id, log)
+    started = time.perf_counter()
+    result = attack.evaluate(context)  # type: ignore[union-attr]
+    seconds = time.perf_counter() - started
+    if not isinstance(result, EvaluationResult):
+        raise TypeError(f"{type(attack).__name__}.evaluate must return an EvaluationResult, got {result!r}")
+    return {
+        "name": config["name"],
+        "metrics": json_safe(result.metrics),
+        "rows": json_safe(result.rows),
+        "details": json_safe(result.details),
+        "wall_time_s": seconds,
+    }
 
 
 def _summary(content: dict) -> str:

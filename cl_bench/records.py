@@ -262,6 +262,16 @@ class AnytimeCurve(_Schema):
         return self
 
 
+class TestTimeAttackInfo(_Schema):
+    """What a test-time attack measured on the final model (the measurement phase)."""
+
+    name: str
+    metrics: dict[str, Optional[Finite]]  # None: undefined
+    rows: list[dict[str, Any]]
+    details: dict[str, Any]
+    wall_time_s: Seconds
+
+
 class FinalModel(_Schema):
     file: Literal["model.safetensors"]
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
@@ -293,6 +303,7 @@ class RunRecord(_Schema):
     accuracy_matrix_validation: Optional[list[list[Accuracy]]] = None
     metrics_validation: Optional[Metrics] = None
     final_model: Optional[FinalModel] = None  # schema 2
+    test_time_attack: Optional["TestTimeAttackInfo"] = None  # schema 2
 
     @model_validator(mode="after")
     def _consistent(self) -> "RunRecord":

@@ -33,7 +33,7 @@ from avalanche.benchmarks.scenarios.online import split_online_stream
 from tqdm.auto import tqdm
 
 from cl_bench import checkpoint, evaluation, metrics, records
-from cl_bench.attack import Attack
+from cl_bench.attack import Attack, TestTimeAttack
 from cl_bench.config import RunConfig, TrainConfig, materialize, resolve
 from cl_bench.device import seed_everything, select_device
 from cl_bench.errors import UserError
@@ -133,21 +133,21 @@ def prepare(config: RunConfig, out_dir: Path, progress: bool) -> Prepared:
     attack = None
     if config.attack is not None:
         attack_entry = ATTACKS.get(config.attack)
-        if ATTACKS.traits(config.attack).phase == "test":
-            # no test-time attack is registered yet; when one is, it runs in the measurement phase
-            raise UserError(
-                f"attack {config.attack} is a test-time attack; the measurement phase does not run attacks yet "
-                f"(choose a training-time attack: {', '.join(_training_attacks())})"
-            )
         attack = attack_entry.builder(config.components["attack"], scenario, config.seed)
+        test_time = ATTACKS.traits(config.attack).phase == "test"
+        if test_time and not isinstance(attack, TestTimeAttack):
+            raise UserError(
+                f"attack {config.attack} declares the test phase but is no TestTimeAttack; choose one of "
+                f"{', '.join(_training_attacks())}"
+            )
         attack.progress = progress
-        if not attack.poisons_training:  # a declared training-time attack that would record clean numbers
+        if not test_time and not attack.poisons_training:  # a training-time attack that would record clean numbers
             raise UserError(
                 f"attack {config.attack} does not poison training data although it declares the training phase; "
                 f"choose one of {', '.join(_training_attacks())}"
             )
         attack.target_index(scenario.n_experiences)  # validates the target before any work
-        if traits.train_whole_stream:
+        if traits.train_whole_stream and not test_time:
             raise UserError(
                 f"strategy {config.strategy} trains once on the whole stream; "
                 f"an attack on one experience needs a continual strategy"
@@ -271,6 +271,8 @@ def _execute_prepared(
     if len(state["accuracy_matrix"]) < scenario.n_experiences:  # stopped early (stop_after, tests)
         return run_dir
     record = build_record(prepared, state, command)
+    if isinstance(prepared.attack, TestTimeAttack):  # measured on the final model before the record is written
+        record["test_time_attack"] = evaluation.run_test_time_attack(prepared, record, run_dir, log)
     write_outputs(run_dir, record, prepared)
     if evaluators:
         evaluation.run_phase(prepared, record, run_dir, evaluators, command, log, force=True)

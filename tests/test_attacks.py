@@ -146,7 +146,7 @@ def test_attack_board_pairs_clean_and_attacked_per_victim_and_stays_off_the_cl_b
     assert float(row["bwt_difference_mean"]) == pytest.approx(mean_drop, abs=1e-4)
 
 
-def test_a_test_time_attack_is_refused_until_the_measurement_phase_exists(tmp_path, capsys, monkeypatch):
+def test_a_training_phase_attack_that_poisons_nothing_is_refused(tmp_path, capsys, monkeypatch):
     """An attack that poisons no training data would record clean numbers under its name: exit 2 instead."""
     from cl_bench.attack import Attack
     from cl_bench.config import ComponentConfig

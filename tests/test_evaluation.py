@@ -17,6 +17,7 @@ import torch
 from conftest import run_cli
 
 from cl_bench import evaluation, records, runner
+from cl_bench.attack import TestTimeAttack
 from cl_bench.config import resolve
 from cl_bench.errors import UserError
 from cl_bench.evaluator import EvaluationContext, EvaluationResult, Evaluator
@@ -61,8 +62,22 @@ def probe_components(monkeypatch):
     )(lambda config: ProbeAccuracy(config))
     monkeypatch.setitem(EVALUATORS._entries, "probe_accuracy", registry._entries["probe_accuracy"])
     attacks = type(ATTACKS)("attack", AttackTraits)
-    attacks.register("probe_test_time", traits=AttackTraits(phase="test"))(lambda config, scenario, seed: None)
-    monkeypatch.setitem(ATTACKS._entries, "probe_test_time", attacks._entries["probe_test_time"])
+    attacks.register("probe_test_time", traits=AttackTraits(phase="test"))(
+        lambda config, scenario, seed: ShiftAttack(config, scenario, seed)
+    )
+    attacks.register("probe_not_test_time", traits=AttackTraits(phase="test"))(lambda config, scenario, seed: None)
+    for name in ("probe_test_time", "probe_not_test_time"):
+        monkeypatch.setitem(ATTACKS._entries, name, attacks._entries[name])
+
+
+class ShiftAttack(TestTimeAttack):
+    """A toy test-time attack: the accuracy of the final model when every test input is shifted by 3."""
+
+    def evaluate(self, context: EvaluationContext) -> EvaluationResult:
+        inputs, targets, _ = context.tensors("test")
+        clean = float((context.logits(inputs).argmax(1) == targets).float().mean())
+        shifted = float((context.logits(inputs + 3.0).argmax(1) == targets).float().mean())
+        return EvaluationResult({"clean_accuracy": clean, "attacked_accuracy": shifted})
 
 
 def _train(tmp_path: Path, evaluators=(), seed: int = 0, sets=()) -> Path:
@@ -169,7 +184,7 @@ def test_version_1_records_still_read(tmp_path):
         (["--evaluator", "probe_accuracy", "--set", "evaluator.fraction=2"], "evaluator.fraction must be <= 1.0"),
         (["--evaluator", "probe_accuracy", "--set", "evaluator.bins=2"], "unknown evaluator field 'bins'"),
         (["--set", "evaluator.fraction=0.5"], "no evaluator"),
-        (["--attack", "probe_test_time"], "test-time attack"),
+        (["--attack", "probe_not_test_time"], "declares the test phase but is no TestTimeAttack"),
     ],
 )
 def test_bad_evaluator_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, argv, fragment):
@@ -229,3 +244,15 @@ def test_plot_draws_an_eval_board_metric_against_a_key(tmp_path, capsys):
     assert code == 2 and "no column 'nope_mean'" in err and not (tmp_path / "x.png").exists()
     code, _, err = run_cli([*argv, "--where", "seeds=9"], capsys)
     assert code == 2 and "no evaluation board rows" in err
+
+
+def test_a_test_time_attack_runs_in_the_phase_on_the_clean_final_model(tmp_path):
+    config = resolve({"scenario": "split_digits", "attack": "probe_test_time"}, {"device": "cpu"}, SETS)
+    run_dir = runner.execute(config, tmp_path, progress=False, log=lambda line: None)
+    record, problem = records.read_record(run_dir)
+    assert record is not None, problem
+    block = record["test_time_attack"]
+    assert block["name"] == "probe_test_time" and "accuracy_matrix_clean" not in record  # trained once, clean
+    # the attack saw the final model: its clean accuracy is the record's over the whole test split
+    assert block["metrics"]["clean_accuracy"] == pytest.approx(record["metrics"]["acc"], abs=0.02)
+    assert 0.0 <= block["metrics"]["attacked_accuracy"] <= 1.0
