@@ -18,6 +18,7 @@ stream's own mini-batches are read in the main process (one pass, each image onc
 from __future__ import annotations
 
 import copy
+import dataclasses
 import shutil
 import sys
 import time
@@ -38,6 +39,7 @@ from cl_bench.config import RunConfig, TrainConfig, materialize, resolve
 from cl_bench.device import seed_everything, select_device
 from cl_bench.errors import UserError
 from cl_bench.evaluation import EvaluatorSpec
+from cl_bench.loop_state import AnytimeCurve, LoopState, OnlineProgress
 from cl_bench.registry import ATTACKS, MODELS, SCENARIOS, STRATEGIES
 from cl_bench.scenario import ScenarioConfig, ScenarioData, split_validation
 from cl_bench.templates import (
@@ -245,30 +247,27 @@ def _execute_prepared(
     test_stream = scenario.benchmark.test_stream
     if resume and not force and checkpoint.exists(run_dir):
         # read (and verify) the checkpoint before anything in the directory changes
-        state = checkpoint.load(run_dir, strategy, prepared.traits.checkpoint_attributes)
-        _check_resumed_state(state, run_dir, scenario.n_experiences)
-        log(f"resuming {config.run_id()} after experience {len(state['accuracy_matrix'])}")
+        progress = checkpoint.load(run_dir, strategy, prepared.traits.checkpoint_attributes)
+        state = LoopState.from_progress(progress, run_dir, scenario.n_experiences)
+        log(f"resuming {config.run_id()} after experience {len(state.accuracy_matrix)}")
     else:
         if force and run_dir.exists():
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
-        state = {
-            "accuracy_matrix": [],
-            "per_experience": [],
-            "elapsed_s": 0.0,
-            "accuracy_initial": evaluate_stream(
+        state = LoopState(
+            accuracy_initial=evaluate_stream(
                 strategy, test_stream, config.train.eval_batch_size, config.train.num_workers
-            ),
-        }
-    elapsed_before = state["elapsed_s"]
+            )
+        )
+    elapsed_before = state.elapsed_s
 
     if scenario.online is not None:
         train_online(prepared, state, run_dir, started, elapsed_before, stop_after)
     else:
         train_offline(prepared, state, run_dir, started, elapsed_before, stop_after)
-    if len(state["accuracy_matrix"]) < scenario.n_experiences:  # stopped early (stop_after, tests)
+    if len(state.accuracy_matrix) < scenario.n_experiences:  # stopped early (stop_after, tests)
         return run_dir
     record = build_record(prepared, state, command)
     if isinstance(prepared.attack, TestTimeAttack):  # measured on the final model before the record is written
@@ -279,28 +278,9 @@ def _execute_prepared(
     return run_dir
 
 
-def _check_resumed_state(state: dict, run_dir: Path, n_experiences: int) -> None:
-    """The runner's own part of a checkpoint must have the shape this loop writes."""
-    matrix, initial = state.get("accuracy_matrix"), state.get("accuracy_initial")
-    well_formed = (
-        isinstance(matrix, list)
-        and len(matrix) <= n_experiences
-        and all(isinstance(row, list) and len(row) == n_experiences for row in matrix)
-        and isinstance(initial, list)
-        and len(initial) == n_experiences
-        and isinstance(state.get("per_experience"), list)
-        and isinstance(state.get("elapsed_s"), (int, float))
-    )
-    if not well_formed:
-        raise UserError(
-            f"cannot resume from the checkpoint in {run_dir}: its progress does not fit a stream of "
-            f"{n_experiences} experiences; start the run over with --force"
-        )
-
-
 def train_offline(
     prepared: Prepared,
-    state: dict,
+    state: LoopState,
     run_dir: Path,
     started: float,
     elapsed_before: float,
@@ -316,23 +296,23 @@ def train_offline(
     whole_stream = prepared.traits.train_whole_stream
     attack = prepared.attack
     target = attack.target_index(scenario.n_experiences) if attack is not None and attack.poisons_training else None
-    for index in range(len(state["accuracy_matrix"]), scenario.n_experiences if target is None else target):
+    for index in range(len(state.accuracy_matrix), scenario.n_experiences if target is None else target):
         if whole_stream:  # trained once on the whole stream; every later row re-evaluates that model
             row = train_and_evaluate(prepared, train_stream if index == 0 else None, state)
         else:
             row = train_and_evaluate(prepared, train_stream[index], state)
-        state["accuracy_matrix"].append(row)
-        state["elapsed_s"] = elapsed_before + time.perf_counter() - started
-        checkpoint.save(run_dir, strategy, state, prepared.traits.checkpoint_attributes)
+        state.accuracy_matrix.append(row)
+        state.elapsed_s = elapsed_before + time.perf_counter() - started
+        checkpoint.save(run_dir, strategy, state.to_progress(), prepared.traits.checkpoint_attributes)
         if stop_after is not None and index + 1 >= stop_after:
             return
 
     if target is not None:
         # the paired measurement: from the same saved state, the rest of the stream clean, then poisoned
-        if not state["accuracy_matrix"]:
+        if not state.accuracy_matrix:
             # poisoning the first experience: no prefix checkpoint holds this state yet (it is also the
             # resume point of an interrupted attacked run)
-            checkpoint.save(run_dir, strategy, state, prepared.traits.checkpoint_attributes)
+            checkpoint.save(run_dir, strategy, state.to_progress(), prepared.traits.checkpoint_attributes)
         optimizer_state = copy.deepcopy(strategy.optimizer.state_dict())
         clean_rows = [
             train_and_evaluate(prepared, train_stream[index], state, "clean")
@@ -346,20 +326,20 @@ def train_offline(
         assert attack is not None  # target is set only when there is a training-time attack
         with torch.random.fork_rng(devices=[prepared.device] if prepared.device.type == "cuda" else []):
             poisoned = attack.poison(train_stream[target], strategy)
-        state["attack_s"] = time.perf_counter() - attack_start
+        state.attack_s = time.perf_counter() - attack_start
         attacked_rows = [
             train_and_evaluate(prepared, poisoned if index == target else train_stream[index], state, "attacked")
             for index in range(target, scenario.n_experiences)
         ]
-        state["accuracy_matrix_clean"] = state["accuracy_matrix"] + clean_rows
-        state["accuracy_matrix"] = state["accuracy_matrix"] + attacked_rows
-        state["attack_target"] = target
-        state["elapsed_s"] = elapsed_before + time.perf_counter() - started
+        state.accuracy_matrix_clean = state.accuracy_matrix + clean_rows
+        state.accuracy_matrix = state.accuracy_matrix + attacked_rows
+        state.attack_target = target
+        state.elapsed_s = elapsed_before + time.perf_counter() - started
 
 
-def train_and_evaluate(prepared: Prepared, train_data, state: dict, branch: Optional[str] = None) -> list[float]:
+def train_and_evaluate(prepared: Prepared, train_data, state: LoopState, branch: Optional[str] = None) -> list[float]:
     """Train on ``train_data`` (an experience or a stream; None: no training), then evaluate every test
-    experience; the phase timings go to ``state["per_experience"]``, tagged with ``branch`` when given."""
+    experience; the phase timings go to ``state.per_experience``, tagged with ``branch`` when given."""
     train_start = time.perf_counter()
     if train_data is not None:
         prepared.strategy.train(train_data, eval_streams=[], **loader_options(prepared.config.train))
@@ -371,7 +351,7 @@ def train_and_evaluate(prepared: Prepared, train_data, state: dict, branch: Opti
         prepared.config.train.num_workers,
     )
     if prepared.scenario.validation:  # the held-out part of every experience's training data
-        state.setdefault("validation_rows", {}).setdefault(branch or "main", []).append(
+        state.validation_rows.setdefault(branch or "main", []).append(
             evaluate_datasets(
                 prepared.strategy,
                 prepared.scenario.validation,
@@ -380,13 +360,13 @@ def train_and_evaluate(prepared: Prepared, train_data, state: dict, branch: Opti
             )
         )
     timing = {"train_s": eval_start - train_start, "eval_s": time.perf_counter() - eval_start}
-    state["per_experience"].append({"branch": branch, **timing} if branch else timing)
+    state.per_experience.append({"branch": branch, **timing} if branch else timing)
     return row
 
 
 def train_online(
     prepared: Prepared,
-    state: dict,
+    state: LoopState,
     run_dir: Path,
     started: float,
     elapsed_before: float,
@@ -403,45 +383,38 @@ def train_online(
     if online is None:
         raise ValueError("train_online needs a task-free scenario (scenario.online is None)")
     hidden_tasks = scenario.benchmark.train_stream
-    progress = state.setdefault(
-        "online",
-        {
-            "batches": 0,
-            "samples": 0,
-            "seen_classes": [],
-            "boundaries": [],
-            "anytime": {"eval_every": online.eval_every, "samples": [], "accuracy": [], "n_classes": []},
-        },
-    )
+    if state.online is None:
+        state.online = OnlineProgress(anytime=AnytimeCurve(eval_every=online.eval_every))
+    progress = state.online
     batch_counts = [-(-len(task.dataset) // online.batch_size) for task in hidden_tasks]
     # disable=None: no bar when stderr is not a terminal (redirected logs)
     bar = tqdm(
         total=sum(batch_counts),
-        initial=progress["batches"],
+        initial=progress.batches,
         desc="stream",
         unit="batch",
         leave=False,
         dynamic_ncols=True,
         disable=None if prepared.progress else True,
     )
-    for task_index in range(len(state["accuracy_matrix"]), len(hidden_tasks)):
+    for task_index in range(len(state.accuracy_matrix), len(hidden_tasks)):
         train_start, anytime_s = time.perf_counter(), 0.0
         batches = split_online_stream(
             [hidden_tasks[task_index]], experience_size=online.batch_size, shuffle=False, access_task_boundaries=False
         )
         for batch in batches:
             strategy.train(
-                DatasetExperience(dataset=batch.dataset, current_experience=progress["batches"]), eval_streams=[]
+                DatasetExperience(dataset=batch.dataset, current_experience=progress.batches), eval_streams=[]
             )
-            progress["batches"] += 1
-            progress["samples"] += len(batch.dataset)
-            progress["seen_classes"] = sorted(set(progress["seen_classes"]) | set(batch.dataset.targets.uniques))
+            progress.batches += 1
+            progress.samples += len(batch.dataset)
+            progress.seen_classes = sorted(set(progress.seen_classes) | set(batch.dataset.targets.uniques))
             bar.update(1)
-            if progress["samples"] // online.eval_every > len(progress["anytime"]["samples"]):
+            if progress.samples // online.eval_every > len(progress.anytime.samples):
                 anytime_start = time.perf_counter()
                 record_anytime(prepared, progress)
                 anytime_s += time.perf_counter() - anytime_start
-        progress["boundaries"].append(progress["samples"])
+        progress.boundaries.append(progress.samples)
         eval_start = time.perf_counter()
         row = evaluate_stream(
             strategy,
@@ -450,13 +423,13 @@ def train_online(
             prepared.config.train.num_workers,
         )
         if task_index == len(hidden_tasks) - 1:
-            progress["final_accuracy"] = anytime_accuracy(prepared, progress["seen_classes"])
-        state["per_experience"].append(
+            progress.final_accuracy = anytime_accuracy(prepared, progress.seen_classes)
+        state.per_experience.append(
             {"train_s": eval_start - train_start - anytime_s, "eval_s": time.perf_counter() - eval_start + anytime_s}
         )
-        state["accuracy_matrix"].append(row)
-        state["elapsed_s"] = elapsed_before + time.perf_counter() - started
-        checkpoint.save(run_dir, strategy, state, prepared.traits.checkpoint_attributes)
+        state.accuracy_matrix.append(row)
+        state.elapsed_s = elapsed_before + time.perf_counter() - started
+        checkpoint.save(run_dir, strategy, state.to_progress(), prepared.traits.checkpoint_attributes)
         if stop_after is not None and task_index + 1 >= stop_after:
             break
     bar.close()
@@ -479,18 +452,18 @@ def anytime_accuracy(prepared: Prepared, seen_classes: Sequence[int]) -> float:
     )
 
 
-def record_anytime(prepared: Prepared, progress: dict) -> None:
+def record_anytime(prepared: Prepared, progress: OnlineProgress) -> None:
     """Append one point of the anytime-accuracy curve (at the current stream position)."""
-    curve = progress["anytime"]
-    curve["samples"].append(progress["samples"])
-    curve["accuracy"].append(anytime_accuracy(prepared, progress["seen_classes"]))
-    curve["n_classes"].append(len(progress["seen_classes"]))
+    curve = progress.anytime
+    curve.samples.append(progress.samples)
+    curve.accuracy.append(anytime_accuracy(prepared, progress.seen_classes))
+    curve.n_classes.append(len(progress.seen_classes))
 
 
-def build_record(prepared: Prepared, state: dict, command: str) -> dict:
+def build_record(prepared: Prepared, state: LoopState, command: str) -> dict:
     config, scenario = prepared.config, prepared.scenario
-    matrix = state["accuracy_matrix"]
-    per_experience = state["per_experience"]
+    matrix = state.accuracy_matrix
+    per_experience = state.per_experience
     # a strategy trained once on the whole stream has no "before experience j" row: no forward transfer
     whole_stream = prepared.traits.train_whole_stream
     peak_memory_mb = torch.cuda.max_memory_allocated() / 2**20 if prepared.device.type == "cuda" else _peak_rss_mb()
@@ -508,13 +481,13 @@ def build_record(prepared: Prepared, state: dict, command: str) -> dict:
         "seed": config.seed,
         "scenario_info": scenario.metadata(),
         "accuracy_matrix": matrix,
-        "accuracy_initial": state["accuracy_initial"],
+        "accuracy_initial": state.accuracy_initial,
         "metrics": {
-            **metrics.all_metrics(matrix, None if whole_stream else state["accuracy_initial"]),
+            **metrics.all_metrics(matrix, None if whole_stream else state.accuracy_initial),
             **online_metrics(state),
         },
         "timing": {
-            "total_s": state["elapsed_s"],
+            "total_s": state.elapsed_s,
             "train_s": sum(p["train_s"] for p in per_experience),
             "eval_s": sum(p["eval_s"] for p in per_experience),
             "per_experience": per_experience,
@@ -531,10 +504,10 @@ def build_record(prepared: Prepared, state: dict, command: str) -> dict:
     }
 
 
-def validation_fields(state: dict) -> dict:
+def validation_fields(state: LoopState) -> dict:
     """The validation accuracy matrix (row i: after experience i, on every experience's held-out training data)
     and its metrics; with an attack, the clean branch's too. Nothing without ``scenario.validation_fraction``."""
-    rows = state.get("validation_rows")
+    rows = state.validation_rows
     if not rows:
         return {}
     prefix = rows.get("main", [])
@@ -545,48 +518,47 @@ def validation_fields(state: dict) -> dict:
     return fields
 
 
-def attack_fields(prepared: Prepared, state: dict) -> dict:
+def attack_fields(prepared: Prepared, state: LoopState) -> dict:
     """The attack's part of the record: the clean branch, the budget, and the paired differences."""
     attack = prepared.attack
-    if attack is None or "accuracy_matrix_clean" not in state:
+    clean, target = state.accuracy_matrix_clean, state.attack_target
+    if attack is None or clean is None or target is None:
         return {}
-    clean = state["accuracy_matrix_clean"]
     return {
         "accuracy_matrix_clean": clean,
-        "metrics_clean": metrics.all_metrics(clean, state["accuracy_initial"]),
+        "metrics_clean": metrics.all_metrics(clean, state.accuracy_initial),
         "attack_info": {
             "name": prepared.config.attack,
-            "target_experience": state["attack_target"],
+            "target_experience": target,
             "budget": attack.budget(),
             "metrics": attack.metrics(),
-            "wall_time_s": state["attack_s"],
+            "wall_time_s": state.attack_s,
         },
-        "attack_effect": metrics.attack_effect(clean, state["accuracy_matrix"], state["attack_target"]),
+        "attack_effect": metrics.attack_effect(clean, state.accuracy_matrix, target),
     }
 
 
-def online_metrics(state: dict) -> dict:
+def online_metrics(state: LoopState) -> dict:
     """``a_auc`` (mean anytime accuracy) and ``a_last`` (accuracy on every seen class at the end) of a
     task-free run."""
-    online = state.get("online")
+    online = state.online
     if online is None:
         return {}
-    return {"a_auc": metrics.anytime_auc(online["anytime"]["accuracy"]), "a_last": online.get("final_accuracy")}
+    return {"a_auc": metrics.anytime_auc(online.anytime.accuracy), "a_last": online.final_accuracy}
 
 
-def online_fields(state: dict) -> dict:
+def online_fields(state: LoopState) -> dict:
     """A task-free run's anytime-accuracy curve and its summary numbers (nothing for other runs)."""
-    online = state.get("online")
+    online = state.online
     if online is None:
         return {}
-    curve = online["anytime"]
     return {
-        "anytime_accuracy": curve,
+        "anytime_accuracy": dataclasses.asdict(online.anytime),
         "stream": {
-            "batches": online["batches"],
-            "samples": online["samples"],
-            "hidden_boundaries": online["boundaries"],
-            "final_accuracy_seen_classes": online.get("final_accuracy"),
+            "batches": online.batches,
+            "samples": online.samples,
+            "hidden_boundaries": online.boundaries,
+            "final_accuracy_seen_classes": online.final_accuracy,
         },
     }
 

@@ -8,6 +8,7 @@ import torch
 
 from conftest import run_cli
 
+from cl_bench.loop_state import LoopState
 from cl_bench import leaderboard, metrics, pretrain_pool, runner
 from cl_bench.config import resolve
 from cl_bench.registry import SCENARIOS
@@ -108,7 +109,7 @@ def test_the_strategy_never_sees_a_task_id_or_a_boundary(fmnist, tmp_path):
     prepared = runner.prepare(config, tmp_path, progress=False)
     spy = _Spy()
     prepared.strategy.plugins.append(spy)
-    runner.train_online(prepared, {"accuracy_matrix": [], "per_experience": []}, tmp_path, 0.0, 0.0)
+    runner.train_online(prepared, LoopState(accuracy_initial=[0.0] * 5), tmp_path, 0.0, 0.0)
     assert len(spy.seen) == 5 * 80 // 16
     for index, experience in enumerate(spy.seen):
         assert type(experience).__name__ == "DatasetExperience" and experience.current_experience == index
