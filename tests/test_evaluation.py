@@ -256,3 +256,18 @@ def test_a_test_time_attack_runs_in_the_phase_on_the_clean_final_model(tmp_path)
     # the attack saw the final model: its clean accuracy is the record's over the whole test split
     assert block["metrics"]["clean_accuracy"] == pytest.approx(record["metrics"]["acc"], abs=0.02)
     assert 0.0 <= block["metrics"]["attacked_accuracy"] <= 1.0
+
+
+def test_evaluate_later_restores_a_prediction_rule_beyond_the_model(tmp_path):
+    """NCM predicts from its class means (plugin state): its run keeps the final checkpoint, and a later
+    evaluation through it gives the numbers the phase gave right after training."""
+    config = resolve({"scenario": "split_digits", "strategy": "ncm"}, {"device": "cpu"}, SETS)
+    specs = evaluation.resolve_evaluators(["probe_accuracy"])
+    run_dir = runner.execute(config, tmp_path, progress=False, log=lambda line: None, evaluators=specs)
+    assert (run_dir / "checkpoint.json").is_file()
+    (during,) = _artefacts(run_dir)
+    record = json.loads((run_dir / "record.json").read_text())
+    assert [row["accuracy"] for row in during["rows"]] == pytest.approx(record["accuracy_matrix"][-1], abs=1e-6)
+    evaluation.evaluate_runs([run_dir], specs, force=True, log=lambda line: None)
+    (later,) = _artefacts(run_dir)
+    assert later["rows"] == during["rows"] and later["metrics"] == during["metrics"]
