@@ -504,13 +504,7 @@ def _read_attack_board(path: Path) -> list[dict]:
     import json
     import math
 
-    if not path.is_file():
-        raise UserError(f"attack board {path} does not exist; write it with `cl-bench leaderboard`")
-    try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            board = list(csv.DictReader(handle))
-    except (UnicodeDecodeError, csv.Error) as error:
-        raise UserError(f"{path} is not a CSV board ({error}); regenerate it with `cl-bench leaderboard`") from None
+    board = _read_board(path, "attack board")
     if board and "bwt_difference_mean" not in board[0]:
         raise UserError(f"{path} is not an attack board (no bwt_difference_mean column)")
     for number, row in enumerate(board, start=2):
@@ -534,12 +528,10 @@ def _read_attack_board(path: Path) -> list[dict]:
     return board
 
 
-def _read_board(path: Path, prefix: str) -> list[dict]:
+def _read_board(path: Path, what: str) -> list[dict]:
     """The rows of a board CSV written by `cl-bench leaderboard` (a one-line UserError otherwise)."""
     if not path.is_file():
-        raise UserError(f"board {path} does not exist; write it with `cl-bench leaderboard`")
-    if not path.name.startswith(prefix):
-        raise UserError(f"{path} is not an {prefix}<name>.csv board")
+        raise UserError(f"{what} {path} does not exist; write it with `cl-bench leaderboard`")
     try:
         with path.open(newline="", encoding="utf-8") as handle:
             return list(csv.DictReader(handle))
@@ -569,7 +561,10 @@ def command_plot(args: argparse.Namespace) -> None:
     if args.eval_board:
         if not args.y:
             raise UserError("--eval-board needs --y METRIC (a column of the board without _mean, e.g. ambiguity)")
-        rows = [row for path in args.eval_board for row in _read_board(path, "eval_")]
+        for path in args.eval_board:
+            if not path.name.startswith("eval_"):
+                raise UserError(f"{path} is not an eval_<name>.csv board")
+        rows = [row for path in args.eval_board for row in _read_board(path, "evaluation board")]
         rows = [row for row in rows if all(_where(row, condition) for condition in args.where)]
         print(plots.plot_eval_board(rows, args.x, args.y, args.out or Path(f"{args.y}.png")))
         return

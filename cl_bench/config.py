@@ -230,7 +230,7 @@ class RunConfig:
 
     def run_id(self) -> str:
         """Short hash of the whole resolved config: the same config maps to the same run directory."""
-        return _short_hash(self.to_dict())
+        return short_hash(self.to_dict())
 
     def config_id(self) -> str:
         """Hash of the config without seed and runtime settings: runs that differ only by seed share it."""
@@ -250,10 +250,11 @@ def config_id_of(resolved: dict) -> str:
     if isinstance(resolved.get("train"), dict):
         for name in RUNTIME_TRAIN_FIELDS:
             resolved["train"].pop(name, None)
-    return _short_hash(resolved)
+    return short_hash(resolved)
 
 
-def _short_hash(payload: dict) -> str:
+def short_hash(payload: Any) -> str:
+    """The 12-hex-digit SHA-256 of a JSON-able value (sorted keys): run ids, config ids, eval ids."""
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 

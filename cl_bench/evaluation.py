@@ -15,19 +15,17 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import itertools
-import json
 import math
-import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
-from cl_bench.config import build_config, config_to_dict, split_component
+from cl_bench.config import build_config, config_to_dict, short_hash, split_component
 from cl_bench.errors import UserError
 from cl_bench.params import ComponentConfig
+from cl_bench.records import EVALUATIONS_DIR, MODEL_FILE, REFERENCES_DIR
 from cl_bench.registry import EVALUATORS
 
 if TYPE_CHECKING:
@@ -37,10 +35,6 @@ if TYPE_CHECKING:
     from cl_bench.evaluator import EvaluationResult
     from cl_bench.runner import Prepared
 
-MODEL_FILE = "model.safetensors"
-EVALUATIONS_DIR = "evaluations"
-# reference runs trained on demand (retraining baselines) go to <out>/references/, which boards do not read
-REFERENCES_DIR = "references"
 EVALUATION_SCHEMA_VERSION = 1
 
 
@@ -56,7 +50,7 @@ class EvaluatorSpec:
 
     @property
     def eval_id(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+        return short_hash(self.to_dict())
 
     @property
     def filename(self) -> str:
@@ -174,6 +168,14 @@ def write_model(run_dir: Path, model: "nn.Module") -> str:
     return file_digest(path, "sha256")
 
 
+def _require_model(run_dir: Path) -> Path:
+    """``run_dir/model.safetensors``; a one-line UserError when the run has none."""
+    path = run_dir / MODEL_FILE
+    if not path.is_file():
+        raise UserError(f"{run_dir} has no {MODEL_FILE} (written before evaluations existed?); rerun it with --force")
+    return path
+
+
 def load_model(run_dir: Path, model: "nn.Module", sha256: Optional[str] = None) -> None:
     """Load ``model.safetensors`` of ``run_dir`` into ``model``; a one-line UserError when it is missing, does
     not match the recorded digest, or does not fit the model."""
@@ -181,11 +183,7 @@ def load_model(run_dir: Path, model: "nn.Module", sha256: Optional[str] = None) 
 
     from cl_bench.data import file_digest
 
-    path = Path(run_dir) / MODEL_FILE
-    if not path.is_file():
-        raise UserError(
-            f"{run_dir} has no {MODEL_FILE} (a run from before evaluations existed?); rerun it with --force"
-        )
+    path = _require_model(Path(run_dir))
     if sha256 is not None and file_digest(path, "sha256") != sha256:
         raise UserError(f"{path} does not match the SHA-256 in its record (replaced or damaged); rerun with --force")
     try:
@@ -316,18 +314,14 @@ def run_phase(
     specs: Sequence[EvaluatorSpec],
     command: str,
     log: Callable[[str], None],
-    force: bool = False,
 ) -> list[Path]:
-    """Run every evaluator of ``specs`` (those without an artefact, unless ``force``) and write its artefact."""
+    """Run every evaluator of ``specs`` and write its artefact (callers choose which ones need running)."""
     from cl_bench.evaluator import run_evaluator
     from cl_bench.records import atomic_write_text, evaluation_problem, strict_json
 
     written = []
     for spec in specs:
         path = evaluation_path(run_dir, spec)
-        if not force and spec not in missing_evaluations(run_dir, [spec]):
-            log(f"evaluation {spec.filename} of {record['run_id']} exists (use --force to redo it)")
-            continue
         evaluator = EVALUATORS.get(spec.name).builder(spec.config)
         context = build_context(prepared, record, run_dir.parent, spec.eval_id, log)
         result, seconds = run_evaluator(evaluator, context)
@@ -343,17 +337,15 @@ def run_phase(
 
 def run_test_time_attack(prepared: "Prepared", record: dict, run_dir: Path, log: Callable[[str], None]) -> dict:
     """The record's ``test_time_attack`` block: the run's test-time attack measured in the phase's context."""
-    from cl_bench.evaluator import EvaluationResult
+    from cl_bench.attack import TestTimeAttack
+    from cl_bench.evaluator import run_evaluator
 
     attack = prepared.attack
+    if not isinstance(attack, TestTimeAttack):
+        raise TypeError("run_test_time_attack needs a run whose attack is a TestTimeAttack")
     config = record["config"]["attack"]
-    attack_id = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
-    context = build_context(prepared, record, run_dir.parent, attack_id, log)
-    started = time.perf_counter()
-    result = attack.evaluate(context)  # type: ignore[union-attr]
-    seconds = time.perf_counter() - started
-    if not isinstance(result, EvaluationResult):
-        raise TypeError(f"{type(attack).__name__}.evaluate must return an EvaluationResult, got {result!r}")
+    context = build_context(prepared, record, run_dir.parent, short_hash(config), log)
+    result, seconds = run_evaluator(attack, context)
     return {
         "name": config["name"],
         "metrics": json_safe(result.metrics),
@@ -397,8 +389,7 @@ def _check_run(run_dir: Path) -> tuple[Path, dict, Any]:
     record, reason = records.read_record(run_dir)
     if record is None:
         raise UserError(f"{run_dir}: {reason}; evaluate a complete run (finish it with `cl-bench run --resume`)")
-    if not (run_dir / MODEL_FILE).is_file():
-        raise UserError(f"{run_dir} has no {MODEL_FILE} (written before evaluations existed); rerun it with --force")
+    _require_model(run_dir)  # every run is checked before any is rebuilt
     config = resolve(copy.deepcopy(record["config"]))
     if config.run_id() != record["run_id"]:
         raise UserError(
@@ -422,4 +413,4 @@ def evaluate_loaded(
         if not checkpoint.exists(run_dir):
             raise UserError(f"{run_dir} has no final checkpoint, which strategy {config.strategy} predicts from")
         checkpoint.load(run_dir, prepared.strategy, prepared.traits.checkpoint_attributes)
-    return run_phase(prepared, record, run_dir, specs, command, log, force=True)
+    return run_phase(prepared, record, run_dir, specs, command, log)

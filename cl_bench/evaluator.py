@@ -18,8 +18,8 @@ What the context offers (and nothing else; an evaluator declares what it needs i
 * ``record``: the training run's record; ``device``; ``generator``: the evaluator's own random stream,
   fixed by the run seed and the eval id (the training RNG is never touched);
 * ``reference_run(sets, seed=...)``: another training run of the same config with ``--set`` overrides
-  (retraining baselines): found by its run id when complete, otherwise run on demand into the same
-  directory; it returns the record and the final model.
+  (retraining baselines): found by its run id when complete, otherwise run on demand into ``references/``
+  beside the run (which no board reads); it returns the record and the final model.
 
 It returns an :class:`EvaluationResult`: scalar ``metrics``, optional multi-row ``rows`` (one per epsilon, rate
 or experience, keyed by the traits' ``row_keys``), and free-form ``details``; the phase adds the timing. NaN
@@ -32,7 +32,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Protocol, Sequence
 
 import torch
 from torch import nn
@@ -174,8 +174,15 @@ class EvaluationContext:
         return torch.cat(outputs) if outputs else torch.empty(0, self.n_classes)
 
 
-def run_evaluator(evaluator: Evaluator, context: EvaluationContext) -> tuple[EvaluationResult, float]:
-    """(result, wall seconds) of one evaluator; its result is checked for the shape the artefact needs."""
+class Measurement(Protocol):
+    """What the phase runs: an evaluator, or a test-time attack (:class:`cl_bench.attack.TestTimeAttack`)."""
+
+    def evaluate(self, context: "EvaluationContext") -> Any: ...
+
+
+def run_evaluator(evaluator: Measurement, context: EvaluationContext) -> tuple[EvaluationResult, float]:
+    """(result, wall seconds) of one evaluator or test-time attack; its result is checked for the shape the
+    artefact needs."""
     started = time.perf_counter()
     result = evaluator.evaluate(context)
     elapsed = time.perf_counter() - started

@@ -37,10 +37,15 @@ from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 from cl_bench.config import RUNTIME_TRAIN_FIELDS, config_id_of
 from cl_bench.errors import UserError
-from cl_bench.records import RECORD_FILE, atomic_write_text, read_evaluation, read_record, stream_mode
-
-EVALUATIONS_DIR = "evaluations"  # beside record.json (cl_bench.evaluation writes it)
-REFERENCES_DIR = "references"  # the evaluators' reference runs (cl_bench.evaluation)
+from cl_bench.records import (
+    EVALUATIONS_DIR,
+    RECORD_FILE,
+    REFERENCES_DIR,
+    atomic_write_text,
+    read_evaluation,
+    read_record,
+    stream_mode,
+)
 
 FLOAT_FORMAT = "{:.4f}"
 # (column stem, how to read it from a record) for the per-seed numbers of the clean CL board
@@ -566,9 +571,10 @@ def evaluation_boards(records: list[dict], warn: Warn = _warn_stderr) -> list[Bo
             warn(f"skipping evaluations of unknown evaluator {evaluator!r}")
             continue
         traits = EVALUATORS.traits(evaluator)
-        pairs = {record["seed"]: (record, artefact) for record, artefact in groups[key]}  # one per seed
-        ordered = [pairs[seed] for seed in sorted(pairs, key=lambda s: (str(type(s)), s))]
-        base = _group_columns([record for record, _ in ordered])
+        artefact_of = {record["run_id"]: artefact for record, artefact in groups[key]}
+        seeds = _dedupe_seeds([record for record, _ in groups[key]], warn)  # one per seed, as the cl_ boards
+        ordered = [(record, artefact_of[record["run_id"]]) for record in seeds]
+        base = _group_columns(seeds)
         base["eval_config"] = key[-1]
         base["eval_wall_time_s_mean"], base["eval_wall_time_s_std"] = mean_std(
             [artefact["timing"]["total_s"] for _, artefact in ordered]
@@ -577,18 +583,15 @@ def evaluation_boards(records: list[dict], warn: Warn = _warn_stderr) -> list[Bo
             base[f"{column}_mean"], base[f"{column}_std"] = mean_std(
                 [artefact["metrics"].get(column) for _, artefact in ordered]
             )
-        metric_columns = tuple(f"{c}_{stat}" for c in traits.columns for stat in ("mean", "std"))
+        columns = (
+            GROUP_COLUMNS
+            + ("n_seeds", "seeds", "eval_config")
+            + traits.row_keys  # empty, with row_columns, for an evaluator of scalars only
+            + tuple(f"{c}_{stat}" for c in traits.row_columns + traits.columns for stat in ("mean", "std"))
+            + ("eval_wall_time_s_mean", "eval_wall_time_s_std")
+            + CONFIG_COLUMNS
+        )
         if traits.row_keys:
-            row_columns = tuple(f"{c}_{stat}" for c in traits.row_columns for stat in ("mean", "std"))
-            columns = (
-                GROUP_COLUMNS
-                + ("n_seeds", "seeds", "eval_config")
-                + traits.row_keys
-                + row_columns
-                + metric_columns
-                + ("eval_wall_time_s_mean", "eval_wall_time_s_std")
-                + CONFIG_COLUMNS
-            )
             by_key: dict[tuple, list[dict]] = {}
             for _, artefact in ordered:
                 for result_row in artefact["rows"]:
@@ -600,13 +603,6 @@ def evaluation_boards(records: list[dict], warn: Warn = _warn_stderr) -> list[Bo
                     row[f"{column}_mean"], row[f"{column}_std"] = mean_std([r.get(column) for r in by_key[row_key]])
                 board_rows.append(row)
         else:
-            columns = (
-                GROUP_COLUMNS
-                + ("n_seeds", "seeds", "eval_config")
-                + metric_columns
-                + ("eval_wall_time_s_mean", "eval_wall_time_s_std")
-                + CONFIG_COLUMNS
-            )
             board_rows = [base]
         board = boards.setdefault(evaluator, Board(f"eval_{evaluator}", columns, []))
         board.rows.extend(board_rows)

@@ -40,6 +40,11 @@ from cl_bench.errors import UserError
 SCHEMA_VERSION = 2
 READABLE_SCHEMA_VERSIONS = (1, 2)
 RECORD_FILE = "record.json"
+# beside the record: the final model's tensors, the evaluations of the measurement phase (cl_bench.evaluation),
+# and under a runs directory, the reference runs evaluators train on demand (boards do not read them)
+MODEL_FILE = "model.safetensors"
+EVALUATIONS_DIR = "evaluations"
+REFERENCES_DIR = "references"
 # a leftover temporary file whose name does not say which process wrote it is stale after this long
 UNTAGGED_TEMPORARY_AGE_S = 3600.0
 
@@ -273,7 +278,7 @@ class TestTimeAttackInfo(_Schema):
 
 
 class FinalModel(_Schema):
-    file: Literal["model.safetensors"]
+    file: Literal["model.safetensors"]  # MODEL_FILE
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 

@@ -274,7 +274,7 @@ def _execute_prepared(
         record["test_time_attack"] = evaluation.run_test_time_attack(prepared, record, run_dir, log)
     write_outputs(run_dir, record, prepared)
     if evaluators:
-        evaluation.run_phase(prepared, record, run_dir, evaluators, command, log, force=True)
+        evaluation.run_phase(prepared, record, run_dir, evaluators, command, log)
     return run_dir
 
 

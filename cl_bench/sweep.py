@@ -64,7 +64,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from cl_bench.config import COMPONENT_KINDS, SETTABLE_KINDS, load_yaml, resolve, split_component
 from cl_bench.errors import UserError
-from cl_bench.records import RECORD_FILE, check_output_dir, is_complete
+from cl_bench.records import EVALUATIONS_DIR, RECORD_FILE, check_output_dir, is_complete
 
 SWEEP_KEYS = ("name", "out", "grid", "base", "set", "only", "exclude", "runs", "evaluator")
 GRID_COMPONENT_KEYS = COMPONENT_KINDS  # scenario, model, strategy, attack
@@ -526,7 +526,7 @@ def execute(
     pending: list[RunSpec] = []
     for run in runs:
         record_path = out_dir / run.run_id / RECORD_FILE
-        evaluated = all((record_path.parent / "evaluations" / name).is_file() for name in run.evaluations)
+        evaluated = all((record_path.parent / EVALUATIONS_DIR / name).is_file() for name in run.evaluations)
         if not force and is_complete(record_path) and evaluated:
             result.skipped_dirs.append(record_path.parent)
         else:

@@ -160,7 +160,7 @@ class DrawnModels:
     """Outputs of the dropout models, model-major (rate by rate, ``models_per_rate`` each)."""
 
     probabilities: Tensor  # (n_models, n, K) float32 softmax
-    losses: Tensor  # (n_models,) float64 mean cross-entropy over the evaluation set
+    losses: Tensor  # (n_models,) float64 mean cross-entropy over the evaluation set (or draw_models' loss_rows)
     accuracies: Tensor  # (n_models,) float64
     rates: Tensor  # (n_models,) float64, the dropout rate of each model
     seconds: Tensor  # (n_models,) float64 wall time of each model's pass
@@ -207,7 +207,7 @@ def evaluation_pass(
 
 
 def draw_models(
-    predict: Callable[[Tensor], Tensor],
+    predict: Callable[..., Tensor],
     model: nn.Module,
     inputs: Tensor,
     targets: Tensor,
@@ -217,15 +217,20 @@ def draw_models(
     mask_scope: str,
     generator: torch.Generator,
     batch_size: int,
+    task_labels: Optional[Tensor] = None,
+    loss_rows: Optional[tuple[Tensor, Tensor, Optional[Tensor]]] = None,
 ) -> DrawnModels:
-    """Draw ``models_per_rate`` dropout models of ``model`` at every rate; ``predict(inputs) -> logits`` is the
-    strategy's prediction rule, which calls the (hooked) model. The model runs in ``eval()`` mode (restored
-    afterwards) without gradients."""
+    """Draw ``models_per_rate`` dropout models of ``model`` at every rate; ``predict(inputs[, task_labels]) ->
+    logits`` is the strategy's prediction rule, which calls the (hooked) model (see :func:`evaluation_pass`). The
+    model runs in ``eval()`` mode (restored afterwards) without gradients. With ``loss_rows`` (inputs, targets,
+    task labels of the split that decides membership), each model's loss is its mean cross-entropy there, from a
+    second pass that sees the same per-model masks; probabilities, accuracies and times stay those on ``inputs``."""
     if models_per_rate < 1:
         raise ValueError(f"models_per_rate must be >= 1, got {models_per_rate}")
     modes = {module: module.training for module in model.modules()}
     model.eval()
     passes: list[ModelPass] = []
+    losses: list[float] = []
     model_rates: list[float] = []
     try:
         with DropoutHooks(model, dropout, mask_scope, generator) as hooks:
@@ -233,7 +238,10 @@ def draw_models(
                 hooks.rate = rate
                 for _ in range(models_per_rate):
                     hooks.new_model()
-                    passes.append(evaluation_pass(predict, inputs, targets, batch_size))
+                    drawn = evaluation_pass(predict, inputs, targets, batch_size, task_labels)
+                    if loss_rows is not None:
+                        losses.append(evaluation_pass(predict, *loss_rows[:2], batch_size, loss_rows[2]).loss)
+                    passes.append(drawn)
                     model_rates.append(float(rate))
     finally:
         for module, training in modes.items():
@@ -242,7 +250,7 @@ def draw_models(
         raise ValueError("draw_models needs at least one rate")
     return DrawnModels(
         probabilities=torch.stack([drawn.probabilities for drawn in passes]),
-        losses=torch.tensor([drawn.loss for drawn in passes], dtype=torch.float64),
+        losses=torch.tensor(losses if loss_rows is not None else [drawn.loss for drawn in passes], dtype=torch.float64),
         accuracies=torch.tensor([drawn.accuracy for drawn in passes], dtype=torch.float64),
         rates=torch.tensor(model_rates, dtype=torch.float64),
         seconds=torch.tensor([drawn.seconds for drawn in passes], dtype=torch.float64),
@@ -364,15 +372,14 @@ class RashomonDropout(Evaluator):
         loss_set = test if config.loss_split == "test" else self._split(context, config.loss_split)
         reference = self._pass(context, context.model, test)
         reference_loss = reference.loss if loss_set is test else self._pass(context, context.model, loss_set).loss
-        probabilities, losses, rates, seconds = self._draw(
-            context, test, loss_set, config.grid(), config.models_per_rate
-        )
-        rows = self._rows("dropout", probabilities, losses, reference_loss, reference.probabilities, test)
+        drawn = self._draw(context, test, loss_set, config.grid(), config.models_per_rate)
+        rows = self._rows("dropout", drawn.probabilities, drawn.losses, reference_loss, reference.probabilities, test)
+        seconds = float(drawn.seconds.mean())
         metrics: dict[str, float] = {
             "reference_loss": reference_loss,
             "reference_accuracy": reference.accuracy,
-            "models_drawn": float(len(losses)),
-            "seconds_per_model": float(seconds.mean()),
+            "models_drawn": float(len(drawn.losses)),
+            "seconds_per_model": seconds,
             "retraining_seconds_per_model": math.nan,  # undefined without the re-training baseline
             "speedup": math.nan,
         }
@@ -380,15 +387,15 @@ class RashomonDropout(Evaluator):
             retrained, retrained_losses, retrain_seconds = self._retrain(context, test, loss_set)
             rows += self._rows("retraining", retrained, retrained_losses, reference_loss, reference.probabilities, test)
             metrics["retraining_seconds_per_model"] = retrain_seconds
-            metrics["speedup"] = retrain_seconds / max(float(seconds.mean()), 1e-12)
+            metrics["speedup"] = retrain_seconds / max(seconds, 1e-12)
         if config.ensemble_sizes:
             rows += self._ensembles(context, test, reference.probabilities)
         details = {
             "loss_split": config.loss_split,
             "evaluated_rows": len(test.targets),
             "rows_per_experience": torch.bincount(test.experience, minlength=context.n_experiences).tolist(),
-            "rates": [float(rate) for rate in rates],
-            "losses": [float(loss) for loss in losses],
+            "rates": drawn.rates.tolist(),
+            "losses": drawn.losses.tolist(),
             "wall_time_s": time.perf_counter() - started,
         }
         return EvaluationResult(metrics, rows, details)
@@ -427,24 +434,26 @@ class RashomonDropout(Evaluator):
         loss_set: EvaluationSet,
         rates: Sequence[float],
         count: int,
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """(probabilities (m, n, K) on the test rows, losses on the loss split, rates, seconds) of m dropout models;
-        with per_model masks a model's test and loss passes see the same network."""
-        passes, losses, model_rates = [], [], []
-        with DropoutHooks(context.model, self.config.dropout, self.config.mask_scope, context.generator) as hooks:
-            for rate in rates:
-                hooks.rate = rate
-                for _ in range(count):
-                    hooks.new_model()
-                    drawn = self._pass(context, context.model, test)
-                    losses.append(drawn.loss if loss_set is test else self._pass(context, context.model, loss_set).loss)
-                    passes.append(drawn)
-                    model_rates.append(float(rate))
-        return (
-            torch.stack([drawn.probabilities for drawn in passes]),
-            torch.tensor(losses, dtype=torch.float64),
-            torch.tensor(model_rates, dtype=torch.float64),
-            torch.tensor([drawn.seconds for drawn in passes], dtype=torch.float64),
+    ) -> DrawnModels:
+        """``count`` dropout models per rate of the final model: probabilities on the test rows, losses on the
+        loss split (with per_model masks a model's two passes see the same network)."""
+
+        def predict(inputs: Tensor, task_labels: Tensor) -> Tensor:
+            return context.predict(inputs, context.model, task_labels)
+
+        return draw_models(
+            predict,
+            context.model,
+            test.inputs,
+            test.targets,
+            rates,
+            count,
+            self.config.dropout,
+            self.config.mask_scope,
+            context.generator,
+            context.eval_batch_size,
+            task_labels=test.task_labels,
+            loss_rows=None if loss_set is test else (loss_set.inputs, loss_set.targets, loss_set.task_labels),
         )
 
     def _retrain(self, context: EvaluationContext, test: EvaluationSet, loss_set: EvaluationSet):
@@ -463,7 +472,7 @@ class RashomonDropout(Evaluator):
     def _ensembles(self, context: EvaluationContext, test: EvaluationSet, reference: Tensor) -> list[dict]:
         """Dropout-ensemble mitigation: per size E, ensembles averaging the softmax of E random dropout models."""
         rate = self.config.ensemble_rate if self.config.ensemble_rate is not None else max(self.config.grid())
-        pool, _, _, _ = self._draw(context, test, test, [rate], self.config.ensemble_pool)
+        pool = self._draw(context, test, test, [rate], self.config.ensemble_pool).probabilities
         rows = []
         for size in self.config.ensemble_sizes:
             members = torch.stack(
