@@ -1,6 +1,7 @@
-"""Building a ViT backbone outside a stream: the stand-in scenario, a registered ViT model by name, and the
-architecture a backbone card records. Shared by ``cl-bench pretrain`` and the MAE loader; a leaf module, so
-that ``models.mae`` and ``pretrain`` do not import each other.
+"""Building a backbone outside a stream: the stand-in scenario, a registered ViT model (or the ``cnn``) by
+name, the module whose tensors a backbone file holds, and the ViT architecture a backbone card records.
+Shared by ``cl-bench pretrain`` and the MAE loader; a leaf module, so that ``models.mae`` and ``pretrain``
+do not import each other.
 """
 
 from __future__ import annotations
@@ -14,8 +15,12 @@ from cl_bench.scenario import ScenarioData
 
 if TYPE_CHECKING:
     from timm.models.vision_transformer import VisionTransformer
+    from torch import nn
 
     from cl_bench.models.heads import SingleHeadNet
+
+# models that are no ViT but whose backbone (the module before the head) ``cl-bench pretrain`` stores whole
+PRETRAINABLE_CNNS = ("cnn",)
 
 
 def pool_scenario(input_shape: Sequence[int], num_classes: int = 10) -> ScenarioData:
@@ -34,19 +39,33 @@ def pool_scenario(input_shape: Sequence[int], num_classes: int = 10) -> Scenario
 def build_model(
     model_name: str, model_values: dict, input_shape: Sequence[int]
 ) -> tuple[str, ComponentConfig, SingleHeadNet]:
-    """(model name, validated config, SingleHeadNet) of a registered ViT model; UserError otherwise."""
-    from cl_bench.models.vit import find_vit
+    """(model name, validated config, SingleHeadNet) of a registered ViT model or the cnn; UserError otherwise."""
     from cl_bench.registry import MODELS
 
     model_name, model_values = split_model_name(model_name, model_values)
     entry = MODELS.get(model_name)
     config = build_config(entry.config_class, model_values, "model")
     model = entry.builder(config, pool_scenario(input_shape))
-    try:
-        find_vit(model)
-    except UserError:
-        raise UserError(f"cl-bench pretrain needs a ViT model (vit_micro or timm:NAME), got {model_name}") from None
+    if not is_vit(model) and model_name not in PRETRAINABLE_CNNS:
+        raise UserError(
+            f"cl-bench pretrain needs a ViT model (vit_micro or timm:NAME) or the cnn (--method supervised), "
+            f"got {model_name}"
+        )
     return model_name, config, model
+
+
+def is_vit(model: nn.Module) -> bool:
+    from timm.models.vision_transformer import VisionTransformer
+
+    return any(isinstance(module, VisionTransformer) for module in model.modules())
+
+
+def stored_backbone(model: SingleHeadNet) -> nn.Module:
+    """The module whose state dict a backbone file holds: the VisionTransformer of a ViT model (inside any
+    input wrapper), else the whole backbone before the head (the cnn's ``nn.Sequential``)."""
+    from cl_bench.models.vit import find_vit
+
+    return find_vit(model) if is_vit(model) else model.backbone
 
 
 def backbone_from_card(card: dict) -> VisionTransformer:

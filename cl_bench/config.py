@@ -177,6 +177,10 @@ def _plain(value: Any) -> Any:
     return value
 
 
+# parameter subsets by name (selected by cl_bench.peft, which needs torch; this module must not import it)
+TRAINABLE_SUBSETS = ("all", "head", "bn", "bn+head", "prompts", "prompts+head")
+
+
 @dataclass
 class TrainConfig(ComponentConfig):
     """Optimisation settings shared by every strategy."""
@@ -204,7 +208,14 @@ class TrainConfig(ComponentConfig):
         low=0,
     )
 
-    omitted_at_default: ClassVar[tuple[str, ...]] = ("num_workers", "threads")
+    trainable: str = param(
+        "all",
+        "parameters training may change (cl_bench/peft.py): all, head, bn (BatchNorm affine), bn+head, prompts "
+        "(ViT prompt tokens), prompts+head; the rest stays frozen at its initial (pre-trained) values",
+        choices=TRAINABLE_SUBSETS,
+    )
+
+    omitted_at_default: ClassVar[tuple[str, ...]] = ("num_workers", "threads", "trainable")
 
 
 @dataclass

@@ -148,7 +148,7 @@ def check_requirements(prepared: "Prepared", specs: Sequence[EvaluatorSpec]) -> 
                 f"evaluator {spec.name} reads whole splits as tensors; {prepared.config.scenario} streams "
                 f"images one by one (choose a tensor-resident scenario)"
             )
-        EVALUATORS.get(spec.name).builder(spec.config).check(scenario)
+        EVALUATORS.get(spec.name).builder(spec.config).check(scenario, prepared.strategy.model)
 
 
 # ----------------------------------------------------------------------------- the final model

@@ -69,9 +69,10 @@ class Evaluator:
     def evaluate(self, context: "EvaluationContext") -> EvaluationResult:
         raise NotImplementedError
 
-    def check(self, scenario: Any) -> None:
+    def check(self, scenario: Any, model: nn.Module) -> None:
         """Raise a one-line UserError when this configuration cannot evaluate a run of ``scenario`` (a
-        :class:`cl_bench.scenario.ScenarioData`); called before anything is trained or written."""
+        :class:`cl_bench.scenario.ScenarioData`) with ``model`` (the run's model, untrained); called before
+        anything is trained or written."""
 
 
 def frozen_copy(model: nn.Module) -> nn.Module:

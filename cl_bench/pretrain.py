@@ -1,4 +1,7 @@
-"""``cl-bench pretrain``: pre-train a ViT backbone on the pre-training pool and store it in the cache with a card.
+"""``cl-bench pretrain``: pre-train a backbone on the pre-training pool and store it in the cache with a card.
+
+Models: a ViT (``vit_micro``, ``timm:NAME``) with either method, or the ``cnn`` (``--method supervised``
+only; e.g. ``--set model.batch_norm=true`` for Fast-NTK's BatchNorm CNN).
 
 The pool is the fixed stratified sixth of the Fashion-MNIST training set of
 :mod:`cl_bench.pretrain_pool` (10,000 images); streams built with
@@ -10,21 +13,22 @@ Methods:
 
 * ``supervised``: the backbone + a linear head over the 10 classes, cross-entropy, AdamW.
   Quality: accuracy of that head on the Fashion-MNIST test set.
-* ``mae``: masked-autoencoder reconstruction (:mod:`cl_bench.models.mae`), AdamW with
+* ``mae`` (ViTs only): masked-autoencoder reconstruction (:mod:`cl_bench.models.mae`), AdamW with
   betas (0.9, 0.95) as in He et al. Quality: the masked-patch MSE on test images.
 
 Both use linear warm-up then cosine decay of the learning rate per step, no weight decay on
-biases, norms, positions and tokens, and report two probes of the backbone's [CLS] features on
-the test set, the pool being the training set of the probe: a 20-NN classifier (cosine
-similarity, votes weighted by exp(sim / 0.07), as in DINO) and a logistic-regression linear probe
-(standardised features, L-BFGS, fixed 100 iterations). Suite choices (flags): epochs, batch, lr,
-weight decay, warm-up, augmentation (random shifts of up to 2 px and horizontal flips; off by
-default), mask ratio, decoder size, normalised-pixel loss.
+biases, norms, positions and tokens, and report two probes of the backbone's features (the [CLS]
+token of a ViT, the hidden layer's output of the cnn) on the test set, the pool being the training
+set of the probe: a 20-NN classifier (cosine similarity, votes weighted by exp(sim / 0.07), as in
+DINO) and a logistic-regression linear probe (standardised features, L-BFGS, fixed 100 iterations).
+Suite choices (flags): epochs, batch, lr, weight decay, warm-up, augmentation (random shifts of up to
+2 px and horizontal flips; off by default), mask ratio, decoder size, normalised-pixel loss.
 
 The entry is written atomically: a temporary directory under ``backbones/`` renamed into place,
-holding ``weights.safetensors`` (backbone under its own keys; the supervised head under
-``pretrain_head.``, the MAE decoder under ``decoder.``) and ``card.json``. An existing complete
-entry with the same settings is reused unless ``force``; one with other settings is an error.
+holding ``weights.safetensors`` (backbone under its own keys: the ``VisionTransformer``'s, or those of
+the cnn's ``nn.Sequential`` before the head; the supervised head under ``pretrain_head.``, the MAE
+decoder under ``decoder.``) and ``card.json``. An existing complete entry with the same settings is
+reused unless ``force``; one with other settings is an error.
 Training is deterministic for a seed on CPU (the same sha256 twice).
 
 Defaults (suite choices): supervised 15 epochs at lr 1e-3, mae 60 epochs at lr 1.5e-3; what they reach, and
@@ -53,7 +57,7 @@ from tqdm.auto import tqdm
 
 from cl_bench import pretrain_pool
 from cl_bench.config import build_config, config_to_dict, parse_set
-from cl_bench.backbone import build_model
+from cl_bench.backbone import build_model, is_vit, stored_backbone
 from cl_bench.errors import UserError
 from cl_bench.pretrain_config import PretrainConfig
 from cl_bench.records import atomic_write_text, environment, strict_json
@@ -339,8 +343,6 @@ def train_supervised(
     model: SingleHeadNet, _, data: tuple, config: PretrainConfig, generator: torch.Generator, progress: bool
 ) -> tuple[list[float], dict, dict]:
     """(losses per epoch, quality, tensors to store): backbone keys + ``pretrain_head.``."""
-    from cl_bench.models.vit import find_vit
-
     images, labels, test_images, test_labels = data
     model.to(images.device)
     losses = train_loop(
@@ -348,7 +350,7 @@ def train_supervised(
     )
     quality = {"test_accuracy": float((batched(model, test_images).argmax(1) == test_labels).float().mean())}
     quality.update(feature_probes(model.backbone, images, labels, test_images, test_labels))
-    return losses, quality, {**_cpu_tensors(find_vit(model)), **_cpu_tensors(model.head, "pretrain_head.")}
+    return losses, quality, {**_cpu_tensors(stored_backbone(model)), **_cpu_tensors(model.head, "pretrain_head.")}
 
 
 def train_mae(
@@ -428,6 +430,18 @@ def pretrain(
     images, labels, test_images, test_labels, data = pool_images(config.data)
     seed_everything(config.seed)
     model_name, model_config, model = build_model(model_name, parse_model_sets(model_sets), data["input_shape"])
+    if config.method == "mae" and not is_vit(model):
+        raise UserError(
+            f"--method mae needs a ViT model (vit_micro or timm:NAME); --model {model_name} pre-trains with "
+            f"--method supervised only"
+        )
+    if len(images) % config.batch_size == 1 and any(
+        isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) for m in model.modules()
+    ):
+        raise UserError(
+            f"--batch-size {config.batch_size} leaves a last batch of one image, which BatchNorm cannot train on; "
+            f"pick another --batch-size"
+        )
     name = name or default_name(model_name, model_config, config)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise UserError(f"--name {name!r} must be letters, digits, '.', '_' or '-' (a directory name)")

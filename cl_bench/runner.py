@@ -33,7 +33,7 @@ from avalanche.benchmarks.scenarios.dataset_scenario import DatasetExperience
 from avalanche.benchmarks.scenarios.online import split_online_stream
 from tqdm.auto import tqdm
 
-from cl_bench import checkpoint, evaluation, metrics, records
+from cl_bench import checkpoint, evaluation, metrics, peft, records
 from cl_bench.attack import Attack, TestTimeAttack
 from cl_bench.config import RunConfig, TrainConfig, materialize, resolve
 from cl_bench.device import seed_everything, select_device
@@ -41,7 +41,7 @@ from cl_bench.errors import UserError
 from cl_bench.evaluation import EvaluatorSpec
 from cl_bench.loop_state import AnytimeCurve, LoopState, OnlineProgress
 from cl_bench.registry import ATTACKS, MODELS, SCENARIOS, STRATEGIES
-from cl_bench.scenario import ScenarioConfig, ScenarioData, split_validation
+from cl_bench.scenario import ScenarioConfig, ScenarioData, cap_per_class, exclude_rows, split_validation
 from cl_bench.templates import (
     DivergenceGuard,
     ProgressPlugin,
@@ -113,10 +113,17 @@ def prepare(config: RunConfig, out_dir: Path, progress: bool) -> Prepared:
     scenario_entry = SCENARIOS.get(config.scenario)
     scenario_config = config.components["scenario"]
     scenario = scenario_entry.builder(scenario_config, config.seed)
-    if isinstance(scenario_config, ScenarioConfig) and scenario_config.validation_fraction > 0:
-        scenario = split_validation(scenario, scenario_config.validation_fraction, config.seed)
+    if isinstance(scenario_config, ScenarioConfig):
+        if scenario_config.train_per_class:
+            scenario = cap_per_class(scenario, scenario_config.train_per_class)
+        if scenario_config.validation_fraction > 0:
+            scenario = split_validation(scenario, scenario_config.validation_fraction, config.seed)
+        if scenario_config.exclude:
+            scenario = exclude_rows(scenario, scenario_config.exclude, config.seed)
     model_entry = MODELS.get(config.model)
     model = model_entry.builder(config.components["model"], scenario).to(device)
+    if config.train.trainable != "all":
+        peft.freeze_except(model, peft.select(model, config.train.trainable))
     initial_state = {name: tensor.detach().cpu().clone() for name, tensor in model.state_dict().items()}
     # a task-free stream trains one mini-batch per experience: the runner draws one bar for the whole stream
     context = StrategyContext(
@@ -299,8 +306,9 @@ def train_offline(
     for index in range(len(state.accuracy_matrix), scenario.n_experiences if target is None else target):
         if whole_stream:  # trained once on the whole stream; every later row re-evaluates that model
             row = train_and_evaluate(prepared, train_stream if index == 0 else None, state)
-        else:
-            row = train_and_evaluate(prepared, train_stream[index], state)
+        else:  # an experience emptied by scenario.exclude is not trained on (its row is still evaluated)
+            experience = train_stream[index]
+            row = train_and_evaluate(prepared, experience if len(experience.dataset) else None, state)
         state.accuracy_matrix.append(row)
         state.elapsed_s = elapsed_before + time.perf_counter() - started
         checkpoint.save(run_dir, strategy, state.to_progress(), prepared.traits.checkpoint_attributes)

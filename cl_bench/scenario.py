@@ -27,6 +27,7 @@ from cl_bench.tensor_data import TensorBank
 
 SETTINGS = ("task-incremental", "class-incremental", "domain-incremental", "task-free")
 VALIDATION_STREAM = 0x7A11  # second seed word of the validation split's generator
+SUBSET_STREAM = 0x5B5E  # first seed word of train_per_class's draw
 
 
 @dataclass
@@ -41,8 +42,20 @@ class ScenarioConfig(ComponentConfig):
         high=0.5,
     )
 
-    # added after results were committed: runs without validation keep their ids
-    omitted_at_default: ClassVar[tuple[str, ...]] = ("validation_fraction",)
+    train_per_class: int = param(
+        0,
+        "keep at most this many training rows per class and experience (a fixed stratified draw, the same for "
+        "every run seed; e.g. the 5k-image regime of NTK unlearning); 0: all",
+        low=0,
+    )
+    exclude: str = param(
+        "",
+        "training rows left out of the stream: class:K, random:FRACTION or experience:K (the retrained "
+        "reference of an unlearning evaluator; an emptied experience is not trained on); empty: none",
+    )
+
+    # added after results were committed: runs at their defaults keep their ids
+    omitted_at_default: ClassVar[tuple[str, ...]] = ("validation_fraction", "train_per_class", "exclude")
 
 
 @dataclass
@@ -195,10 +208,56 @@ def split_validation(scenario: ScenarioData, fraction: float, seed: int) -> Scen
             )
         train.append(dataset.subset(kept.tolist()))
         validation.append(dataset.subset(held.tolist()))
+    scenario.validation = validation
+    return _replace_train(scenario, train)
+
+
+def _replace_train(scenario: ScenarioData, train: list) -> ScenarioData:
     test = [experience.dataset for experience in scenario.benchmark.test_stream]
     scenario.benchmark = with_task_labels(benchmark_from_datasets(train=train, test=test))
-    scenario.validation = validation
     return add_classes_timeline(scenario)
+
+
+def cap_per_class(scenario: ScenarioData, per_class: int) -> ScenarioData:
+    """``scenario`` with at most ``per_class`` training rows of each class in each experience, drawn by
+    ``Generator((SUBSET_STREAM, i))`` for experience i (independent of the run seed); kept rows stay in order."""
+    if scenario.online is not None:
+        raise UserError("scenario.train_per_class is for offline streams; set it to 0 for a task-free stream")
+    train = []
+    for index, experience in enumerate(scenario.benchmark.train_stream):
+        targets = np.asarray(list(experience.dataset.targets))
+        rng = np.random.default_rng((SUBSET_STREAM, index))
+        kept = [rng.permutation(np.flatnonzero(targets == label))[:per_class] for label in np.unique(targets)]
+        train.append(experience.dataset.subset(np.sort(np.concatenate(kept)).tolist()))
+    return _replace_train(scenario, train)
+
+
+def training_rows(scenario: ScenarioData) -> tuple[torch.Tensor, torch.Tensor]:
+    """(targets, experience index) of every training row, concatenated in experience order."""
+    targets, experiences = [], []
+    for index, experience in enumerate(scenario.benchmark.train_stream):
+        labels = torch.as_tensor(list(experience.dataset.targets), dtype=torch.long)
+        targets.append(labels)
+        experiences.append(torch.full_like(labels, index))
+    return torch.cat(targets), torch.cat(experiences)
+
+
+def exclude_rows(scenario: ScenarioData, forget: str, seed: int) -> ScenarioData:
+    """``scenario`` without the training rows of the forget set ``forget`` (see :mod:`cl_bench.forget_sets`)."""
+    from cl_bench.forget_sets import ForgetSpec, forget_generator
+
+    if scenario.online is not None:
+        raise UserError("scenario.exclude is for offline streams; set it to '' for a task-free stream")
+    targets, experiences = training_rows(scenario)
+    dropped = ForgetSpec.parse(forget).mask(targets, experiences, forget_generator(seed))
+    train, offset = [], 0
+    for experience in scenario.benchmark.train_stream:
+        size = len(experience.dataset)
+        kept = torch.nonzero(~dropped[offset : offset + size]).flatten().tolist()
+        train.append(experience.dataset.subset(kept))
+        offset += size
+    scenario.description += f", training rows of {forget} left out"
+    return _replace_train(scenario, train)
 
 
 def add_classes_timeline(scenario: ScenarioData) -> ScenarioData:

@@ -194,6 +194,7 @@ def test_cli_pretrain_then_run_records_the_card(fake_data, tmp_path, capsys):
         (["--epochs", "0"], "pretrain.epochs must be >= 1"),
         (["--data", "cifar10"], "pretrain.data must be one of fmnist"),
         (["--model", "mlp"], "needs a ViT model"),
+        (["--model", "cnn", "--method", "mae"], "--method mae needs a ViT model"),
         (["--set", "train.lr=0.1"], "--set takes model.FIELD=VALUE"),
         (["--set", "model.patch_size=5"], "patch size 5 does not divide"),
         (["--name", "../x"], "--name '../x' must be"),

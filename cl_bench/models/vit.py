@@ -10,6 +10,8 @@
   ``input_size=N`` resizes inputs to N x N (bilinear) and repeats a single channel to the arch's 3,
   inside the model, so a 224-px ImageNet ViT runs on 28-px images. The pooling is the arch's own
   (``token`` for the classic ViTs).
+* ``model.prompts=n`` (either model; 0, the default, builds the plain ``VisionTransformer``): shallow
+  visual prompt tuning (VPT, Jia et al., ECCV 2022), see below.
 * Either model is a :class:`~cl_bench.models.heads.SingleHeadNet` (or the multi-head net of
   task-labelled scenarios) whose backbone is, or wraps, the ``VisionTransformer``; find it with
   :func:`find_vit`.
@@ -28,21 +30,44 @@ refused (the stream would contain its pre-training images).
 in the local Hugging Face cache (``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else
 ``~/.cache/huggingface/hub``) or torch hub's cache and given to ``timm.create_model(...,
 pretrained=True)`` as a local file, with ``HF_HUB_OFFLINE=1``: nothing is ever downloaded.
+
+Visual prompts (``model.prompts=n``, :class:`PromptedVisionTransformer`): shallow VPT, Jia et al., "Visual
+Prompt Tuning", ECCV 2022. ``n`` learnable tokens ``P = [p_1 .. p_n]`` (one parameter ``prompts`` of shape
+``(1, n, embed_dim)``) join the sequence the first block sees, right after the prefix tokens
+([CLS] and any register tokens) and before the patch tokens::
+
+    z_0 = [x_cls + e_0, p_1, .., p_n, E(x)_1 + e_1, .., E(x)_N + e_N]      z_L = Blocks(z_0)
+
+``E`` is the patch embedding and ``e_i`` the position embeddings: the prompts get *no* position embedding
+(nor patch dropout; they do pass ``norm_pre`` where an arch has one, like every token). They are
+initialised uniformly in ``±sqrt(6 / (3 * patch_h * patch_w + embed_dim))`` (VPT's Xavier-style value),
+drawn after the rest of the ViT, so with the same seed every other tensor equals that of the prompt-free
+model. The feature is still the [CLS] token after the final LayerNorm (``global_pool="token"``); the
+other pools of timm archs leave the prompt tokens out. Prompts are meant for parameter-efficient
+fine-tuning and unlearning: freeze the backbone and train only ``prompts`` and the head (Fast-NTK
+linearises exactly those). A backbone weight file without ``prompts`` (every ``cl-bench pretrain``
+backbone built with ``prompts=0``) loads into a prompted model, which keeps its fresh prompts; a file that
+holds ``prompts`` must give them the model's shape. Suite choice: shallow VPT only (prompts at the input of
+the first block); deep VPT (fresh prompts at every block) is not implemented. ``prompts`` is left out of the
+resolved config while 0, so earlier run ids stay as they were.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Optional, Union
+from typing import Annotated, Any, ClassVar, Iterator, Optional, Union
 
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from timm.models import checkpoint_seq
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
@@ -59,6 +84,11 @@ CARD_FILE = "card.json"
 IGNORED_PREFIXES = ("decoder.", "pretrain_head.", "head.")
 # fields that do not change the backbone's tensors (left out of the "rebuild it like this" hint)
 NON_ARCHITECTURE_FIELDS = ("weights", "pretrained", "drop_path_rate")
+# backbone tensors a weight file may lack (the model keeps its own): the visual prompts
+OPTIONAL_KEYS = ("prompts",)
+PROMPTS_DOC = (
+    "number of learnable visual-prompt tokens (shallow VPT, Jia et al. 2022) inserted after the [CLS] token; 0: none"
+)
 
 
 def cache_root() -> Path:
@@ -76,6 +106,90 @@ def find_vit(model: nn.Module) -> VisionTransformer:
     if found is None:
         raise UserError(f"{type(model).__name__} holds no timm VisionTransformer; use --model vit_micro or timm:NAME")
     return found
+
+
+# ---------------------------------------------------------------------------------------------
+# visual prompts (shallow VPT)
+# ---------------------------------------------------------------------------------------------
+
+
+class PromptedVisionTransformer(VisionTransformer):
+    """A timm ``VisionTransformer`` with ``n_prompts`` shallow VPT tokens after its prefix tokens (see the module doc).
+
+    Build one directly (``PromptedVisionTransformer(n_prompts=3, **vit_kwargs)``) or turn a built ViT (with
+    pretrained weights, say) into one with :func:`add_prompts`.
+    """
+
+    prompts: nn.Parameter
+
+    def __init__(self, *args: Any, n_prompts: int, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        _init_prompts(self, n_prompts)
+
+    @property
+    def n_prompts(self) -> int:
+        return self.prompts.shape[1]
+
+    def insert_prompts(self, x: torch.Tensor) -> torch.Tensor:
+        """[prefix, patches] -> [prefix, prompts, patches] (tokens of shape (B, L, D))."""
+        prefix = self.num_prefix_tokens
+        prompts = self.prompts.expand(x.shape[0], -1, -1).to(x.dtype)
+        return torch.cat([x[:, :prefix], prompts, x[:, prefix:]], dim=1)
+
+    def forward_features(
+        self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None, is_causal: bool = False
+    ) -> torch.Tensor:
+        """timm's ``forward_features`` with the prompts inserted after the position embeddings and patch dropout."""
+        x = self.patch_embed(x)
+        x = self._pos_embed(x)
+        x = self.patch_drop(x)
+        x = self.insert_prompts(x)
+        x = self.norm_pre(x)
+        if attn_mask is not None or is_causal:
+            for blk in self.blocks:
+                x = blk(x, attn_mask=attn_mask, is_causal=is_causal)
+        elif self.grad_checkpointing and not torch.jit.is_scripting():
+            x = checkpoint_seq(self.blocks, x)
+        else:
+            x = self.blocks(x)
+        return self.norm(x)
+
+    def pool(self, x: torch.Tensor, pool_type: Optional[str] = None) -> torch.Tensor:
+        """timm's pooling of the tokens without the prompts ([CLS] for ``token``; prompts never averaged)."""
+        prefix = self.num_prefix_tokens
+        return super().pool(torch.cat([x[:, :prefix], x[:, prefix + self.n_prompts :]], dim=1), pool_type)
+
+    def forward_intermediates(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError("PromptedVisionTransformer has no forward_intermediates (it would skip the prompts)")
+
+
+def _init_prompts(vit: VisionTransformer, n_prompts: int) -> None:
+    """Add the ``prompts`` parameter, uniform in ±sqrt(6 / (3 * patch_h * patch_w + embed_dim)) as in VPT."""
+    if n_prompts < 1:
+        raise ValueError(f"n_prompts must be at least 1, got {n_prompts}")
+    reference = vit.patch_embed.proj.weight
+    prompts = torch.empty(1, n_prompts, vit.embed_dim, device=reference.device, dtype=reference.dtype)
+    bound = math.sqrt(6.0 / float(3 * math.prod(vit.patch_embed.patch_size) + vit.embed_dim))
+    nn.init.uniform_(prompts, -bound, bound)
+    vit.prompts = nn.Parameter(prompts)
+
+
+def add_prompts(vit: VisionTransformer, n_prompts: int) -> VisionTransformer:
+    """``vit`` itself, turned into a :class:`PromptedVisionTransformer` with ``n_prompts`` fresh prompts (0: as is).
+
+    Only a plain ``VisionTransformer`` qualifies: a timm subclass (DeiT's distilled ViT ...) has its own
+    ``forward_features``, which the prompted one would replace.
+    """
+    if n_prompts == 0:
+        return vit
+    if type(vit) is not VisionTransformer:
+        raise UserError(
+            f"model.prompts needs a plain timm VisionTransformer, but the backbone is a {type(vit).__name__}; "
+            f"set model.prompts=0 or choose another arch"
+        )
+    vit.__class__ = PromptedVisionTransformer
+    _init_prompts(vit, n_prompts)
+    return vit
 
 
 def _image_shape(scenario, model_name: str) -> tuple[int, int, int]:
@@ -115,6 +229,9 @@ class ViTMicroConfig(ComponentConfig):
         "backbone weights: a .safetensors path or the name of a `cl-bench pretrain` backbone "
         "in the cache; empty: random init",
     )
+    prompts: int = param(0, PROMPTS_DOC, low=0)
+
+    omitted_at_default: ClassVar[tuple[str, ...]] = ("prompts",)
 
     def validate(self) -> None:
         if self.embed_dim % self.num_heads:
@@ -124,7 +241,7 @@ class ViTMicroConfig(ComponentConfig):
 def vit_micro_backbone(config: ViTMicroConfig, input_shape: tuple[int, ...]) -> VisionTransformer:
     channels, height, width = input_shape
     _check_patch(config.patch_size, height, width, "use --set model.patch_size=P with P dividing both sides")
-    return VisionTransformer(
+    vit = VisionTransformer(
         img_size=(height, width),
         patch_size=config.patch_size,
         in_chans=channels,
@@ -136,6 +253,7 @@ def vit_micro_backbone(config: ViTMicroConfig, input_shape: tuple[int, ...]) -> 
         num_classes=0,
         global_pool="token",
     )
+    return add_prompts(vit, config.prompts)
 
 
 # one block of width 16 on 8x8 digits (4 patches of 4x4) for the smoke run
@@ -187,6 +305,9 @@ class TimmViTConfig(ComponentConfig):
         "timm pretrained weights from the local HF cache only: true (the "
         "arch's default tag) or a tag such as augreg2_in21k_ft_in1k",
     )
+    prompts: int = param(0, PROMPTS_DOC, low=0)
+
+    omitted_at_default: ClassVar[tuple[str, ...]] = ("prompts",)
 
     def validate(self) -> None:
         import timm
@@ -260,6 +381,7 @@ def timm_backbone(config: TimmViTConfig, input_shape: tuple[int, ...]) -> nn.Mod
             f"model.img_size {config.img_size} differs from the {seen[0]}x{seen[1]} images the model "
             f"sees; set model.img_size=0 or model.input_size={config.img_size}"
         )
+    vit = add_prompts(vit, config.prompts)
     return ResizedInput(vit, config.input_size, in_chans) if config.input_size else vit
 
 
@@ -454,7 +576,11 @@ def _rebuild_hint(card: Optional[dict], model_name: str, config: Optional[Compon
     if not card or config is None or not isinstance(card.get("model"), dict):
         return "build the model with the settings the weights were saved from"
     saved = card["model"]
-    current = config_to_dict(config)
+    # every field, those omitted from the resolved config at their default included
+    defaults = {
+        spec.name: spec.default for spec in dataclasses.fields(config) if spec.default is not dataclasses.MISSING
+    }
+    current = {**defaults, **config_to_dict(config)}
     if saved.get("name") != model_name:
         return f"the weights are for --model {saved.get('name')}"
     changes = [
@@ -470,10 +596,15 @@ def _rebuild_hint(card: Optional[dict], model_name: str, config: Optional[Compon
 
 
 def load_state_strictly(vit: nn.Module, tensors: dict[str, torch.Tensor], source: str, hint: str) -> None:
-    """Load ``tensors`` (auxiliary prefixes dropped) into ``vit``; a one-line UserError on the first mismatch."""
+    """Load ``tensors`` (auxiliary prefixes dropped) into ``vit``; a one-line UserError on the first mismatch.
+
+    A tensor in :data:`OPTIONAL_KEYS` (the visual prompts) may be missing: ``vit`` keeps its own.
+    """
     tensors = {k: v for k, v in tensors.items() if not k.startswith(IGNORED_PREFIXES)}
     expected = vit.state_dict()
     for key, value in expected.items():
+        if key not in tensors and key in OPTIONAL_KEYS:
+            tensors[key] = value
         if key not in tensors:
             raise UserError(f"weights {source} lack the backbone tensor {key!r}; {hint}")
         if tuple(tensors[key].shape) != tuple(value.shape):
