@@ -1,3 +1,3 @@
 """Evaluator catalog (unlearning, multiplicity). Each module registers itself."""
 
-from evaluators import rashomon_dropout  # noqa: F401
+from evaluators import fast_ntk, rashomon_dropout  # noqa: F401

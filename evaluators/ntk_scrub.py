@@ -16,8 +16,7 @@ of the ECCV paper gives the same Delta by block inversion (:func:`schur_directio
 Deviations from the official notebook: one absolute lam for both solves (the notebook scales it by the set size,
 n wd and n_r wd, so a tiny forget set gives Delta != 0); Jacobians by ``torch.func`` (vmap over jacrev) in batches,
 streamed into the p x p normal equations in primal mode so J is never stored; every solve in float64 with its
-condition number reported. This module is the math only: the evaluator (forget sets, the retrained reference, the
-protocol's metrics, BN recalibration, the scale heuristic) is not built yet.
+condition number reported. This module is the math only; the evaluator is :mod:`evaluators.fast_ntk`.
 """
 
 from __future__ import annotations
@@ -30,15 +29,6 @@ from torch import Tensor, nn
 from torch.func import functional_call, jacrev, vmap
 
 LOSSES = ("mse", "ce")
-
-
-def bn_affine_names(model: nn.Module) -> list[str]:
-    """The names of every BatchNorm layer's weight and bias (Fast-NTK's subset for a CNN)."""
-    names = []
-    for module_name, module in model.named_modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine:
-            names += [f"{module_name}.weight", f"{module_name}.bias"]
-    return names
 
 
 def flat(parameters: dict[str, Tensor]) -> Tensor:
@@ -109,7 +99,7 @@ def accumulate(
 def ridge_step(equations: NormalEquations, lam: float) -> tuple[Tensor, float]:
     """(theta_S - theta_c, condition number) of the primal ridge solve, in float64."""
     system = equations.gram + lam * torch.eye(len(equations.rhs), dtype=torch.float64)
-    return torch.linalg.solve(system, equations.rhs), float(torch.linalg.cond(system))
+    return torch.linalg.solve(system, equations.rhs), condition_number(system)
 
 
 def primal_direction(retain: NormalEquations, forget: NormalEquations, lam: float) -> tuple[Tensor, dict]:
@@ -121,16 +111,61 @@ def primal_direction(retain: NormalEquations, forget: NormalEquations, lam: floa
     return step_retain - step_whole, {"condition_retain": condition_retain, "condition_whole": condition_whole}
 
 
-def dual_step(jacobian_rows: Tensor, residual_rows: Tensor, lam: float) -> Tensor:
-    """theta_S - theta_c = J^T (J J^T + lam I)^-1 e (the NTK form), in float64."""
+def stacked(
+    model: nn.Module, names: Sequence[str], batches: Iterable[tuple[Tensor, Tensor]], loss: str
+) -> tuple[Tensor, Tensor]:
+    """(J, e) of a set, materialised in float64 (the dual form needs them; the primal form never does)."""
+    jacobians, residuals = [], []
+    for inputs, targets in batches:
+        with torch.no_grad():
+            outputs = model(inputs)
+        jacobians.append(jacobian(model, names, inputs).double().cpu())
+        residuals.append(residual(outputs, targets, loss).double().cpu())
+    size = sum(dict(model.named_parameters())[name].numel() for name in names)
+    if not jacobians:
+        return torch.empty(0, size, dtype=torch.float64), torch.empty(0, dtype=torch.float64)
+    return torch.cat(jacobians), torch.cat(residuals)
+
+
+def condition_number(symmetric: Tensor) -> float:
+    """lambda_max / lambda_min of a symmetric positive semi-definite matrix (inf when singular)."""
+    if not len(symmetric):
+        return 1.0
+    eigenvalues = torch.linalg.eigvalsh(symmetric)
+    smallest = float(eigenvalues[0])
+    return float(eigenvalues[-1]) / smallest if smallest > 0 else float("inf")
+
+
+def dual_step(jacobian_rows: Tensor, residual_rows: Tensor, lam: float) -> tuple[Tensor, float]:
+    """(theta_S - theta_c = J^T (J J^T + lam I)^-1 e, condition number of the kernel system), in float64."""
     rows = jacobian_rows.double()
+    if not len(rows):
+        return torch.zeros(rows.shape[1], dtype=torch.float64), 1.0
     kernel = rows @ rows.T + lam * torch.eye(len(rows), dtype=torch.float64)
-    return rows.T @ torch.linalg.solve(kernel, residual_rows.double())
+    return rows.T @ torch.linalg.solve(kernel, residual_rows.double()), condition_number(kernel)
 
 
 def dual_direction(retain: tuple[Tensor, Tensor], forget: tuple[Tensor, Tensor], lam: float) -> Tensor:
     whole = (torch.cat([retain[0], forget[0]]), torch.cat([retain[1], forget[1]]))
-    return dual_step(*retain, lam) - dual_step(*whole, lam)
+    return dual_step(*retain, lam)[0] - dual_step(*whole, lam)[0]
+
+
+def predicted_scale(delta: Tensor, residual_motion: Tensor, clip: float = 5.0) -> float:
+    """Golatkar's predicted step scale s = ||Delta||_pred / ||Delta||, clipped to [0, clip]. ``residual_motion`` is
+    m = (theta_D - theta_init) - w_retain; with c = cos(Delta, m), ||Delta||_pred = ||Delta|| + 2 c ||m|| when
+    c >= 0, else ||Delta|| + 2 sin(arccos(c) - pi/2) ||m||."""
+    import math
+
+    norm, motion = float(delta.norm()), float(residual_motion.norm())
+    if norm == 0.0 or motion == 0.0:
+        return 1.0
+    cosine = float(delta.double() @ residual_motion.double()) / (norm * motion)
+    cosine = max(-1.0, min(1.0, cosine))
+    if cosine < 0:
+        predicted = norm + 2.0 * math.sin(math.acos(cosine) - math.pi / 2) * motion
+    else:
+        predicted = norm + 2.0 * cosine * motion
+    return min(max(predicted / norm, 0.0), clip)
 
 
 def schur_direction(retain: tuple[Tensor, Tensor], forget: tuple[Tensor, Tensor], lam: float) -> Tensor:

@@ -360,7 +360,7 @@ class RashomonDropout(Evaluator):
 
     config: RashomonDropoutConfig
 
-    def check(self, scenario: Any) -> None:
+    def check(self, scenario: Any, model: nn.Module) -> None:
         if self.config.loss_split == "validation" and not scenario.validation:
             raise UserError(
                 "evaluator.loss_split=validation needs a validation split; add --set scenario.validation_fraction=0.1"

@@ -25,68 +25,13 @@ explicit generator; the loss MIA's folds are seeded (``seed``) and the SVC is de
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Optional
-
 import numpy as np
 import torch
 
-from cl_bench.errors import UserError
+from cl_bench.forget_sets import FORGET_KINDS, ForgetSpec, forget_generator  # noqa: F401  (re-exported)
 
-FORGET_KINDS = ("class", "random", "experience")
 GAP_METRICS = ("ua", "mia_efficacy", "ra", "ta")
 MIN_MIA_SAMPLES = 10
-
-
-@dataclass(frozen=True)
-class ForgetSpec:
-    """What to forget: every training sample of a class, a random fraction, or a whole experience."""
-
-    kind: str
-    value: float
-
-    @classmethod
-    def parse(cls, text: str) -> "ForgetSpec":
-        kind, sep, raw = text.partition(":")
-        if not sep or kind not in FORGET_KINDS:
-            raise UserError(
-                f"forget set {text!r}: write class:K, random:FRACTION or experience:K (e.g. class:3, random:0.1)"
-            )
-        try:
-            value = float(raw)
-        except ValueError:
-            raise UserError(f"forget set {text!r}: {raw!r} is not a number") from None
-        if kind == "random" and not (0.0 < value < 1.0):
-            raise UserError(f"forget set {text!r}: a random fraction must lie strictly between 0 and 1")
-        if kind != "random" and (not value.is_integer() or value < 0):
-            raise UserError(f"forget set {text!r}: a {kind} must be a non-negative integer")
-        return cls(kind, value)
-
-    def mask(
-        self, targets: torch.Tensor, experiences: torch.Tensor, generator: Optional[torch.Generator] = None
-    ) -> torch.Tensor:
-        """Boolean mask over the training rows (labels ``targets``, experience index ``experiences``) of D_f; a
-        UserError when it selects nothing or everything (nothing would be left to forget or to retain)."""
-        if self.kind == "class":
-            chosen = targets == int(self.value)
-        elif self.kind == "experience":
-            chosen = experiences == int(self.value)
-        else:
-            count = round(self.value * len(targets))
-            order = torch.randperm(len(targets), generator=generator)[:count]
-            chosen = torch.zeros(len(targets), dtype=torch.bool)
-            chosen[order] = True
-        selected = int(chosen.sum())
-        if selected == 0:
-            raise UserError(
-                f"forget set {self.text()} selects no training sample; choose a class or experience present"
-            )
-        if selected == len(targets):
-            raise UserError(f"forget set {self.text()} selects the whole training set; nothing would be retained")
-        return chosen
-
-    def text(self) -> str:
-        return f"{self.kind}:{self.value:g}"
 
 
 def accuracy(logits: torch.Tensor, targets: torch.Tensor) -> float:

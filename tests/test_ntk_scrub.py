@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cl_bench.peft import bn_affine_names
 from evaluators.ntk_scrub import (
     NormalEquations,
     accumulate,
     apply_update,
-    bn_affine_names,
     dual_direction,
     jacobian,
     primal_direction,
