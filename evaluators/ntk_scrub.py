@@ -21,8 +21,8 @@ condition number reported. This module is the math only; the evaluator is :mod:`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Iterable, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -71,12 +71,24 @@ class NormalEquations:
     gram: Tensor
     rhs: Tensor
     rows: int = 0
+    _eigenvalues: Optional[Tensor] = field(default=None, repr=False, compare=False)
 
     @classmethod
     def empty(cls, size: int) -> "NormalEquations":
         return cls(torch.zeros(size, size, dtype=torch.float64), torch.zeros(size, dtype=torch.float64))
 
+    def condition(self, lam: float) -> float:
+        """Condition number of gram + lam I: (e_max + lam) / (e_min + lam) over the eigenvalues of the gram matrix
+        (cached; e_min clamped at 0, the matrix being positive semi-definite; inf when singular)."""
+        if not len(self.rhs):
+            return 1.0
+        if self._eigenvalues is None:
+            self._eigenvalues = torch.linalg.eigvalsh(self.gram)
+        largest, smallest = float(self._eigenvalues[-1]) + lam, max(float(self._eigenvalues[0]), 0.0) + lam
+        return largest / smallest if smallest > 0 else float("inf")
+
     def add(self, jacobian_rows: Tensor, residual_rows: Tensor) -> None:
+        self._eigenvalues = None
         rows = jacobian_rows.double()
         self.gram += rows.T @ rows
         self.rhs += rows.T @ residual_rows.double()
@@ -97,9 +109,10 @@ def accumulate(
 
 
 def ridge_step(equations: NormalEquations, lam: float) -> tuple[Tensor, float]:
-    """(theta_S - theta_c, condition number) of the primal ridge solve, in float64."""
+    """(theta_S - theta_c, condition number) of the primal ridge solve, in float64. The condition number of
+    J^T J + lam I comes from the spectrum of J^T J, computed once per set, so a list of lam costs one solve each."""
     system = equations.gram + lam * torch.eye(len(equations.rhs), dtype=torch.float64)
-    return torch.linalg.solve(system, equations.rhs), condition_number(system)
+    return torch.linalg.solve(system, equations.rhs), equations.condition(lam)
 
 
 def primal_direction(retain: NormalEquations, forget: NormalEquations, lam: float) -> tuple[Tensor, dict]:

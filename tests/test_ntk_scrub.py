@@ -139,3 +139,14 @@ def test_the_update_changes_only_the_subset_and_not_the_input_model():
         else:
             assert torch.equal(value, before[name])  # frozen parameters and buffers bit-identical
     assert all(torch.equal(value, before[name]) for name, value in net.state_dict().items())
+
+
+def test_the_cached_spectrum_gives_the_condition_number_of_every_ridge_system():
+    generator = torch.Generator().manual_seed(3)
+    rows = torch.randn(6, 9, generator=generator, dtype=torch.float64)  # rank 6 < 9: J^T J is singular
+    equations = NormalEquations.empty(9)
+    equations.add(rows, torch.randn(6, generator=generator, dtype=torch.float64))
+    for lam in (1e-3, 1.0, 100.0):
+        expected = float(torch.linalg.cond(equations.gram + lam * torch.eye(9, dtype=torch.float64)))
+        assert abs(equations.condition(lam) - expected) <= 1e-6 * expected
+    assert equations.condition(0.0) > 1e12  # singular: inf, or a rounding-error eigenvalue away from it
