@@ -223,15 +223,19 @@ def _add_plot_command(commands: Any) -> None:
 def _add_pretrain_command(commands: Any) -> None:
     pretrain = commands.add_parser(
         "pretrain",
-        help="pre-train a ViT backbone on the held-out pre-training pool",
-        description="Pre-train a ViT backbone on the pre-training pool (10,000 "
+        help="pre-train a backbone (a ViT or the cnn) on the held-out pre-training pool",
+        description="Pre-train a backbone (a ViT, or the cnn) on the pre-training pool (10,000 "
         "Fashion-MNIST training images that streams with "
         "scenario.holdout_pretrain_pool=true leave out) and store it with a "
         "card in $CL_BENCH_CACHE (default ~/.cache/cl_bench)/backbones/NAME. "
         "Use it with --set model.weights=NAME. The last line printed is the "
         "weights path.",
     )
-    pretrain.add_argument("--model", default="vit_micro", help="a ViT model: vit_micro (default) or timm:NAME")
+    pretrain.add_argument(
+        "--model",
+        default="vit_micro",
+        help="vit_micro (default), timm:NAME, or cnn (--method supervised; e.g. --set model.batch_norm=true)",
+    )
     # every PretrainConfig field is a flag; --decoder-dim and --decoder-heads are the older short names
     add_config_flags(
         pretrain,
