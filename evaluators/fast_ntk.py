@@ -332,8 +332,8 @@ class FastNTK(Evaluator):
         n_r, n_f = len(retain_targets), len(data.forget[1])
         size = sum(dict(model.named_parameters())[name].numel() for name in names)
         rows = (n_r + n_f) * context.n_classes
-        solver = config.solver if config.solver != "auto" else ("primal" if size <= rows else "dual")
-        needed = 3 * size**2 * 8 if solver == "primal" else rows * size * 8 + 2 * rows**2 * 8
+        solver = config.solver if config.solver != "auto" else auto_solver(size, rows)
+        needed = solve_memory_bytes(size, rows, solver)
         if needed > config.max_memory_gb * 2**30:
             raise TooLarge(
                 f"{solver} solve over p={size} parameters and n K={rows} rows needs {needed / 2**30:.1f} GB "
@@ -424,6 +424,17 @@ class FastNTK(Evaluator):
                 labels = 2.0 * nn.functional.one_hot(labels, context.n_classes).double() - 1.0
             found.append((inputs[start : start + size].to(context.device), labels))
         return found
+
+
+def auto_solver(size: int, rows: int) -> str:
+    """The cheaper form for p = ``size`` parameters and n K = ``rows`` Jacobian rows: primal when p <= n K."""
+    return "primal" if size <= rows else "dual"
+
+
+def solve_memory_bytes(size: int, rows: int, solver: str) -> int:
+    """Bytes an NTK solve holds in float64: three p x p systems (primal), or the stacked n K x p Jacobian and two
+    n K x n K kernels (dual)."""
+    return 3 * size**2 * 8 if solver == "primal" else rows * size * 8 + 2 * rows**2 * 8
 
 
 def recalibrate_bn(model: nn.Module, inputs: Tensor, device: torch.device, batch_size: int = 128) -> nn.Module:
