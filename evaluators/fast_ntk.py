@@ -348,9 +348,10 @@ class FastNTK(Evaluator):
             forget_eq = ntk_scrub.accumulate(centre, names, forget_batches, config.loss)
             whole = ntk_scrub.NormalEquations(retain_eq.gram + forget_eq.gram, retain_eq.rhs + forget_eq.rhs)
         else:
-            j_r, e_r = ntk_scrub.stacked(centre, names, retain_batches, config.loss)
-            j_f, e_f = ntk_scrub.stacked(centre, names, forget_batches, config.loss)
-            j_d, e_d = torch.cat([j_r, j_f]), torch.cat([e_r, e_f])
+            dual = ntk_scrub.DualSystem(
+                ntk_scrub.stacked(centre, names, retain_batches, config.loss),
+                ntk_scrub.stacked(centre, names, forget_batches, config.loss),
+            )
         jacobian_s = time.perf_counter() - started
         found, per_lam = [], []
         for lam in config.lam:
@@ -360,8 +361,8 @@ class FastNTK(Evaluator):
                 step_retain, condition_retain = ntk_scrub.ridge_step(retain_eq, lam_r)
                 step_whole, condition_whole = ntk_scrub.ridge_step(whole, lam_d)
             else:
-                step_retain, condition_retain = ntk_scrub.dual_step(j_r, e_r, lam_r)
-                step_whole, condition_whole = ntk_scrub.dual_step(j_d, e_d, lam_d)
+                step_retain, condition_retain = dual.step_retain(lam_r)
+                step_whole, condition_whole = dual.step_whole(lam_d)
             delta = step_retain - step_whole
             scale = self.step_scale(context, names, delta, step_retain)
             updated = ntk_scrub.apply_update(model, names, delta.to(context.device), scale)
@@ -432,9 +433,9 @@ def auto_solver(size: int, rows: int) -> str:
 
 
 def solve_memory_bytes(size: int, rows: int, solver: str) -> int:
-    """Bytes an NTK solve holds in float64: three p x p systems (primal), or the stacked n K x p Jacobian and two
-    n K x n K kernels (dual)."""
-    return 3 * size**2 * 8 if solver == "primal" else rows * size * 8 + 2 * rows**2 * 8
+    """Bytes an NTK solve holds in float64: three p x p systems (primal), or the stacked n K x p Jacobian and three
+    n K x n K kernels (dual: the kernel, its regularised copy and the retain block)."""
+    return 3 * size**2 * 8 if solver == "primal" else rows * size * 8 + 3 * rows**2 * 8
 
 
 def recalibrate_bn(model: nn.Module, inputs: Tensor, device: torch.device, batch_size: int = 128) -> nn.Module:

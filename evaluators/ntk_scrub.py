@@ -125,19 +125,70 @@ def primal_direction(retain: NormalEquations, forget: NormalEquations, lam: floa
 
 
 def stacked(
-    model: nn.Module, names: Sequence[str], batches: Iterable[tuple[Tensor, Tensor]], loss: str
+    model: nn.Module, names: Sequence[str], batches: Sequence[tuple[Tensor, Tensor]], loss: str
 ) -> tuple[Tensor, Tensor]:
-    """(J, e) of a set, materialised in float64 (the dual form needs them; the primal form never does)."""
-    jacobians, residuals = [], []
+    """(J, e) of a set, materialised in float64 (the dual form needs them; the primal form never does). J is
+    written batch by batch into one preallocated (n K, p) tensor, so the peak is J plus one batch's rows."""
+    size = sum(dict(model.named_parameters())[name].numel() for name in names)
+    total = 0
+    for inputs, _ in batches:
+        total += len(inputs)
+    jacobians: Optional[Tensor] = None
+    residuals: Optional[Tensor] = None
+    offset = 0
     for inputs, targets in batches:
         with torch.no_grad():
             outputs = model(inputs)
-        jacobians.append(jacobian(model, names, inputs).double().cpu())
-        residuals.append(residual(outputs, targets, loss).double().cpu())
-    size = sum(dict(model.named_parameters())[name].numel() for name in names)
-    if not jacobians:
+        rows = jacobian(model, names, inputs)
+        if jacobians is None or residuals is None:  # K is known after the first batch
+            classes = len(rows) // len(inputs)
+            jacobians = torch.empty(total * classes, size, dtype=torch.float64)
+            residuals = torch.empty(total * classes, dtype=torch.float64)
+        jacobians[offset : offset + len(rows)] = rows.double().cpu()
+        residuals[offset : offset + len(rows)] = residual(outputs, targets, loss).double().cpu()
+        offset += len(rows)
+    if jacobians is None or residuals is None:
         return torch.empty(0, size, dtype=torch.float64), torch.empty(0, dtype=torch.float64)
-    return torch.cat(jacobians), torch.cat(residuals)
+    return jacobians, residuals
+
+
+class DualSystem:
+    """The dual (NTK) solves of D_r and D = D_r U D_f from the two sets' stacked Jacobians, without concatenating
+    them: the kernel blocks Theta_rr, Theta_rf, Theta_ff are computed once, and each lam costs two solves of the
+    kernel size (condition numbers from the blocks' spectra, also computed once)."""
+
+    def __init__(self, retain: tuple[Tensor, Tensor], forget: tuple[Tensor, Tensor]):
+        self.j_r, self.e_r = (tensor.double() for tensor in retain)
+        self.j_f, self.e_f = (tensor.double() for tensor in forget)
+        self.k_rr = self.j_r @ self.j_r.T
+        k_rf = self.j_r @ self.j_f.T
+        self.k_whole = torch.cat([torch.cat([self.k_rr, k_rf], 1), torch.cat([k_rf.T, self.j_f @ self.j_f.T], 1)])
+        self._spectra: dict[str, Tensor] = {}
+
+    def _condition(self, which: str, kernel: Tensor, lam: float) -> float:
+        if not len(kernel):
+            return 1.0
+        if which not in self._spectra:
+            self._spectra[which] = torch.linalg.eigvalsh(kernel)
+        eigenvalues = self._spectra[which]
+        smallest = max(float(eigenvalues[0]), 0.0) + lam
+        return (float(eigenvalues[-1]) + lam) / smallest if smallest > 0 else float("inf")
+
+    def step_retain(self, lam: float) -> tuple[Tensor, float]:
+        """(theta_{D_r} - theta_c, condition number of Theta_rr + lam I)."""
+        if not len(self.k_rr):
+            return torch.zeros(self.j_r.shape[1], dtype=torch.float64), 1.0
+        eye = torch.eye(len(self.k_rr), dtype=torch.float64)
+        alpha = torch.linalg.solve(self.k_rr + lam * eye, self.e_r)
+        return self.j_r.T @ alpha, self._condition("retain", self.k_rr, lam)
+
+    def step_whole(self, lam: float) -> tuple[Tensor, float]:
+        """(theta_D - theta_c, condition number of Theta_DD + lam I), as J_r^T alpha_r + J_f^T alpha_f."""
+        eye = torch.eye(len(self.k_whole), dtype=torch.float64)
+        alpha = torch.linalg.solve(self.k_whole + lam * eye, torch.cat([self.e_r, self.e_f]))
+        n_r = len(self.e_r)
+        step = self.j_r.T @ alpha[:n_r] + self.j_f.T @ alpha[n_r:]
+        return step, self._condition("whole", self.k_whole, lam)
 
 
 def condition_number(symmetric: Tensor) -> float:

@@ -7,14 +7,18 @@ from torch import nn
 
 from cl_bench.peft import bn_affine_names
 from evaluators.ntk_scrub import (
+    DualSystem,
     NormalEquations,
     accumulate,
     apply_update,
     dual_direction,
+    dual_step,
     jacobian,
     primal_direction,
+    residual,
     ridge_step,
     schur_direction,
+    stacked,
 )
 
 LAM = 0.5
@@ -150,3 +154,29 @@ def test_the_cached_spectrum_gives_the_condition_number_of_every_ridge_system():
         expected = float(torch.linalg.cond(equations.gram + lam * torch.eye(9, dtype=torch.float64)))
         assert abs(equations.condition(lam) - expected) <= 1e-6 * expected
     assert equations.condition(0.0) > 1e12  # singular: inf, or a rounding-error eigenvalue away from it
+
+
+def test_the_block_dual_system_equals_the_dual_solves_of_the_stacked_sets():
+    generator = torch.Generator().manual_seed(5)
+    retain = (torch.randn(12, 20, generator=generator, dtype=torch.float64), torch.randn(12, dtype=torch.float64))
+    forget = (torch.randn(4, 20, generator=generator, dtype=torch.float64), torch.randn(4, dtype=torch.float64))
+    system = DualSystem(retain, forget)
+    whole = (torch.cat([retain[0], forget[0]]), torch.cat([retain[1], forget[1]]))
+    for lam in (0.1, 10.0):
+        for (step, condition), (expected, expected_condition) in (
+            (system.step_retain(lam), dual_step(*retain, lam)),
+            (system.step_whole(lam), dual_step(*whole, lam)),
+        ):
+            assert torch.allclose(step, expected, atol=1e-12)
+            assert abs(condition - expected_condition) <= 1e-8 * expected_condition
+
+
+def test_stacking_writes_every_batch_in_order():
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2)).double().eval()
+    inputs = torch.randn(7, 3, dtype=torch.float64)
+    targets = torch.randint(0, 2, (7,))
+    names = bn_affine_names(model)
+    batches = [(inputs[:3], targets[:3]), (inputs[3:], targets[3:])]
+    jacobians, residuals = stacked(model, names, batches, "ce")
+    assert torch.equal(jacobians, jacobian(model, names, inputs))
+    assert torch.allclose(residuals, residual(model(inputs).detach(), targets, "ce"))
