@@ -168,6 +168,7 @@ GROUPED_BY = {
     "model_config": ("scenario", "model"),
     "strategy_config": ("scenario", "strategy"),
     "train_config": ("scenario", "strategy"),
+    "eval_config": ("scenario", "strategy", "model"),  # an evaluator board: what the evaluations differ in
 }
 
 

@@ -468,10 +468,10 @@ def evaluation_headline(evaluator: str) -> Sequence[str]:
     from cl_bench.registry import EVALUATORS
 
     if evaluator not in EVALUATORS:
-        return ("setting", "strategy", "n_seeds")
+        return ("setting", "strategy", "model", "n_seeds")
     traits = EVALUATORS.traits(evaluator)
     shown = traits.headline or traits.row_columns + traits.columns
-    return ("setting", "strategy", "n_seeds", *traits.row_keys, *(f"{column}_mean" for column in shown))
+    return ("setting", "strategy", "model", "n_seeds", *traits.row_keys, *(f"{column}_mean" for column in shown))
 
 
 def component_setting(kind: str, name: str, component_config: dict, always: Sequence[str] = ()) -> str:
