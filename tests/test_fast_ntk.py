@@ -203,3 +203,46 @@ def test_the_predicted_scale_follows_the_notebook_rule_and_is_clipped():
     assert ntk_scrub.predicted_scale(delta, torch.tensor([100.0, 0.0])) == 5.0
     assert ntk_scrub.predicted_scale(torch.zeros(2), torch.ones(2)) == 1.0
     assert not math.isnan(ntk_scrub.predicted_scale(delta, torch.zeros(2)))
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _unlearning_tables():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("unlearning_tables", ROOT / "analysis" / "unlearning_tables.py")
+    assert spec is not None and spec.loader is not None
+    tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tables)
+    return tables
+
+
+def test_the_method_page_holds_the_tables_the_boards_give():
+    """docs/methods/fast_ntk.md quotes the committed unlearning boards through analysis/unlearning_tables.py, and
+    the committed benchmark result."""
+    tables = _unlearning_tables()
+    page = (ROOT / "docs" / "methods" / "fast_ntk.md").read_text()
+    for marker, table in (
+        ("unlearn-fmnist", tables.fmnist_table()),
+        ("unlearn-centre", tables.centre_table()),
+        ("unlearn-continual", tables.continual_table()),
+    ):
+        block = page.split(f"<!-- {marker}:start -->\n")[1].split(f"\n<!-- {marker}:end -->")[0]
+        assert block == table, marker
+    assert (ROOT / "benchmarks" / "results" / "fast_ntk.txt").read_text().rstrip() in page  # quoted whole
+
+
+def test_the_ridge_term_is_chosen_on_validation_rows_only():
+    tables = _unlearning_tables()
+    common = {"model": "cnn", "model_config": "{}", "eval_config": "{}"}
+    rows = [
+        {**common, "method": "fast_ntk", "lam": "0.01", "split": "validation", "avg_gap_mean": "5.0"},
+        {**common, "method": "fast_ntk", "lam": "1.0", "split": "validation", "avg_gap_mean": "3.0"},
+        {**common, "method": "fast_ntk", "lam": "0.01", "split": "test", "avg_gap_mean": "1.0"},
+        {**common, "method": "fast_ntk", "lam": "1.0", "split": "test", "avg_gap_mean": "9.0"},
+        {**common, "method": "retrain", "lam": "", "split": "test", "avg_gap_mean": "0.0"},
+    ]
+    picked = tables.chosen(rows)
+    # lam 1.0 wins on validation, so its (worse) test row is reported, not the test-best lam 0.01
+    assert [(row["method"], row["lam"]) for row in picked] == [("retrain", ""), ("fast_ntk", "1.0")]
