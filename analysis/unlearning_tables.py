@@ -36,23 +36,25 @@ def _setting(row: dict) -> dict:
     return json.loads(row["eval_config"])
 
 
+def _key(row: dict) -> tuple:
+    """What a ridge term is chosen for: one model, one evaluator config, one NTK method."""
+    return row["model"], row["model_config"], row["eval_config"], row["method"]
+
+
 def chosen(rows: list[dict]) -> list[dict]:
     """Test rows with each NTK method at the ridge term of lowest validation Avg. Gap (per model, config)."""
     best: dict[tuple, tuple[float, str]] = {}
     for row in rows:
         if row["split"] == "validation" and row["method"] in NTK:
-            key = (row["model"], row["model_config"], row["eval_config"], row["method"])
             gap = float(row["avg_gap_mean"])
-            if key not in best or gap < best[key][0]:
-                best[key] = (gap, row["lam"])
+            if _key(row) not in best or gap < best[_key(row)][0]:
+                best[_key(row)] = (gap, row["lam"])
     picked = []
     for row in rows:
         if row["split"] != "test":
             continue
-        if row["method"] in NTK:
-            key = (row["model"], row["model_config"], row["eval_config"], row["method"])
-            if key not in best or best[key][1] != row["lam"]:
-                continue
+        if row["method"] in NTK and (_key(row) not in best or best[_key(row)][1] != row["lam"]):
+            continue
         picked.append(row)
     return sorted(picked, key=lambda r: METHOD_ORDER.index(r["method"].removesuffix("+bn")))
 
@@ -62,6 +64,13 @@ def _cell(row: dict, column: str) -> str:
     if mean == "":
         return "–"
     return f"{float(mean):.1f} ± {float(std):.1f}" if std not in ("", None) else f"{float(mean):.1f}"
+
+
+def _time_cells(row: dict) -> str:
+    """The seconds and the ratio to the retrain time ("–" for the original model, which runs nothing)."""
+    if row["method"] == "original":
+        return "– | –"
+    return f"{float(row['seconds_mean']):.1f} | {float(row['time_ratio_mean']):.2f}"
 
 
 def _lam(row: dict) -> str:
@@ -82,12 +91,10 @@ def fmnist_table() -> str:
     for model in ("cnn", "vit_micro"):
         for forget in ("class:3", "random:0.1"):
             for row in chosen([r for r in rows if r["model"] == model and _setting(r)["forget"] == forget]):
-                ratio = "–" if row["method"] == "original" else f"{float(row['time_ratio_mean']):.2f}"
-                seconds = "–" if row["method"] == "original" else f"{float(row['seconds_mean']):.1f}"
                 lines.append(
                     f"| {model} | {forget} | {row['method']} | {_lam(row)} | {_cell(row, 'ua')} | "
                     f"{_cell(row, 'mia_efficacy')} | {_cell(row, 'ra')} | {_cell(row, 'ta')} | "
-                    f"{_cell(row, 'avg_gap')} | {seconds} | {ratio} |"
+                    f"{_cell(row, 'avg_gap')} | {_time_cells(row)} |"
                 )
     return "\n".join(lines)
 
@@ -126,12 +133,10 @@ def continual_table() -> str:
     ]
     for strategy in STRATEGIES:
         for row in chosen([r for r in rows if r["strategy"] == strategy]):
-            ratio = "–" if row["method"] == "original" else f"{float(row['time_ratio_mean']):.2f}"
-            seconds = "–" if row["method"] == "original" else f"{float(row['seconds_mean']):.1f}"
             lines.append(
                 f"| {strategy} | {row['method']} | {_lam(row)} | {_cell(row, 'ua')} | {_cell(row, 'ra')} | "
                 f"{_cell(row, 'test_forgotten')} | {_cell(row, 'test_kept')} | {_cell(row, 'avg_gap')} | "
-                f"{seconds} | {ratio} |"
+                f"{_time_cells(row)} |"
             )
     return "\n".join(lines)
 

@@ -55,11 +55,8 @@ class ForgetSpec:
     ) -> torch.Tensor:
         """Boolean mask over the training rows (labels ``targets``, experience index ``experiences``) of D_f; a
         UserError when it selects nothing or everything (nothing would be left to forget or to retain)."""
-        if self.kind == "class":
-            chosen = targets == int(self.value)
-        elif self.kind == "experience":
-            chosen = experiences == int(self.value)
-        else:
+        chosen = self.members(targets, experiences)
+        if chosen is None:
             count = round(self.value * len(targets))
             order = torch.randperm(len(targets), generator=generator)[:count]
             chosen = torch.zeros(len(targets), dtype=torch.bool)
@@ -72,6 +69,15 @@ class ForgetSpec:
         if selected == len(targets):
             raise UserError(f"forget set {self.text()} selects the whole training set; nothing would be retained")
         return chosen
+
+    def members(self, targets: torch.Tensor, experiences: torch.Tensor) -> Optional[torch.Tensor]:
+        """Mask of the rows of the forgotten class or experience, in any split (training or held-out); None for a
+        random forget set, which names training rows only."""
+        if self.kind == "class":
+            return targets == int(self.value)
+        if self.kind == "experience":
+            return experiences == int(self.value)
+        return None
 
     def text(self) -> str:
         return f"{self.kind}:{self.value:g}"

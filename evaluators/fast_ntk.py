@@ -248,7 +248,7 @@ class FastNTK(Evaluator):
         metrics = {
             "n_forget": float(len(data.forget[1])),
             "n_retain": float(len(data.retain[1])),
-            "subset_size": float(sum(dict(context.model.named_parameters())[name].numel() for name in names)),
+            "subset_size": float(ntk_scrub.subset_size(context.model, names)),
             "retrain_s": retrain_s,
         }
         return EvaluationResult(metrics, rows, details)
@@ -257,22 +257,15 @@ class FastNTK(Evaluator):
 
     def data(self, context: EvaluationContext) -> UnlearningData:
         spec = ForgetSpec.parse(self.config.forget)
-        train = [context.tensors("train", experiences=[index]) for index in range(context.n_experiences)]
-        inputs, targets = torch.cat([part[0] for part in train]), torch.cat([part[1] for part in train])
-        experiences = torch.cat([torch.full((len(part[1]),), index) for index, part in enumerate(train)])
+        inputs, targets, experiences = split_rows(context, "train")
         mask = spec.mask(targets, experiences, forget_generator(int(context.record["seed"])))
         held_out = {}
         for split in self.config.splits:
-            parts = [context.tensors(split, experiences=[index]) for index in range(context.n_experiences)]
-            split_targets = torch.cat([part[1] for part in parts])
-            experience = torch.cat([torch.full((len(part[1]),), index) for index, part in enumerate(parts)])
-            if spec.kind == "class":
-                forgotten = split_targets == int(spec.value)
-            elif spec.kind == "experience":
-                forgotten = experience == int(spec.value)
-            else:
+            split_inputs, split_targets, experience = split_rows(context, split)
+            forgotten = spec.members(split_targets, experience)
+            if forgotten is None:
                 forgotten = torch.zeros(len(split_targets), dtype=torch.bool)
-            held_out[split] = HeldOut(torch.cat([part[0] for part in parts]), split_targets, experience, forgotten)
+            held_out[split] = HeldOut(split_inputs, split_targets, experience, forgotten)
         return UnlearningData((inputs[mask], targets[mask]), (inputs[~mask], targets[~mask]), held_out)
 
     def measure(
@@ -330,7 +323,7 @@ class FastNTK(Evaluator):
             keep = torch.randperm(len(retain_targets), generator=context.generator)[: config.ntk_retain]
             retain_inputs, retain_targets = retain_inputs[keep], retain_targets[keep]
         n_r, n_f = len(retain_targets), len(data.forget[1])
-        size = sum(dict(model.named_parameters())[name].numel() for name in names)
+        size = ntk_scrub.subset_size(model, names)
         rows = (n_r + n_f) * context.n_classes
         solver = config.solver if config.solver != "auto" else auto_solver(size, rows)
         needed = solve_memory_bytes(size, rows, solver)
@@ -352,6 +345,7 @@ class FastNTK(Evaluator):
                 ntk_scrub.stacked(centre, names, retain_batches, config.loss),
                 ntk_scrub.stacked(centre, names, forget_batches, config.loss),
             )
+        motion = self.fine_tuning_motion(context, names) if config.scale == "golatkar" else None
         jacobian_s = time.perf_counter() - started
         found, per_lam = [], []
         for lam in config.lam:
@@ -364,7 +358,7 @@ class FastNTK(Evaluator):
                 step_retain, condition_retain = dual.step_retain(lam_r)
                 step_whole, condition_whole = dual.step_whole(lam_d)
             delta = step_retain - step_whole
-            scale = self.step_scale(context, names, delta, step_retain)
+            scale = 1.0 if motion is None else ntk_scrub.predicted_scale(delta, motion - step_retain)
             updated = ntk_scrub.apply_update(model, names, delta.to(context.device), scale)
             seconds = jacobian_s + time.perf_counter() - solve_start
             found.append(Unlearned(method, lam, updated, seconds))
@@ -409,13 +403,12 @@ class FastNTK(Evaluator):
                     parameter.copy_(initial[name].to(parameter.device))
         return centre.eval()
 
-    def step_scale(self, context: EvaluationContext, names: list[str], delta: Tensor, step_retain: Tensor) -> float:
-        if self.config.scale == "one":
-            return 1.0
+    def fine_tuning_motion(self, context: EvaluationContext, names: list[str]) -> Tensor:
+        """theta_D - theta_init over ``names`` in float64 (the scale heuristic's m is this minus w_retain)."""
         initial = dict(context.initial_model().named_parameters())
         trained = dict(context.model.named_parameters())
-        moved = torch.cat([(trained[n].detach().cpu() - initial[n].detach().cpu()).reshape(-1) for n in names])
-        return ntk_scrub.predicted_scale(delta, moved.double() - step_retain)
+        moved = [(trained[n].detach().cpu() - initial[n].detach().cpu()).reshape(-1) for n in names]
+        return torch.cat(moved).double()
 
     def batches(self, inputs: Tensor, targets: Tensor, context: EvaluationContext) -> list[tuple[Tensor, Tensor]]:
         size, found = self.config.jacobian_batch, []
@@ -425,6 +418,13 @@ class FastNTK(Evaluator):
                 labels = 2.0 * nn.functional.one_hot(labels, context.n_classes).double() - 1.0
             found.append((inputs[start : start + size].to(context.device), labels))
         return found
+
+
+def split_rows(context: EvaluationContext, split: str) -> tuple[Tensor, Tensor, Tensor]:
+    """(inputs, targets, experience index) of every row of ``split``, concatenated in experience order."""
+    parts = [context.tensors(split, experiences=[index]) for index in range(context.n_experiences)]
+    experience = torch.cat([torch.full((len(part[1]),), index) for index, part in enumerate(parts)])
+    return torch.cat([part[0] for part in parts]), torch.cat([part[1] for part in parts]), experience
 
 
 def auto_solver(size: int, rows: int) -> str:

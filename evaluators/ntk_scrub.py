@@ -31,6 +31,21 @@ from torch.func import functional_call, jacrev, vmap
 LOSSES = ("mse", "ce")
 
 
+def subset_size(model: nn.Module, names: Sequence[str]) -> int:
+    """p: the number of scalars in the parameters ``names``."""
+    named = dict(model.named_parameters())
+    return sum(named[name].numel() for name in names)
+
+
+def shifted_condition(eigenvalues: Tensor, lam: float) -> float:
+    """Condition number of A + lam I from the ascending eigenvalues of a positive semi-definite A: (e_max + lam) /
+    (e_min + lam), e_min clamped at 0 (rounding can make it negative); inf when singular, 1 for an empty A."""
+    if not len(eigenvalues):
+        return 1.0
+    smallest = max(float(eigenvalues[0]), 0.0) + lam
+    return (float(eigenvalues[-1]) + lam) / smallest if smallest > 0 else float("inf")
+
+
 def flat(parameters: dict[str, Tensor]) -> Tensor:
     return torch.cat([value.reshape(-1) for value in parameters.values()])
 
@@ -78,14 +93,10 @@ class NormalEquations:
         return cls(torch.zeros(size, size, dtype=torch.float64), torch.zeros(size, dtype=torch.float64))
 
     def condition(self, lam: float) -> float:
-        """Condition number of gram + lam I: (e_max + lam) / (e_min + lam) over the eigenvalues of the gram matrix
-        (cached; e_min clamped at 0, the matrix being positive semi-definite; inf when singular)."""
-        if not len(self.rhs):
-            return 1.0
+        """Condition number of gram + lam I, from the gram matrix's spectrum (computed once)."""
         if self._eigenvalues is None:
             self._eigenvalues = torch.linalg.eigvalsh(self.gram)
-        largest, smallest = float(self._eigenvalues[-1]) + lam, max(float(self._eigenvalues[0]), 0.0) + lam
-        return largest / smallest if smallest > 0 else float("inf")
+        return shifted_condition(self._eigenvalues, lam)
 
     def add(self, jacobian_rows: Tensor, residual_rows: Tensor) -> None:
         self._eigenvalues = None
@@ -99,7 +110,7 @@ def accumulate(
     model: nn.Module, names: Sequence[str], batches: Iterable[tuple[Tensor, Tensor]], loss: str
 ) -> NormalEquations:
     """The normal equations of a set given as (inputs, targets) batches, at the model's current parameters."""
-    size = sum(dict(model.named_parameters())[name].numel() for name in names)
+    size = subset_size(model, names)
     equations = NormalEquations.empty(size)
     for inputs, targets in batches:
         with torch.no_grad():
@@ -129,7 +140,7 @@ def stacked(
 ) -> tuple[Tensor, Tensor]:
     """(J, e) of a set, materialised in float64 (the dual form needs them; the primal form never does). J is
     written batch by batch into one preallocated (n K, p) tensor, so the peak is J plus one batch's rows."""
-    size = sum(dict(model.named_parameters())[name].numel() for name in names)
+    size = subset_size(model, names)
     total = 0
     for inputs, _ in batches:
         total += len(inputs)
@@ -166,13 +177,9 @@ class DualSystem:
         self._spectra: dict[str, Tensor] = {}
 
     def _condition(self, which: str, kernel: Tensor, lam: float) -> float:
-        if not len(kernel):
-            return 1.0
         if which not in self._spectra:
             self._spectra[which] = torch.linalg.eigvalsh(kernel)
-        eigenvalues = self._spectra[which]
-        smallest = max(float(eigenvalues[0]), 0.0) + lam
-        return (float(eigenvalues[-1]) + lam) / smallest if smallest > 0 else float("inf")
+        return shifted_condition(self._spectra[which], lam)
 
     def step_retain(self, lam: float) -> tuple[Tensor, float]:
         """(theta_{D_r} - theta_c, condition number of Theta_rr + lam I)."""
@@ -191,22 +198,15 @@ class DualSystem:
         return step, self._condition("whole", self.k_whole, lam)
 
 
-def condition_number(symmetric: Tensor) -> float:
-    """lambda_max / lambda_min of a symmetric positive semi-definite matrix (inf when singular)."""
-    if not len(symmetric):
-        return 1.0
-    eigenvalues = torch.linalg.eigvalsh(symmetric)
-    smallest = float(eigenvalues[0])
-    return float(eigenvalues[-1]) / smallest if smallest > 0 else float("inf")
-
-
 def dual_step(jacobian_rows: Tensor, residual_rows: Tensor, lam: float) -> tuple[Tensor, float]:
     """(theta_S - theta_c = J^T (J J^T + lam I)^-1 e, condition number of the kernel system), in float64."""
     rows = jacobian_rows.double()
     if not len(rows):
         return torch.zeros(rows.shape[1], dtype=torch.float64), 1.0
     kernel = rows @ rows.T + lam * torch.eye(len(rows), dtype=torch.float64)
-    return rows.T @ torch.linalg.solve(kernel, residual_rows.double()), condition_number(kernel)
+    return rows.T @ torch.linalg.solve(kernel, residual_rows.double()), shifted_condition(
+        torch.linalg.eigvalsh(kernel), 0
+    )
 
 
 def dual_direction(retain: tuple[Tensor, Tensor], forget: tuple[Tensor, Tensor], lam: float) -> Tensor:

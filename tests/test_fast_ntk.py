@@ -124,6 +124,17 @@ def test_one_evaluation_gives_every_lambda_and_split_with_the_jacobians_computed
     assert diagnostics["per_lam"][1]["delta_norm"] < diagnostics["per_lam"][0]["delta_norm"]
 
 
+def test_the_golatkar_scale_and_the_initial_centre_change_the_step(tmp_path):
+    base = ["evaluator.methods=[fast_ntk]", "evaluator.lam=[1.0]"]
+    plain = _artefact(_run(tmp_path / "plain", base))["details"]["methods"]["fast_ntk"]["per_lam"][0]
+    scaled = _artefact(_run(tmp_path / "scaled", base + ["evaluator.scale=golatkar"]))
+    (entry,) = scaled["details"]["methods"]["fast_ntk"]["per_lam"]
+    assert plain["scale"] == 1.0 and 0.0 <= entry["scale"] <= 5.0 and entry["scale"] != 1.0
+    assert entry["delta_norm"] == plain["delta_norm"]  # the scale multiplies the same Delta
+    initial = _artefact(_run(tmp_path / "initial", base + ["evaluator.centre=initial"]))
+    assert initial["details"]["methods"]["fast_ntk"]["per_lam"][0]["delta_norm"] != plain["delta_norm"]
+
+
 def test_full_ntk_that_does_not_fit_is_skipped_with_the_memory_it_needs(tmp_path):
     run_dir = _run(tmp_path, ["evaluator.methods=[full_ntk]", "evaluator.max_memory_gb=0.001"])
     artefact = _artefact(run_dir)
