@@ -8,7 +8,10 @@ target experience (the paired measurement of the record).
 
 A test-time attack (``AttackTraits(phase="test")``) subclasses :class:`TestTimeAttack` instead: the stream is
 trained clean, then the measurement phase hands the attack an :class:`cl_bench.evaluator.EvaluationContext` on
-the final model (as it does an evaluator) and the result goes to the record's ``test_time_attack`` block.
+the final model (as it does an evaluator) and the result goes to the record's ``test_time_attack`` block. It
+may also follow the stream: :meth:`TestTimeAttack.observe` sees the model after every training experience (a
+patch fitted after experience k, measured after every later one). A run with such an attack cannot resume past
+the experience it fits at (the attack's state is not checkpointed).
 
 Rules every attack follows:
 
@@ -43,13 +46,15 @@ class Attack:
         self.scenario = scenario
         self.seed = seed
 
+    target_field = "target_experience"  # the config field naming the experience (absent: the last)
+
     def target_index(self, n_experiences: int) -> int:
         """Which training experience is poisoned (negative values count from the end)."""
-        target = getattr(self.config, "target_experience", -1)
+        target = getattr(self.config, self.target_field, -1)
         index = target if target >= 0 else n_experiences + target
         if not 0 <= index < n_experiences:
             raise UserError(
-                f"attack.target_experience={target} is outside the {n_experiences} experiences "
+                f"attack.{self.target_field}={target} is outside the {n_experiences} experiences "
                 f"of this scenario (use 0..{n_experiences - 1}, or -1 for the last)"
             )
         return index
@@ -68,9 +73,15 @@ class TestTimeAttack(Attack):
     """Base class of test-time attacks (adversarial patches, backdoor triggers): nothing is poisoned; the
     measurement phase calls :meth:`evaluate` on the trained model and records what it returns."""
 
+    observed_s = 0.0  # seconds spent in observe() during the stream (the runner adds them to the attack's time)
+
     def evaluate(self, context: Any) -> Any:
         """An :class:`cl_bench.evaluator.EvaluationResult` measured on ``context`` (an ``EvaluationContext``)."""
         raise NotImplementedError
+
+    def observe(self, context: Any, experience: int, n_experiences: int) -> None:
+        """Called after every training experience of an offline stream with the model of that moment (an attack
+        fitted mid-stream and followed through the rest overrides it; the default waits for :meth:`evaluate`)."""
 
     def target_index(self, n_experiences: int) -> int:
         return n_experiences - 1  # it attacks the model after the last experience

@@ -24,6 +24,7 @@ import functools
 import hashlib
 import json
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ MAX_SEED = 2**32 - 1
 MAX_INT = 2**63 - 1
 # models compute in float32: a larger hyperparameter (an lr of 1e308) overflows in the optimizer's first step
 MAX_FLOAT = 3.4028234663852886e38
+EXPONENT_ONLY = re.compile(r"[+-]?[0-9]+[eE][+-]?[0-9]+")  # 5e-4: a number YAML 1.1 reads as a string
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
@@ -85,6 +87,8 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             return value
         raise UserError(f"{where} must be an integer, got {value!r}")
     if annotation is float:
+        if isinstance(value, str) and EXPONENT_ONLY.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 reads 5e-4 (no dot) as a string; it is the number a user means
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             try:
                 number = float(value)

@@ -17,6 +17,7 @@ import copy
 import dataclasses
 import itertools
 import math
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -351,8 +352,24 @@ def run_test_time_attack(prepared: "Prepared", record: dict, run_dir: Path, log:
         "metrics": json_safe(result.metrics),
         "rows": json_safe(result.rows),
         "details": json_safe(result.details),
-        "wall_time_s": seconds,
+        "wall_time_s": seconds + attack.observed_s,
     }
+
+
+def observe_test_time_attack(prepared: "Prepared", run_dir: Path, experience: int) -> None:
+    """Show the run's test-time attack the model after training experience ``experience`` (mid-stream)."""
+    from cl_bench.attack import TestTimeAttack
+
+    attack = prepared.attack
+    if not isinstance(attack, TestTimeAttack):
+        raise TypeError("observe_test_time_attack needs a run whose attack is a TestTimeAttack")
+    config = prepared.config
+    resolved = config.to_dict()
+    partial = {"run_id": config.run_id(), "seed": config.seed, "config": resolved}
+    started = time.perf_counter()
+    context = build_context(prepared, partial, run_dir.parent, short_hash(resolved["attack"]), lambda _: None)
+    attack.observe(context, experience, prepared.scenario.n_experiences)
+    attack.observed_s += time.perf_counter() - started
 
 
 def _summary(content: dict) -> str:

@@ -455,7 +455,7 @@ ATTACK_MARKDOWN_COLUMNS = (
 def headline_columns(board_name: str) -> Sequence[str]:
     """A board's headline (Markdown) columns, told by its name: ``attack_*``, ``online_*``, else ``cl_*``."""
     if board_name.startswith("attack_"):
-        return ATTACK_MARKDOWN_COLUMNS
+        return test_time_headline(board_name[len("attack_") :]) or ATTACK_MARKDOWN_COLUMNS
     if board_name.startswith("online_"):
         return ONLINE_MARKDOWN_COLUMNS
     if board_name.startswith("eval_"):
@@ -498,21 +498,25 @@ def attack_setting(attack: str, attack_config: dict) -> str:
     return component_setting("attack", attack, attack_config, always=always)
 
 
+def _attack_key(record: dict) -> tuple:
+    """What one row of an attack board groups by: the attack, then the victim's group columns."""
+    return (
+        record["attack"],
+        record["scenario"],
+        record_setting(record),
+        record["strategy"],
+        record_model(record),
+        record_config_id(record),
+    )
+
+
 def attack_boards(records: list[dict], warn: Warn = _warn_stderr) -> list[Board]:
     """``attack_<attack>``: paired clean vs attacked numbers per victim config, mean/std over seeds."""
     groups: dict[tuple, list[dict]] = {}
     for record in records:
         if record.get("attack") is None or "attack_effect" not in record:
             continue
-        key = (
-            record["attack"],
-            record["scenario"],
-            record_setting(record),
-            record["strategy"],
-            record_model(record),
-            record_config_id(record),
-        )
-        groups.setdefault(key, []).append(record)
+        groups.setdefault(_attack_key(record), []).append(record)
     rows_by_attack: dict[str, list[dict]] = {}
     for key in sorted(groups):
         group = _dedupe_seeds(groups[key], warn)
@@ -543,6 +547,78 @@ def attack_boards(records: list[dict], warn: Warn = _warn_stderr) -> list[Board]
 
 def _key_order(value: Any) -> tuple:
     return (0, value, "") if isinstance(value, (int, float)) and not isinstance(value, bool) else (1, 0, str(value))
+
+
+def result_rows(base: dict, results: Sequence[dict], traits: Any) -> list[dict]:
+    """Board rows of one group's results (evaluation artefacts or test-time attack blocks, one per seed): the
+    scalar ``traits.columns`` as mean/std on every row; with ``traits.row_keys``, one row per key value with the
+    mean/std of its ``traits.row_columns``."""
+    base = dict(base)
+    for column in traits.columns:
+        base[f"{column}_mean"], base[f"{column}_std"] = mean_std([result["metrics"].get(column) for result in results])
+    if not traits.row_keys:
+        return [base]
+    by_key: dict[tuple, list[dict]] = {}
+    for result in results:
+        for result_row in result["rows"]:
+            by_key.setdefault(tuple(result_row.get(k) for k in traits.row_keys), []).append(result_row)
+    rows = []
+    for row_key in sorted(by_key, key=lambda values: tuple(_key_order(v) for v in values)):
+        row = {**base, **dict(zip(traits.row_keys, row_key))}
+        for column in traits.row_columns:
+            row[f"{column}_mean"], row[f"{column}_std"] = mean_std([r.get(column) for r in by_key[row_key]])
+        rows.append(row)
+    return rows
+
+
+def test_time_attack_boards(records: list[dict], warn: Warn = _warn_stderr) -> list[Board]:
+    """``attack_<attack>`` of a test-time attack: what it measured on the trained model (the columns its traits
+    declare, as an evaluator board), per victim and attack config, mean/std over seeds."""
+    from cl_bench.registry import ATTACKS
+
+    groups: dict[tuple, list[dict]] = {}
+    for record in records:
+        if record.get("attack") is None or not record.get("test_time_attack"):
+            continue
+        groups.setdefault(_attack_key(record), []).append(record)
+    boards: dict[str, Board] = {}
+    for key in sorted(groups):
+        attack = key[0]
+        if attack not in ATTACKS:
+            warn(f"skipping runs of unknown attack {attack!r}")
+            continue
+        traits = ATTACKS.traits(attack)
+        group = _dedupe_seeds(groups[key], warn)
+        base = _group_columns(group)
+        base["attack"] = attack
+        base["attack_config"] = _component_fields(group[0], "attack")
+        base["attack_setting"] = attack_setting(attack, group[0]["config"].get("attack") or {})
+        base["attack_wall_time_s_mean"], base["attack_wall_time_s_std"] = mean_std(
+            [r["test_time_attack"].get("wall_time_s") for r in group]
+        )
+        columns = (
+            ("attack",)
+            + GROUP_COLUMNS
+            + ("attack_setting", "attack_config", "n_seeds", "seeds")
+            + traits.row_keys
+            + tuple(f"{c}_{stat}" for c in traits.row_columns + traits.columns for stat in ("mean", "std"))
+            + ("attack_wall_time_s_mean", "attack_wall_time_s_std")
+            + CONFIG_COLUMNS
+        )
+        board = boards.setdefault(attack, Board(f"attack_{attack}", columns, []))
+        board.rows.extend(result_rows(base, [r["test_time_attack"] for r in group], traits))
+    return [boards[name] for name in sorted(boards)]
+
+
+def test_time_headline(attack: str) -> Optional[Sequence[str]]:
+    """The headline columns of a test-time attack's board (None for a training-time attack)."""
+    from cl_bench.registry import ATTACKS
+
+    if attack not in ATTACKS or ATTACKS.traits(attack).phase != "test":
+        return None
+    traits = ATTACKS.traits(attack)
+    shown = traits.row_columns or traits.columns
+    return ("strategy", "attack_setting", "n_seeds", *traits.row_keys, *(f"{column}_mean" for column in shown))
 
 
 def evaluation_boards(records: list[dict], warn: Warn = _warn_stderr) -> list[Board]:
@@ -579,10 +655,6 @@ def evaluation_boards(records: list[dict], warn: Warn = _warn_stderr) -> list[Bo
         base["eval_wall_time_s_mean"], base["eval_wall_time_s_std"] = mean_std(
             [artefact["timing"]["total_s"] for _, artefact in ordered]
         )
-        for column in traits.columns:
-            base[f"{column}_mean"], base[f"{column}_std"] = mean_std(
-                [artefact["metrics"].get(column) for _, artefact in ordered]
-            )
         columns = (
             GROUP_COLUMNS
             + ("n_seeds", "seeds", "eval_config")
@@ -591,19 +663,7 @@ def evaluation_boards(records: list[dict], warn: Warn = _warn_stderr) -> list[Bo
             + ("eval_wall_time_s_mean", "eval_wall_time_s_std")
             + CONFIG_COLUMNS
         )
-        if traits.row_keys:
-            by_key: dict[tuple, list[dict]] = {}
-            for _, artefact in ordered:
-                for result_row in artefact["rows"]:
-                    by_key.setdefault(tuple(result_row.get(k) for k in traits.row_keys), []).append(result_row)
-            board_rows = []
-            for row_key in sorted(by_key, key=lambda values: tuple(_key_order(v) for v in values)):
-                row = {**base, **dict(zip(traits.row_keys, row_key))}
-                for column in traits.row_columns:
-                    row[f"{column}_mean"], row[f"{column}_std"] = mean_std([r.get(column) for r in by_key[row_key]])
-                board_rows.append(row)
-        else:
-            board_rows = [base]
+        board_rows = result_rows(base, [artefact for _, artefact in ordered], traits)
         board = boards.setdefault(evaluator, Board(f"eval_{evaluator}", columns, []))
         board.rows.extend(board_rows)
     return [boards[name] for name in sorted(boards)]
@@ -615,6 +675,7 @@ BOARD_KINDS: dict[str, BoardKind] = {
     "cl": clean_cl_boards,
     "online": online_boards,
     "attack": attack_boards,
+    "test_attack": test_time_attack_boards,
     "eval": evaluation_boards,
 }
 

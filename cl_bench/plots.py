@@ -489,4 +489,59 @@ def plot_eval_board(rows: list[dict], x: str, y: str, out_path: Path) -> Path:
 
 
 # the per-run pictures a strategy may declare in StrategyTraits.run_plots: name -> plot(records, out_path)
-RUN_PLOTS: dict[str, Callable[[list[dict], Path], Path]] = {"gpm_memory": plot_memory}
+def plot_compute_patch(records: list[dict], out_path: Path) -> Path:
+    """What a compute attack does (one run's ``test_time_attack`` block): example test images clean and patched,
+    the active tokens per layer of the clean model and each patch, and, for an attack followed through a stream,
+    Attack Success after each experience."""
+    record = records[0]
+    block = record.get("test_time_attack") or {}
+    details, rows = block.get("details") or {}, block.get("rows") or []
+    clean = np.asarray(details.get("example_images", []), dtype=float)
+    patched = np.asarray(details.get("example_images_patched", []), dtype=float)
+    experiences = sorted({row["experience"] for row in rows})
+    follow = len(experiences) > 1
+    columns = max(len(clean), 1)
+    figure = Figure(figsize=(3.2 * columns / 2 + 4.2 * (2 if follow else 1), 4.0))
+    grid = figure.add_gridspec(2, columns + (8 if follow else 4))
+    for index in range(len(clean)):
+        for line, images, title in ((0, clean, "clean"), (1, patched, "patched")):
+            axes = figure.add_subplot(grid[line, index])
+            axes.imshow(np.moveaxis(images[index], 0, -1).squeeze(), cmap="gray", vmin=0, vmax=255)
+            axes.set_xticks([])
+            axes.set_yticks([])
+            if index == 0:
+                axes.set_ylabel(title, fontsize=9)
+    layers_axes = figure.add_subplot(grid[:, columns : columns + 4])
+    for name, counts in (details.get("active_per_layer") or {}).items():
+        layers_axes.plot(np.arange(1, len(counts) + 1), counts, marker="o", label=name)
+        layers_axes.set_xticks(np.arange(1, len(counts) + 1))
+    layers_axes.set_xlabel("layer")
+    layers_axes.set_ylabel("active tokens per image")
+    layers_axes.grid(True, alpha=0.3)
+    layers_axes.legend(fontsize=8, frameon=False)
+    if follow:
+        stream_axes = figure.add_subplot(grid[:, columns + 4 :])
+        for name in ("random", "ntap", "slowformer"):
+            points = [(row["experience"] + 1, row["attack_success"]) for row in rows if row["patch"] == name]
+            if points:
+                stream_axes.plot(*zip(*points), marker="o", label=name)
+        stream_axes.axvline(int(details.get("fitted_after_experience") or 0) + 1, color="grey", linestyle=":")
+        stream_axes.set_xlabel("experiences learned (dotted: patch fitted)")
+        stream_axes.set_ylabel("Attack Success (%)")
+        stream_axes.grid(True, alpha=0.3)
+        stream_axes.legend(fontsize=8, frameon=False)
+    metrics = block.get("metrics") or {}
+    figure.suptitle(
+        f"{record.get('attack')} on {record.get('model')} ({record.get('strategy')}): "
+        f"Attack Success {metrics.get('attack_success', float('nan')):.1f} %, "
+        f"MFLOPs {metrics.get('mflops_clean', float('nan')):.2f} -> {metrics.get('mflops_patched', float('nan')):.2f}",
+        fontsize=10,
+    )
+    figure.tight_layout()
+    return save_figure_atomic(figure, out_path)
+
+
+RUN_PLOTS: dict[str, Callable[[list[dict], Path], Path]] = {
+    "gpm_memory": plot_memory,
+    "compute_patch": plot_compute_patch,
+}

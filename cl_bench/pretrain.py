@@ -61,13 +61,18 @@ from cl_bench.backbone import build_model, is_vit, stored_backbone
 from cl_bench.errors import UserError
 from cl_bench.pretrain_config import PretrainConfig
 from cl_bench.records import atomic_write_text, environment, strict_json
+from cl_bench.registry import MODELS
 
 if TYPE_CHECKING:
     from cl_bench.models.heads import SingleHeadNet
     from cl_bench.models.mae import MaskedAutoencoder
 
 # the defaults that differ per method (2 idle CPU cores: supervised about 1 min, mae about 3.5 min, see above)
-METHOD_DEFAULTS = {"supervised": {"epochs": 15, "lr": 1e-3}, "mae": {"epochs": 60, "lr": 1.5e-3}}
+METHOD_DEFAULTS = {
+    "supervised": {"epochs": 15, "lr": 1e-3},
+    "mae": {"epochs": 60, "lr": 1.5e-3},
+    "avit": {"epochs": 10, "lr": 5e-4},
+}
 PROBE_K, PROBE_TEMPERATURE, PROBE_ITERATIONS = 20, 0.07, 100
 CARD_SCHEMA_VERSION = 1
 
@@ -353,6 +358,43 @@ def train_supervised(
     return losses, quality, {**_cpu_tensors(stored_backbone(model)), **_cpu_tensors(model.head, "pretrain_head.")}
 
 
+def train_avit(
+    model: SingleHeadNet, _, data: tuple, config: PretrainConfig, generator: torch.Generator, progress: bool
+) -> tuple[list[float], dict, dict]:
+    """A-ViT: cross-entropy plus the model's ponder and depth-prior terms; quality adds the compute numbers."""
+    from cl_bench.models.avit import find_adaptive, flops_per_image, full_flops
+
+    adaptive = find_adaptive(model)
+    images, labels, test_images, test_labels = data
+    model.to(images.device)
+    losses = train_loop(
+        model,
+        lambda x, y: F.cross_entropy(model(x), y) + adaptive.auxiliary_loss(),
+        images,
+        labels,
+        config,
+        (0.9, 0.999),
+        generator,
+        progress,
+    )
+    correct, depth, flops = 0, 0.0, 0.0
+    with torch.no_grad():
+        for batch, batch_labels in zip(test_images.split(1000), test_labels.split(1000)):
+            correct += int((model(batch).argmax(1) == batch_labels).sum())
+            assert adaptive.compute is not None
+            depth += float(adaptive.compute.depth.mean(dim=1).sum())
+            flops += float(flops_per_image(adaptive, adaptive.compute.active).sum())
+    count = len(test_images)
+    quality = {
+        "test_accuracy": correct / count,
+        "test_mean_token_depth": depth / count,
+        "test_mflops_per_image": flops / count / 1e6,
+        "full_mflops_per_image": full_flops(adaptive) / 1e6,
+    }
+    quality.update(feature_probes(model.backbone, images, labels, test_images, test_labels))
+    return losses, quality, {**_cpu_tensors(stored_backbone(model)), **_cpu_tensors(model.head, "pretrain_head.")}
+
+
 def train_mae(
     model: SingleHeadNet,
     mae: MaskedAutoencoder,
@@ -464,10 +506,20 @@ def pretrain(
             )
         log(f"backbone {name} already exists (use --force to redo it)")
         return target / WEIGHTS_FILE
+    if (config.method == "avit") != (MODELS.traits(model_name).adaptive_compute):
+        raise UserError(
+            "--method avit trains an adaptive-compute model (--model avit_micro or avit_timm), and those models "
+            "pre-train with --method avit only"
+        )
     mae = build_mae(model, config) if config.method == "mae" else None
 
     started = time.perf_counter()
-    train: Callable[..., tuple[list[float], dict, dict]] = train_supervised if mae is None else train_mae
+    trainers: dict[str, Callable[..., tuple[list[float], dict, dict]]] = {
+        "supervised": train_supervised,
+        "mae": train_mae,
+        "avit": train_avit,
+    }
+    train = trainers[config.method]
     on_device = tuple(t.to(device) for t in (images, labels, test_images, test_labels))
     losses, quality, tensors = train(
         model, mae, on_device, config, torch.Generator(device=device).manual_seed(config.seed), progress

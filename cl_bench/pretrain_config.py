@@ -8,14 +8,17 @@ from dataclasses import dataclass
 from cl_bench.config import ComponentConfig, param
 from cl_bench.errors import UserError
 
-METHODS = ("supervised", "mae")
+METHODS = ("supervised", "mae", "avit")
 DATASETS = ("fmnist",)
 
 
 @dataclass
 class PretrainConfig(ComponentConfig):
     method: str = param(
-        "supervised", "supervised (linear head, cross-entropy) or mae (masked autoencoder)", choices=METHODS
+        "supervised",
+        "supervised (linear head, cross-entropy), mae (masked autoencoder) or avit (cross-entropy + A-ViT's "
+        "ponder and depth-prior losses; --model avit_micro or avit_timm)",
+        choices=METHODS,
     )
     data: str = param("fmnist", "the dataset whose pre-training pool is used", choices=DATASETS)
     epochs: int = param(15, "passes over the pool (default per method)", low=1)
@@ -62,6 +65,11 @@ class PretrainConfig(ComponentConfig):
                 decoder_depth=self.decoder_depth,
                 decoder_num_heads=self.decoder_num_heads,
                 norm_pix_loss=self.norm_pix_loss,
+            )
+        elif self.method == "avit":
+            settings.update(
+                optimizer="AdamW(betas=(0.9, 0.999))",
+                loss="cross-entropy + ponder_weight * ponder + distr_weight * KL(depth prior) (model config)",
             )
         else:
             settings.update(optimizer="AdamW(betas=(0.9, 0.999))", loss="cross-entropy")

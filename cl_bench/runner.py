@@ -43,6 +43,7 @@ from cl_bench.loop_state import AnytimeCurve, LoopState, OnlineProgress
 from cl_bench.registry import ATTACKS, MODELS, SCENARIOS, STRATEGIES
 from cl_bench.scenario import ScenarioConfig, ScenarioData, cap_per_class, exclude_rows, split_validation
 from cl_bench.templates import (
+    AuxiliaryLossPlugin,
     DivergenceGuard,
     ProgressPlugin,
     ReportingPlugin,
@@ -134,7 +135,8 @@ def prepare(config: RunConfig, out_dir: Path, progress: bool) -> Prepared:
         plugins=[
             DivergenceGuard(),
             ProgressPlugin(scenario.n_experiences, enabled=progress and scenario.online is None),
-        ],
+        ]
+        + ([AuxiliaryLossPlugin()] if MODELS.traits(config.model).auxiliary_loss else []),
     )
     strategy_entry = STRATEGIES.get(config.strategy)
     traits = STRATEGIES.traits(config.strategy)
@@ -156,6 +158,16 @@ def prepare(config: RunConfig, out_dir: Path, progress: bool) -> Prepared:
                 f"choose one of {', '.join(_training_attacks())}"
             )
         attack.target_index(scenario.n_experiences)  # validates the target before any work
+        attack_traits = ATTACKS.traits(config.attack)
+        model_traits = MODELS.traits(config.model)
+        if attack_traits.needs_vit and not model_traits.vit:
+            raise UserError(f"attack {config.attack} needs a ViT model; {config.model} is not one")
+        if attack_traits.needs_compute_statistics and not model_traits.adaptive_compute:
+            adaptive = [name for name in MODELS.names() if MODELS.traits(name).adaptive_compute]
+            raise UserError(
+                f"attack {config.attack} attacks input-adaptive compute, but {config.model} spends the same compute "
+                f"on every input; use --model {' or '.join(adaptive)}"
+            )
         if traits.train_whole_stream and not test_time:
             raise UserError(
                 f"strategy {config.strategy} trains once on the whole stream; "
@@ -256,6 +268,14 @@ def _execute_prepared(
         # read (and verify) the checkpoint before anything in the directory changes
         progress = checkpoint.load(run_dir, strategy, prepared.traits.checkpoint_attributes)
         state = LoopState.from_progress(progress, run_dir, scenario.n_experiences)
+        attack = prepared.attack
+        if isinstance(attack, TestTimeAttack) and len(state.accuracy_matrix) > attack.target_index(
+            scenario.n_experiences
+        ):
+            raise UserError(
+                f"{config.run_id()} stopped after its test-time attack observed the stream (its state is not "
+                f"checkpointed); rerun it with --force instead of --resume"
+            )
         log(f"resuming {config.run_id()} after experience {len(state.accuracy_matrix)}")
     else:
         if force and run_dir.exists():
@@ -310,6 +330,8 @@ def train_offline(
             experience = train_stream[index]
             row = train_and_evaluate(prepared, experience if len(experience.dataset) else None, state)
         state.accuracy_matrix.append(row)
+        if isinstance(attack, TestTimeAttack):  # it may fit or measure on the model of this moment
+            evaluation.observe_test_time_attack(prepared, run_dir, index)
         state.elapsed_s = elapsed_before + time.perf_counter() - started
         checkpoint.save(run_dir, strategy, state.to_progress(), prepared.traits.checkpoint_attributes)
         if stop_after is not None and index + 1 >= stop_after:
@@ -596,7 +618,8 @@ def write_outputs(run_dir: Path, record: dict, prepared: Prepared) -> None:
     record["final_model"] = {"file": evaluation.MODEL_FILE, "sha256": sha256}
     records.atomic_write_text(run_dir / "accuracy_matrix.csv", records.accuracy_matrix_csv(record["accuracy_matrix"]))
     plots.plot_run(record, run_dir / "forgetting_curve.png")
-    for name in prepared.traits.run_plots:  # the pictures the strategy declares (e.g. GPM's memory occupancy)
+    attack_plots = ATTACKS.traits(prepared.config.attack).run_plots if prepared.config.attack else ()
+    for name in prepared.traits.run_plots + attack_plots:  # the pictures the strategy and attack declare
         plots.RUN_PLOTS[name]([record], run_dir / f"{name}.png")
     if record.get("anytime_accuracy", {}).get("samples"):  # a stream shorter than one period has no curve
         plots.plot_anytime([record], run_dir / "anytime_accuracy.png")

@@ -193,6 +193,18 @@ class StatelessPlugin(SupervisedPlugin):
     a resumed run starts it afresh."""
 
 
+class AuxiliaryLossPlugin(StatelessPlugin):
+    """Adds the term of every :class:`cl_bench.models.heads.AuxiliaryLossModule` in the model to the training
+    loss, after the criterion (the model's traits declare ``auxiliary_loss``)."""
+
+    def before_backward(self, strategy, **kwargs):
+        from cl_bench.models.heads import AuxiliaryLossModule
+
+        for module in strategy.model.modules():
+            if isinstance(module, AuxiliaryLossModule):
+                strategy.loss = strategy.loss + module.auxiliary_loss()
+
+
 class ReportingPlugin(SupervisedPlugin):
     """A plugin that reports about itself in the run record: :meth:`record_info` is merged into
     ``strategy_info`` at the end of the run."""

@@ -82,6 +82,10 @@ class ScenarioTraits(Traits):
 @dataclass(frozen=True)
 class ModelTraits(Traits):
     vit: bool = False  # a Vision Transformer (what ViT-only strategies and attacks need)
+    adaptive_compute: bool = False  # its compute depends on the input and it reports it (what compute attacks need)
+    # it adds its own term to the training loss (an AuxiliaryLossModule inside it, e.g. A-ViT's ponder cost):
+    # the runner gives every strategy the plugin that adds it
+    auxiliary_loss: bool = False
 
 
 @dataclass(frozen=True)
@@ -111,9 +115,20 @@ class AttackTraits(Traits):
     # config fields every label of this attack shows (board setting column, plot bars), e.g. objective, epsilon
     label_fields: tuple[str, ...] = ()
     budget_field: str = ""  # the config field that measures its strength: plots order bars by it
+    # test-time attacks: what their result holds (the columns of their attack_<name>.csv board), as evaluators
+    columns: tuple[str, ...] = ()
+    row_keys: tuple[str, ...] = ()
+    row_columns: tuple[str, ...] = ()
+    # pictures of a finished run, by name in cl_bench.plots.RUN_PLOTS (written as <name>.png)
+    run_plots: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if (self.columns or self.row_keys or self.row_columns) and self.phase != "test":
+            raise ValueError("AttackTraits.columns/row_keys/row_columns describe a test-time attack's result")
+        shared = sorted(set(self.columns) & set(self.row_columns)) + sorted(set(self.row_keys) & set(self.row_columns))
+        if shared:
+            raise ValueError(f"AttackTraits: {shared[0]!r} is declared twice (columns, row_keys, row_columns)")
         if self.budget_field and self.budget_field not in self.label_fields:
             raise ValueError("AttackTraits.budget_field must be one of its label_fields")
         if self.phase not in ATTACK_PHASES:

@@ -89,3 +89,11 @@ def test_scenario_defaults_name_real_scenarios_and_fields_and_sit_below_every_ov
             resolve({}, {"scenario": scenario, "strategy": strategy}, [assigned]).to_dict()["strategy"][name]
             == override
         )
+
+
+def test_exponent_without_a_dot_is_a_number_for_float_fields():
+    # YAML 1.1 reads 5e-4 as a string; a float field takes it as the number 0.0005
+    config = resolve({"scenario": "split_digits", "strategy": "naive"}, None, ["train.lr=5e-4"])
+    assert config.train.lr == 0.0005
+    with pytest.raises(UserError, match="must be a number"):
+        resolve({"scenario": "split_digits", "strategy": "naive"}, None, ["train.lr=5e-4x"])

@@ -21,7 +21,7 @@ from conftest import smoke_data_root, smoke_settings
 
 from cl_bench import evaluation, records, runner
 from cl_bench.config import resolve
-from cl_bench.registry import EVALUATORS, REGISTRIES, SCENARIOS, STRATEGIES
+from cl_bench.registry import ATTACKS, EVALUATORS, REGISTRIES, SCENARIOS, STRATEGIES
 
 KINDS = ("scenario", "model", "strategy", "attack", "evaluator")
 
@@ -75,7 +75,18 @@ def check_record(run_dir: Path, record: dict) -> None:
 
 
 def check_attack(run_dir: Path, record: dict) -> None:
-    """An attacked run: both branches, the attack's block and its effect."""
+    """An attacked run: both branches, the attack's block and its effect; a test-time attack's block holds what
+    its traits declare, and its pictures exist."""
+    traits = ATTACKS.traits(record["attack"])
+    for plot in traits.run_plots:
+        assert (run_dir / f"{plot}.png").is_file(), plot
+    if traits.phase == "test":
+        block = record["test_time_attack"]
+        assert block["name"] == record["attack"] and set(traits.columns) <= set(block["metrics"])
+        for row in block["rows"]:
+            assert set(traits.row_keys) | set(traits.row_columns) <= set(row), row
+        _finite_or_none(block["metrics"], "metrics")
+        return
     info = record["attack_info"]
     assert info["name"] == record["attack"] and "budget" in info and "target_experience" in info
     clean = record["accuracy_matrix_clean"]

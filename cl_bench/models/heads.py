@@ -7,6 +7,7 @@ usual task-incremental protocol, as in GPM's multi-head evaluation).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import torch
@@ -14,6 +15,16 @@ from avalanche.models import MultiTaskModule
 from torch import nn
 
 MASKED_LOGIT = -1e9
+
+
+class AuxiliaryLossModule(ABC):
+    """A module that adds its own term to the training loss (e.g. A-ViT's ponder cost), computed from its latest
+    forward. A model with one declares ``ModelTraits(auxiliary_loss=True)``; the runner then gives the strategy
+    :class:`cl_bench.templates.AuxiliaryLossPlugin`, which adds every such module's term before the backward."""
+
+    @abstractmethod
+    def auxiliary_loss(self) -> torch.Tensor:
+        """The term of the latest forward (a 0-d tensor; weights included)."""
 
 
 class SingleHeadNet(nn.Module):
