@@ -531,10 +531,15 @@ def plot_compute_patch(records: list[dict], out_path: Path) -> Path:
         stream_axes.grid(True, alpha=0.3)
         stream_axes.legend(fontsize=8, frameon=False)
     metrics = block.get("metrics") or {}
+
+    def number(name: str, digits: int) -> str:  # None: undefined (e.g. Attack Success when F_min = F_max)
+        value = metrics.get(name)
+        return "undefined" if value is None else f"{value:.{digits}f}"
+
     figure.suptitle(
         f"{record.get('attack')} on {record.get('model')} ({record.get('strategy')}): "
-        f"Attack Success {metrics.get('attack_success', float('nan')):.1f} %, "
-        f"MFLOPs {metrics.get('mflops_clean', float('nan')):.2f} -> {metrics.get('mflops_patched', float('nan')):.2f}",
+        f"Attack Success {number('attack_success', 1)} %, "
+        f"MFLOPs {number('mflops_clean', 2)} -> {number('mflops_patched', 2)}",
         fontsize=10,
     )
     figure.tight_layout()

@@ -244,3 +244,22 @@ def run_cli(args, capsys):
         code = exit_.code
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+def analysis_script(name: str):
+    """The module ``analysis/<name>.py`` (the scripts that build the method pages' tables), loaded from its file."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPOSITORY / "analysis" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def page_block(page: str, marker: str) -> str:
+    """The text between ``<!-- marker:start -->`` and ``<!-- marker:end -->`` of a Markdown page."""
+    return page.split(f"<!-- {marker}:start -->\n")[1].split(f"\n<!-- {marker}:end -->")[0]

@@ -219,3 +219,29 @@ def test_resuming_past_the_experience_the_patch_was_fitted_at_is_refused(tmp_pat
     runner.execute(config, tmp_path, progress=False, log=lambda line: None, stop_after=3)
     with pytest.raises(UserError, match="rerun it with --force"):
         runner.execute(config, tmp_path, resume=True, progress=False, log=lambda line: None)
+
+
+def test_the_method_page_holds_the_tables_the_boards_give():
+    """docs/methods/adaptive_compute_patch.md quotes the committed boards through analysis/compute_attack_tables.py,
+    the per-token depths and the benchmark result whole."""
+    from conftest import REPOSITORY, analysis_script, page_block
+
+    tables = analysis_script("compute_attack_tables")
+    page = (REPOSITORY / "docs" / "methods" / "adaptive_compute_patch.md").read_text()
+    for marker, table in (("compute-fmnist", tables.fmnist_table()), ("compute-continual", tables.continual_table())):
+        assert page_block(page, marker) == table, marker
+    for result in ("analysis/results/compute_patch_tokens.txt", "benchmarks/results/adaptive_compute.txt"):
+        assert (REPOSITORY / result).read_text().rstrip() in page, result
+
+
+def test_the_run_picture_draws_an_undefined_attack_success(tmp_path):
+    from cl_bench.plots import plot_compute_patch
+
+    rows = [{"experience": 0, "patch": p, "attack_success": None, "mflops": 7.0} for p in ("clean", "slowformer")]
+    block = {
+        "metrics": {"attack_success": None, "mflops_clean": 7.0, "mflops_patched": 7.0},
+        "rows": rows,
+        "details": {"active_per_layer": {"clean": [17, 17], "slowformer": [17, 17]}, "example_images": []},
+    }
+    record = {"attack": "adaptive_compute_patch", "model": "avit_micro", "strategy": "naive", "test_time_attack": block}
+    assert plot_compute_patch([record], tmp_path / "p.png").stat().st_size > 0

@@ -218,3 +218,10 @@ def test_pretrain_avit_bad_input_is_one_line_exit_2(fake_pool, tmp_path, capsys,
     code, _, err = run_cli(["pretrain", *argv, "--epochs", "1", "--device", "cpu", "--no-progress", *sets], capsys)
     assert code == 2 and fragment in err and err.count("\n") == 1
     assert not (tmp_path / "cache").exists()
+
+
+def test_a_saturated_gate_keeps_the_prior_term_finite():
+    vit = toy(gate_center=1e4)  # every raw halting score underflows to 0
+    vit(images(2))
+    assert float(vit.compute.halting_mean.detach().sum()) == 0.0
+    assert torch.isfinite(vit.distr_loss(vit.compute)) and torch.isfinite(vit.auxiliary_loss())

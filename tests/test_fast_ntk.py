@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import run_cli
+from conftest import page_block, run_cli
 
 from cl_bench import evaluation, peft, runner
 from cl_bench.config import resolve
@@ -220,13 +220,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _unlearning_tables():
-    import importlib.util
+    from conftest import analysis_script
 
-    spec = importlib.util.spec_from_file_location("unlearning_tables", ROOT / "analysis" / "unlearning_tables.py")
-    assert spec is not None and spec.loader is not None
-    tables = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tables)
-    return tables
+    return analysis_script("unlearning_tables")
 
 
 def test_the_method_page_holds_the_tables_the_boards_give():
@@ -239,8 +235,7 @@ def test_the_method_page_holds_the_tables_the_boards_give():
         ("unlearn-centre", tables.centre_table()),
         ("unlearn-continual", tables.continual_table()),
     ):
-        block = page.split(f"<!-- {marker}:start -->\n")[1].split(f"\n<!-- {marker}:end -->")[0]
-        assert block == table, marker
+        assert page_block(page, marker) == table, marker
     assert (ROOT / "benchmarks" / "results" / "fast_ntk.txt").read_text().rstrip() in page  # quoted whole
 
 

@@ -138,14 +138,9 @@ def test_gaussian_rates_are_standard_deviations():
 
 def test_the_method_page_holds_the_tables_the_boards_give():
     """docs/methods/rashomon_dropout.md quotes the committed boards through analysis/rashomon_tables.py."""
-    import importlib.util
+    from conftest import REPOSITORY, analysis_script, page_block
 
-    root = Path(__file__).resolve().parent.parent
-    spec = importlib.util.spec_from_file_location("rashomon_tables", root / "analysis" / "rashomon_tables.py")
-    assert spec is not None and spec.loader is not None
-    tables = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tables)
-    page = (root / "docs" / "methods" / "rashomon_dropout.md").read_text()
+    tables = analysis_script("rashomon_tables")
+    page = (REPOSITORY / "docs" / "methods" / "rashomon_dropout.md").read_text()
     for marker, table in (("rashomon-tabular", tables.tabular_table()), ("rashomon-fmnist", tables.fmnist_table())):
-        block = page.split(f"<!-- {marker}:start -->\n")[1].split(f"\n<!-- {marker}:end -->")[0]
-        assert block == table, marker
+        assert page_block(page, marker) == table, marker

@@ -188,7 +188,8 @@ class AdaptiveVisionTransformer(VisionTransformer, AuxiliaryLossModule):
 
     def distr_loss(self, stats: HaltingStats) -> torch.Tensor:
         """KL(target || H) with H the per-layer mean halting score normalised over layers (official)."""
-        normalised = (stats.halting_mean / stats.halting_mean.sum()).clamp(0.01, 0.99)
+        # every halting score can underflow to 0 (a saturated gate): clamp the sum instead of dividing by 0
+        normalised = (stats.halting_mean / stats.halting_mean.sum().clamp_min(1e-12)).clamp(0.01, 0.99)
         target = self.depth_target().to(normalised.device, normalised.dtype)
         return F.kl_div(normalised.log(), target, reduction="batchmean")
 
