@@ -335,7 +335,33 @@ def summary_table(record: dict) -> str:
     if metric_values.get("a_auc") is not None:  # a task-free stream: the anytime numbers too
         header[-1:-1] = ["A_auc", "A_last"]
         row[-1:-1] = [f"{metric_values['a_auc']:.4f}", f"{metric_values['a_last']:.4f}"]
-    return _format_table(header, [row]) + _backbone_line(record) + "\n\n" + matrix_text
+    return (
+        _format_table(header, [row]) + _backbone_line(record) + _test_time_attack_table(record) + "\n\n" + matrix_text
+    )
+
+
+def _test_time_attack_table(record: dict) -> str:
+    """The rows a test-time attack measured (the columns its traits declare; with an ``experience`` key, those of
+    the last experience), or nothing."""
+    from cl_bench.registry import ATTACKS
+
+    block = record.get("test_time_attack")
+    if not block or record["attack"] not in ATTACKS:
+        return ""
+    traits = ATTACKS.traits(record["attack"])
+    rows = block.get("rows") or []
+    if "experience" in traits.row_keys and rows:
+        last = max(row["experience"] for row in rows)
+        rows = [row for row in rows if row["experience"] == last]
+    keys = [key for key in traits.row_keys if key != "experience"]
+
+    def cell(value: object) -> str:
+        return "undefined" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    table = _format_table(
+        keys + list(traits.row_columns), [[cell(row.get(c)) for c in keys + list(traits.row_columns)] for row in rows]
+    )
+    return f"\n\ntest-time attack {record['attack']} ({block['wall_time_s']:.1f} s)\n{table}"
 
 
 def _backbone_line(record: dict) -> str:

@@ -168,6 +168,7 @@ TINY_RUN = [
 def test_a_patch_fitted_mid_stream_is_followed_through_every_later_experience(tmp_path, capsys):
     code, out, err = run_cli(["run", *TINY_RUN, "--out", str(tmp_path / "runs")], capsys)
     assert code == 0, err
+    assert "test-time attack adaptive_compute_patch" in out and "slowformer" in out  # the summary shows the rows
     run_dir = tmp_path / "runs" / out.strip().splitlines()[-1].split("/")[-1]
     record = json.loads((run_dir / "record.json").read_text())
     block = record["test_time_attack"]
