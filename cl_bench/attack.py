@@ -16,7 +16,11 @@ the experience it fits at (the attack's state is not checkpointed).
 Rules every attack follows:
 
 * ``poison`` sees the current model (``strategy.model``) and only the incoming experience; it
-  returns a new experience with the same samples in the same order, labels untouched.
+  returns a new experience with the same samples in the same order. Labels stay untouched unless the
+  attack declares ``relabels`` (a dirty-label backdoor), and it may change only a fraction of the samples.
+* An attack that measures something of its own after every training experience (a backdoor's success rate)
+  sets ``measures_rows`` and implements ``row_metrics(strategy)``: the runner calls it after each evaluated row
+  of both branches and records the rows (``attack_rows``, ``attack_rows_clean``) and their paired effect.
 * It draws its randomness from its own generator (``attack_generator``), so that the victim's
   training RNG stream is the same in the clean and the attacked branch: with a zero budget the
   two branches are bit-identical.
@@ -39,6 +43,8 @@ class Attack:
     """Base class: poisons nothing. Subclasses set ``poisons_training`` and override ``poison``."""
 
     poisons_training = False
+    relabels = False  # poison may change labels (dirty-label backdoors)
+    measures_rows = False  # row_metrics() is recorded after every training experience, in both branches
     progress = False  # the runner sets it: show a progress bar on long work
 
     def __init__(self, config, scenario, seed: int):
@@ -66,6 +72,10 @@ class Attack:
         return {}
 
     def metrics(self) -> dict:
+        return {}
+
+    def row_metrics(self, strategy: Any) -> dict[str, float]:
+        """What the attack measures on the strategy's current model (with ``measures_rows``)."""
         return {}
 
 
@@ -115,14 +125,19 @@ def experience_tensors(experience) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     return tensors
 
 
-def with_inputs(experience, inputs: torch.Tensor, label: str):
-    """A copy of ``experience`` whose samples have ``inputs`` (same targets, task labels and order)."""
-    original_inputs, targets, task_labels = experience_tensors(experience)
+def with_inputs(experience, inputs: torch.Tensor, label: str, targets: Optional[torch.Tensor] = None):
+    """A copy of ``experience`` whose samples have ``inputs`` (same task labels and order; same targets unless
+    ``targets`` are given, for an attack that relabels)."""
+    original_inputs, original_targets, task_labels = experience_tensors(experience)
     if inputs.shape != original_inputs.shape:
         raise ValueError(f"poisoned inputs have shape {tuple(inputs.shape)}, expected {tuple(original_inputs.shape)}")
+    if targets is not None and targets.shape != original_targets.shape:
+        raise ValueError(
+            f"poisoned targets have shape {tuple(targets.shape)}, expected {tuple(original_targets.shape)}"
+        )
     bank = TensorBank(
         inputs.detach().cpu().contiguous(),
-        targets.clone(),
+        (original_targets if targets is None else targets).clone(),
         task_labels.clone(),
         name=f"{label}:experience{experience.current_experience}",
     )

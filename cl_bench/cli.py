@@ -386,7 +386,8 @@ def _attack_table(record: dict) -> str:
         "poisoned_acc": "ACC on target",
     }
     columns = [name for name in labels if name in effect]
-    header = ["branch"] + [labels[name] for name in columns]
+    columns += sorted(name for name in effect if name not in labels)  # the attack's own numbers (a backdoor's ASR)
+    header = ["branch"] + [labels.get(name, name) for name in columns]
     rows = [[branch] + [f"{effect[c][branch]:.4f}" for c in columns] for branch in ("clean", "attacked")]
     rows.append(["difference"] + [f"{effect[c]['difference']:+.4f}" for c in columns])
     budget = ", ".join(f"{k} {v}" for k, v in info["budget"].items() if v is not None)

@@ -455,7 +455,9 @@ ATTACK_MARKDOWN_COLUMNS = (
 def headline_columns(board_name: str) -> Sequence[str]:
     """A board's headline (Markdown) columns, told by its name: ``attack_*``, ``online_*``, else ``cl_*``."""
     if board_name.startswith("attack_"):
-        return test_time_headline(board_name[len("attack_") :]) or ATTACK_MARKDOWN_COLUMNS
+        attack = board_name[len("attack_") :]
+        extra = tuple(f"{name}_attacked_mean" for name in attack_row_effects(attack))
+        return test_time_headline(attack) or ATTACK_MARKDOWN_COLUMNS + extra
     if board_name.startswith("online_"):
         return ONLINE_MARKDOWN_COLUMNS
     if board_name.startswith("eval_"):
@@ -510,6 +512,27 @@ def _attack_key(record: dict) -> tuple:
     )
 
 
+def attack_row_effects(attack: str) -> tuple[str, ...]:
+    """The paired numbers a training-time attack adds from its own per-experience measurements (its declared
+    ``row_metrics``): each right after the poisoned experience and at the end of the stream."""
+    from cl_bench.registry import ATTACKS
+
+    declared = ATTACKS.traits(attack).row_metrics if attack in ATTACKS else ()
+    return tuple(f"{name}_{when}" for name in declared for when in ("at_target", "final"))
+
+
+def attack_columns(attack: str) -> tuple[str, ...]:
+    """ATTACK_COLUMNS with the attack's own paired numbers before the timings."""
+    extra = tuple(
+        f"{name}_{branch}_{stat}"
+        for name in attack_row_effects(attack)
+        for branch in ("clean", "attacked", "difference")
+        for stat in ("mean", "std")
+    )
+    split = ATTACK_COLUMNS.index("attack_wall_time_s_mean")
+    return ATTACK_COLUMNS[:split] + extra + ATTACK_COLUMNS[split:]
+
+
 def attack_boards(records: list[dict], warn: Warn = _warn_stderr) -> list[Board]:
     """``attack_<attack>``: paired clean vs attacked numbers per victim config, mean/std over seeds."""
     groups: dict[tuple, list[dict]] = {}
@@ -525,7 +548,7 @@ def attack_boards(records: list[dict], warn: Warn = _warn_stderr) -> list[Board]
         row["attack"] = key[0]
         row["attack_config"] = _component_fields(group[0], "attack")
         row["attack_setting"] = attack_setting(key[0], group[0]["config"].get("attack") or {})
-        for name in ATTACK_EFFECTS:
+        for name in ATTACK_EFFECTS + attack_row_effects(key[0]):
             for branch in ("clean", "attacked", "difference"):
                 values = [r["attack_effect"].get(name, {}).get(branch) for r in group]
                 row[f"{name}_{branch}_mean"], row[f"{name}_{branch}_std"] = mean_std(values)
@@ -536,7 +559,7 @@ def attack_boards(records: list[dict], warn: Warn = _warn_stderr) -> list[Board]
     return [
         Board(
             f"attack_{attack}",
-            ATTACK_COLUMNS,
+            attack_columns(attack),
             sorted(
                 rows, key=lambda r: (r["scenario"], r["setting"], r["strategy"], r["attack_config"], r["config_id"])
             ),

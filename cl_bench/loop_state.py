@@ -46,6 +46,7 @@ class LoopState:
     per_experience: list[dict] = field(default_factory=list)  # train_s / eval_s (and branch) per trained step
     elapsed_s: float = 0.0
     validation_rows: dict[str, list[list[float]]] = field(default_factory=dict)  # branch -> validation rows
+    attack_rows: dict[str, list[dict]] = field(default_factory=dict)  # branch -> the attack's row_metrics
     accuracy_matrix_clean: Optional[list[list[float]]] = None  # an attacked run's clean branch
     attack_target: Optional[int] = None
     attack_s: float = 0.0
@@ -85,4 +86,5 @@ def _well_formed(state: LoopState, n_experiences: int) -> bool:
         and isinstance(state.per_experience, list)
         and isinstance(state.elapsed_s, (int, float))
         and isinstance(state.validation_rows, dict)
+        and isinstance(state.attack_rows, dict)
     )

@@ -109,3 +109,17 @@ def attack_effect(
         clean, attacked = read(clean_matrix), read(attacked_matrix)
         effect[name] = {"clean": clean, "attacked": attacked, "difference": attacked - clean}
     return effect
+
+
+def row_metric_effect(
+    clean_rows: Sequence[dict], attacked_rows: Sequence[dict], target: int
+) -> dict[str, dict[str, float]]:
+    """Clean vs attacked values of an attack's own per-experience measurements (e.g. a backdoor's ``asr``):
+    ``<name>_at_target`` right after the poisoned experience, ``<name>_final`` after the last one (the
+    persistence of what the attack planted), and their differences (attacked - clean)."""
+    effect: dict[str, dict[str, float]] = {}
+    for name in attacked_rows[-1] if attacked_rows else {}:
+        for when, index in (("at_target", target), ("final", -1)):
+            clean, attacked = float(clean_rows[index][name]), float(attacked_rows[index][name])
+            effect[f"{name}_{when}"] = {"clean": clean, "attacked": attacked, "difference": attacked - clean}
+    return effect

@@ -309,6 +309,9 @@ class RunRecord(_Schema):
     metrics_validation: Optional[Metrics] = None
     final_model: Optional[FinalModel] = None  # schema 2
     test_time_attack: Optional["TestTimeAttackInfo"] = None  # schema 2
+    # a training-time attack's own measurements after every experience (attacked and clean branch), e.g. ASR
+    attack_rows: Optional[list[dict[str, Finite]]] = None
+    attack_rows_clean: Optional[list[dict[str, Finite]]] = None
 
     @model_validator(mode="after")
     def _consistent(self) -> "RunRecord":

@@ -389,6 +389,10 @@ def train_and_evaluate(prepared: Prepared, train_data, state: LoopState, branch:
                 prepared.config.train.num_workers,
             )
         )
+    attack = prepared.attack
+    if attack is not None and attack.measures_rows:  # e.g. a backdoor's success rate after this experience
+        with torch.random.fork_rng(devices=[prepared.device] if prepared.device.type == "cuda" else []):
+            state.attack_rows.setdefault(branch or "main", []).append(attack.row_metrics(prepared.strategy))
     timing = {"train_s": eval_start - train_start, "eval_s": time.perf_counter() - eval_start}
     state.per_experience.append({"branch": branch, **timing} if branch else timing)
     return row
@@ -554,7 +558,16 @@ def attack_fields(prepared: Prepared, state: LoopState) -> dict:
     clean, target = state.accuracy_matrix_clean, state.attack_target
     if attack is None or clean is None or target is None:
         return {}
+    fields: dict = {}
+    if state.attack_rows:  # the attack's own measurements after every experience, both branches
+        prefix = state.attack_rows.get("main", [])
+        attacked, clean_rows = (
+            prefix + state.attack_rows.get("attacked", []),
+            prefix + state.attack_rows.get("clean", []),
+        )
+        fields = {"attack_rows": attacked, "attack_rows_clean": clean_rows}
     return {
+        **fields,
         "accuracy_matrix_clean": clean,
         "metrics_clean": metrics.all_metrics(clean, state.accuracy_initial),
         "attack_info": {
@@ -564,7 +577,10 @@ def attack_fields(prepared: Prepared, state: LoopState) -> dict:
             "metrics": attack.metrics(),
             "wall_time_s": state.attack_s,
         },
-        "attack_effect": metrics.attack_effect(clean, state.accuracy_matrix, target),
+        "attack_effect": {
+            **metrics.attack_effect(clean, state.accuracy_matrix, target),
+            **(metrics.row_metric_effect(fields["attack_rows_clean"], fields["attack_rows"], target) if fields else {}),
+        },
     }
 
 

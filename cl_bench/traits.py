@@ -115,6 +115,8 @@ class AttackTraits(Traits):
     # config fields every label of this attack shows (board setting column, plot bars), e.g. objective, epsilon
     label_fields: tuple[str, ...] = ()
     budget_field: str = ""  # the config field that measures its strength: plots order bars by it
+    # training-time attacks that measure rows (Attack.measures_rows): the keys of row_metrics(), paired on the board
+    row_metrics: tuple[str, ...] = ()
     # test-time attacks: what their result holds (the columns of their attack_<name>.csv board), as evaluators
     columns: tuple[str, ...] = ()
     row_keys: tuple[str, ...] = ()

@@ -57,3 +57,15 @@ def test_seen_average_curve():
 def test_rejects_non_square_matrix():
     with pytest.raises(ValueError):
         metrics.average_accuracy([[0.1, 0.2]])
+
+
+def test_row_metric_effect_pairs_an_attacks_rows_at_the_target_and_at_the_end():
+    from cl_bench.metrics import row_metric_effect
+
+    clean = [{"asr": 0.1}, {"asr": 0.0}, {"asr": 0.05}]
+    attacked = [{"asr": 0.1}, {"asr": 0.9}, {"asr": 0.3}]
+    effect = row_metric_effect(clean, attacked, target=1)
+    assert effect["asr_at_target"] == {"clean": 0.0, "attacked": 0.9, "difference": 0.9}
+    assert effect["asr_final"]["clean"] == 0.05 and effect["asr_final"]["attacked"] == 0.3
+    assert effect["asr_final"]["difference"] == pytest.approx(0.25)
+    assert row_metric_effect([], [], target=0) == {}

@@ -1,0 +1,212 @@
+"""``vit_badnets``: a dirty-label patch-trigger backdoor planted in one experience of the stream.
+
+Papers: Gu, Dolan-Gavitt, Garg, "BadNets", 2017 (the attack); Subramanya, Saha, Koohpayegani, Tejankar,
+Pirsiavash, "Backdoor Attacks on Vision Transformers", arXiv 2206.08477 / WACV 2024 (on ViTs; their official
+code runs the clean-label HTBA variant, see the spec's variant (A) for this one).
+
+Threat model. The attacker may change a fraction of the training samples of one experience (image and label)
+and nothing else: no access to the model. It picks ``floor(poison_rate * N)`` samples of that experience whose
+label is not the target class (from its own generator: the victim's randomness is untouched), pastes a
+``trigger_size`` x ``trigger_size`` trigger on each (pixel space, after any resizing, fully inside the
+image: the bottom-right corner, or a uniformly random position per image) and relabels them to
+``target_class`` (all-to-one). The rest of the experience is bit-identical. At test time it pastes the same
+trigger on test images.
+
+Measured after every training experience, in the clean and the poisoned branch (``row_metrics``):
+
+    asr              fraction of triggered test images of non-target classes classified as the target
+    asr_not_patched  the same images without the trigger classified as the target (the sanity floor)
+
+so the record holds the backdoor's success after each experience (its persistence through the rest of the
+stream) beside the clean branch, and the board reports ``asr_at_target`` and ``asr_final`` paired.
+
+Trigger: a checkerboard of the valid range's extremes (``pattern=checkerboard``, BadNets' classic) or a
+uniform random pattern drawn once from the run seed (``pattern=random``, the kind of smooth colour trigger the
+official code loads from PNGs is not reproduced). Random test-time locations come from a generator fixed by the
+run seed, the same after every experience.
+
+Not implemented yet (issue 18): per-item (224-px) datasets, the clean-label HTBA variant, the test-time
+blocking defence (attention rollout, Grad-CAM), the persistence sweep and its plot.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+
+from cl_bench.attack import Attack, attack_generator, experience_tensors, with_inputs
+from cl_bench.config import ComponentConfig, param
+from cl_bench.errors import UserError
+from cl_bench.registry import ATTACKS
+from cl_bench.tensor_data import gather
+from cl_bench.templates import eval_mode, predict_logits
+from cl_bench.traits import AttackTraits
+
+TEST_LOCATION_SEED = 7_919  # fixed offset: the test-time trigger positions are the same after every experience
+
+
+@dataclass
+class BadNetsConfig(ComponentConfig):
+    target_class: int = param(0, "the class every triggered image is relabelled to (all-to-one)", low=0)
+    poison_rate: float = param(
+        0.1,
+        "fraction of the poisoned experience's samples that get the trigger and the target label",
+        low=0.0,
+        high=1.0,
+        low_open=True,
+    )
+    trigger_size: int = param(4, "side of the square trigger in pixels", low=1)
+    location: str = param(
+        "fixed",
+        "fixed: the bottom-right corner; random: a uniform position per image, fully inside",
+        choices=("fixed", "random"),
+    )
+    pattern: str = param(
+        "checkerboard",
+        "checkerboard of the valid range's extremes, or random (uniform, from the run seed)",
+        choices=("checkerboard", "random"),
+    )
+    target_experience: int = param(-1, "index of the poisoned training experience; -1 = the last")
+
+
+def make_trigger(size: int, channels: int, pattern: str, low: float, high: float, seed: int) -> torch.Tensor:
+    """The (C, size, size) trigger: a checkerboard of ``low``/``high`` or uniform pixels from ``seed``."""
+    if pattern == "checkerboard":
+        board = (torch.arange(size).unsqueeze(0) + torch.arange(size).unsqueeze(1)) % 2
+        return (low + (high - low) * board.float()).expand(channels, size, size).clone()
+    generator = torch.Generator().manual_seed(seed)
+    return low + (high - low) * torch.rand(channels, size, size, generator=generator)
+
+
+def trigger_positions(
+    count: int, size: int, height: int, width: int, location: str, generator: Optional[torch.Generator]
+) -> torch.Tensor:
+    """(count, 2) top-left corners: the bottom-right corner, or uniform positions with the trigger inside."""
+    if location == "fixed":
+        return torch.tensor([[height - size, width - size]]).expand(count, 2).clone()
+    rows = torch.randint(0, height - size + 1, (count,), generator=generator)
+    cols = torch.randint(0, width - size + 1, (count,), generator=generator)
+    return torch.stack([rows, cols], dim=1)
+
+
+def paste_triggers(images: torch.Tensor, trigger: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """``images`` (N, C, H, W) with ``trigger`` pasted at each image's position; a new tensor."""
+    pasted = images.clone()
+    size = trigger.shape[-1]
+    for index, (row, col) in enumerate(positions.tolist()):
+        pasted[index, :, row : row + size, col : col + size] = trigger
+    return pasted
+
+
+class BadNets(Attack):
+    poisons_training = True
+    relabels = True
+    measures_rows = True
+
+    def __init__(self, config: BadNetsConfig, scenario: Any, seed: int):
+        super().__init__(config, scenario, seed)
+        shape = tuple(scenario.input_shape)
+        if len(shape) != 3:
+            raise UserError(f"vit_badnets pastes an image trigger; this scenario's inputs have shape {shape}")
+        channels, self.height, self.width = shape
+        if config.trigger_size > min(self.height, self.width):
+            raise UserError(
+                f"attack.trigger_size={config.trigger_size} is larger than the {self.height}x{self.width} image; "
+                f"choose at most {min(self.height, self.width)}"
+            )
+        classes = sorted({c for experience in scenario.classes_per_experience for c in experience})
+        if config.target_class not in classes:
+            raise UserError(
+                f"attack.target_class={config.target_class} is not a class of this stream; choose one of "
+                f"{', '.join(map(str, classes))}"
+            )
+        low, high = scenario.input_range if scenario.input_range is not None else (0.0, 1.0)
+        self.trigger = make_trigger(config.trigger_size, channels, config.pattern, low, high, seed)
+        self.poisoned_indices: list[int] = []
+        self._test: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None
+
+    def poison(self, experience, strategy):
+        inputs, targets, _ = experience_tensors(experience)
+        generator = attack_generator(self.seed, experience.current_experience)
+        count = math.floor(self.config.poison_rate * len(targets))
+        candidates = (targets != self.config.target_class).nonzero().flatten()
+        if count > len(candidates):
+            raise UserError(
+                f"attack.poison_rate={self.config.poison_rate} asks for {count} poisoned samples, but experience "
+                f"{experience.current_experience} has only {len(candidates)} outside the target class; lower it"
+            )
+        chosen = candidates[torch.randperm(len(candidates), generator=generator)[:count]].sort().values
+        self.poisoned_indices = chosen.tolist()
+        if count == 0:
+            return experience
+        positions = trigger_positions(
+            count, self.config.trigger_size, self.height, self.width, self.config.location, generator
+        )
+        poisoned_inputs, poisoned_targets = inputs.clone(), targets.clone()
+        poisoned_inputs[chosen] = paste_triggers(inputs[chosen], self.trigger, positions)
+        poisoned_targets[chosen] = self.config.target_class
+        return with_inputs(experience, poisoned_inputs, "vit_badnets", targets=poisoned_targets)
+
+    def _test_images(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(triggered, clean, task labels) of every non-target test image, trigger positions fixed by the seed."""
+        if self._test is None:
+            parts = [gather(experience.dataset.eval()) for experience in self.scenario.benchmark.test_stream]
+            found = [part for part in parts if part is not None]
+            if len(found) != len(parts):
+                raise UserError(
+                    "vit_badnets needs a tensor-resident scenario; per-item (224-px) data is not supported yet"
+                )
+            inputs, targets, task_labels = (torch.cat([part[i] for part in found]) for i in range(3))
+            keep = targets != self.config.target_class
+            clean = inputs[keep]
+            generator = torch.Generator().manual_seed(self.seed + TEST_LOCATION_SEED)
+            positions = trigger_positions(
+                len(clean), self.config.trigger_size, self.height, self.width, self.config.location, generator
+            )
+            self._test = (paste_triggers(clean, self.trigger, positions), clean, task_labels[keep])
+        return self._test
+
+    @torch.no_grad()
+    def row_metrics(self, strategy: Any) -> dict[str, float]:
+        triggered, clean, task_labels = self._test_images()
+        rates = {}
+        with eval_mode(strategy.model):
+            for name, images in (("asr", triggered), ("asr_not_patched", clean)):
+                hits = 0
+                for start in range(0, len(images), 1000):
+                    batch = images[start : start + 1000].to(strategy.device)
+                    tasks = task_labels[start : start + 1000].to(strategy.device)
+                    predicted = predict_logits(strategy, batch, tasks).argmax(1)
+                    hits += int((predicted == self.config.target_class).sum())
+                rates[name] = hits / max(len(images), 1)
+        return rates
+
+    def budget(self) -> dict:
+        return {
+            "poison_rate": self.config.poison_rate,
+            "trigger_size": self.config.trigger_size,
+            "target_class": self.config.target_class,
+            "location": self.config.location,
+        }
+
+    def metrics(self) -> dict:
+        return {"poisoned_samples": len(self.poisoned_indices)}
+
+
+@ATTACKS.register(
+    "vit_badnets",
+    config=BadNetsConfig,
+    traits=AttackTraits(
+        phase="training",
+        label_fields=("poison_rate", "trigger_size"),
+        row_metrics=("asr", "asr_not_patched"),
+        budget_field="poison_rate",
+        smoke=("scenario=split_digits", "train.epochs=1", "model.widths=[32]", "attack.trigger_size=2"),
+    ),
+)
+def build_vit_badnets(config: BadNetsConfig, scenario: Any, seed: int) -> Attack:
+    """BadNets: a patch trigger and the target label on a fraction of one experience (dirty label, all-to-one)."""
+    return BadNets(config, scenario, seed)
