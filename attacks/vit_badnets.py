@@ -33,13 +33,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
+from torch import nn
 
 from cl_bench.attack import Attack, attack_generator, experience_tensors, with_inputs
 from cl_bench.config import ComponentConfig, param
+from cl_bench.backbone import is_vit
 from cl_bench.errors import UserError
+from cl_bench.interpret import attention_rollout, block_peak, grad_cam
 from cl_bench.registry import ATTACKS
 from cl_bench.tensor_data import gather
 from cl_bench.templates import eval_mode, predict_logits
@@ -70,6 +73,26 @@ class BadNetsConfig(ComponentConfig):
         choices=("checkerboard", "random"),
     )
     target_experience: int = param(-1, "index of the poisoned training experience; -1 = the last")
+    defence: str = param(
+        "none",
+        "block: also measure the test-time blocking defence after every experience (ASR and accuracy after "
+        "blocking the square around the interpretation map's peak)",
+        choices=("none", "block"),
+    )
+    interpretation: str = param(
+        "auto",
+        "the defence's map: rollout (ViT attention-gradient rollout), gradcam (CNN), auto: by the model",
+        choices=("auto", "rollout", "gradcam"),
+    )
+    block_size: int = param(0, "side of the blocked square in pixels; 0: the trigger size (assumed known)", low=0)
+    rollout_normalisation: str = param(
+        "row",
+        "row: each row by its sum; official: the official code's column-by-row-sum quirk",
+        choices=("row", "official"),
+    )
+    defence_images: int = param(
+        1000, "test images per measurement of the defence (a fixed random subset; the maps need a backward)", low=1
+    )
 
 
 def make_trigger(size: int, channels: int, pattern: str, low: float, high: float, seed: int) -> torch.Tensor:
@@ -125,8 +148,13 @@ class BadNets(Attack):
             )
         low, high = scenario.input_range if scenario.input_range is not None else (0.0, 1.0)
         self.trigger = make_trigger(config.trigger_size, channels, config.pattern, low, high, seed)
+        self.fill = low  # a blocked square is black
+        if config.block_size > min(self.height, self.width):
+            raise UserError(
+                f"attack.block_size={config.block_size} is larger than the {self.height}x{self.width} image"
+            )
         self.poisoned_indices: list[int] = []
-        self._test: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None
+        self._test: Optional[dict[str, torch.Tensor]] = None
 
     def poison(self, experience, strategy):
         inputs, targets, _ = experience_tensors(experience)
@@ -150,8 +178,26 @@ class BadNets(Attack):
         poisoned_targets[chosen] = self.config.target_class
         return with_inputs(experience, poisoned_inputs, "vit_badnets", targets=poisoned_targets)
 
-    def _test_images(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(triggered, clean, task labels) of every non-target test image, trigger positions fixed by the seed."""
+    def check(self, model: nn.Module) -> None:
+        if self.config.defence == "block":
+            self._interpret(model)  # a one-line error when the model has no map of the kind asked for
+
+    def _interpret(self, model: nn.Module) -> Callable[[nn.Module, torch.Tensor], torch.Tensor]:
+        kind = self.config.interpretation
+        if kind == "auto":
+            kind = "rollout" if is_vit(model) else "gradcam"
+        if kind == "rollout":
+            if not is_vit(model):
+                raise UserError(f"attack.interpretation=rollout needs attention maps; {type(model).__name__} is no ViT")
+            official = self.config.rollout_normalisation == "official"
+            return lambda m, x: attention_rollout(m, x, official_normalisation=official)
+        if not any(isinstance(module, nn.Conv2d) for module in model.modules()):
+            raise UserError("the blocking defence needs a ViT (rollout) or a CNN (gradcam); this model is neither")
+        return grad_cam
+
+    def _test_images(self) -> dict[str, torch.Tensor]:
+        """The test images of every non-target class, triggered (positions fixed by the seed) and clean, with
+        their labels and task labels; and every test image for the clean accuracy of the defence."""
         if self._test is None:
             parts = [gather(experience.dataset.eval()) for experience in self.scenario.benchmark.test_stream]
             found = [part for part in parts if part is not None]
@@ -166,22 +212,70 @@ class BadNets(Attack):
             positions = trigger_positions(
                 len(clean), self.config.trigger_size, self.height, self.width, self.config.location, generator
             )
-            self._test = (paste_triggers(clean, self.trigger, positions), clean, task_labels[keep])
+            order = torch.Generator().manual_seed(self.seed + TEST_LOCATION_SEED + 1)
+            count = self.config.defence_images  # the defence's images: a fixed random subset of every class
+            self._test = {
+                "pick": torch.randperm(len(clean), generator=order)[:count],
+                "pick_all": torch.randperm(len(inputs), generator=order)[:count],
+                "triggered": paste_triggers(clean, self.trigger, positions),
+                "clean": clean,
+                "labels": targets[keep],
+                "tasks": task_labels[keep],
+                "all": inputs,
+                "all_labels": targets,
+                "all_tasks": task_labels,
+            }
         return self._test
+
+    def _predict(self, strategy: Any, images: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
+        predictions = []
+        for start in range(0, len(images), 1000):
+            batch = images[start : start + 1000].to(strategy.device)
+            logits = predict_logits(strategy, batch, tasks[start : start + 1000].to(strategy.device))
+            predictions.append(logits.argmax(1).cpu())
+        return torch.cat(predictions)
+
+    def _blocked(self, strategy: Any, images: torch.Tensor) -> torch.Tensor:
+        interpret = self._interpret(strategy.model)
+        size = self.config.block_size or self.config.trigger_size
+        blocked = []
+        for start in range(0, len(images), 250):
+            batch = images[start : start + 250].to(strategy.device)
+            blocked.append(block_peak(batch, interpret(strategy.model, batch), size, self.fill).cpu())
+        return torch.cat(blocked)
 
     @torch.no_grad()
     def row_metrics(self, strategy: Any) -> dict[str, float]:
-        triggered, clean, task_labels = self._test_images()
-        rates = {}
+        test = self._test_images()
+        target = self.config.target_class
         with eval_mode(strategy.model):
-            for name, images in (("asr", triggered), ("asr_not_patched", clean)):
-                hits = 0
-                for start in range(0, len(images), 1000):
-                    batch = images[start : start + 1000].to(strategy.device)
-                    tasks = task_labels[start : start + 1000].to(strategy.device)
-                    predicted = predict_logits(strategy, batch, tasks).argmax(1)
-                    hits += int((predicted == self.config.target_class).sum())
-                rates[name] = hits / max(len(images), 1)
+            triggered = self._predict(strategy, test["triggered"], test["tasks"])
+            rates = {
+                "asr": float((triggered == target).float().mean()),
+                "asr_not_patched": float(
+                    (self._predict(strategy, test["clean"], test["tasks"]) == target).float().mean()
+                ),
+            }
+            if self.config.defence == "block":
+                pick, pick_all = test["pick"], test["pick_all"]
+                labels, tasks = test["labels"][pick], test["tasks"][pick]
+                blocked = self._predict(strategy, self._blocked(strategy, test["triggered"][pick]), tasks)
+                every, every_labels, every_tasks = (
+                    test["all"][pick_all],
+                    test["all_labels"][pick_all],
+                    test["all_tasks"][pick_all],
+                )
+                rates.update(
+                    asr_blocked=float((blocked == target).float().mean()),
+                    source_acc_patched=float((triggered[pick] == labels).float().mean()),
+                    source_acc_recovered=float((blocked == labels).float().mean()),
+                    clean_acc=float((self._predict(strategy, every, every_tasks) == every_labels).float().mean()),
+                    clean_acc_blocked=float(
+                        (self._predict(strategy, self._blocked(strategy, every), every_tasks) == every_labels)
+                        .float()
+                        .mean()
+                    ),
+                )
         return rates
 
     def budget(self) -> dict:
@@ -202,7 +296,15 @@ class BadNets(Attack):
     traits=AttackTraits(
         phase="training",
         label_fields=("poison_rate", "trigger_size"),
-        row_metrics=("asr", "asr_not_patched"),
+        row_metrics=(
+            "asr",
+            "asr_not_patched",
+            "asr_blocked",
+            "source_acc_patched",
+            "source_acc_recovered",
+            "clean_acc",
+            "clean_acc_blocked",
+        ),
         budget_field="poison_rate",
         smoke=("scenario=split_digits", "train.epochs=1", "model.widths=[32]", "attack.trigger_size=2"),
     ),

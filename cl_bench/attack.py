@@ -74,6 +74,10 @@ class Attack:
     def metrics(self) -> dict:
         return {}
 
+    def check(self, model: Any) -> None:
+        """Raise a one-line UserError when this attack cannot run on ``model`` (the run's untrained model); called
+        before anything is trained or written."""
+
     def row_metrics(self, strategy: Any) -> dict[str, float]:
         """What the attack measures on the strategy's current model (with ``measures_rows``)."""
         return {}

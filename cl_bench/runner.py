@@ -158,6 +158,7 @@ def prepare(config: RunConfig, out_dir: Path, progress: bool) -> Prepared:
                 f"choose one of {', '.join(_training_attacks())}"
             )
         attack.target_index(scenario.n_experiences)  # validates the target before any work
+        attack.check(model)
         attack_traits = ATTACKS.traits(config.attack)
         model_traits = MODELS.traits(config.model)
         if attack_traits.needs_vit and not model_traits.vit:

@@ -110,3 +110,93 @@ def test_poisoning_more_than_the_non_target_samples_is_refused():
     attack = BadNets(BadNetsConfig(poison_rate=1.0, trigger_size=2, target_class=0), scenario, seed=0)
     with pytest.raises(UserError, match="outside the target class"):
         attack.poison(scenario.benchmark.train_stream[0], strategy=None)  # classes 0 and 1: half are targets
+
+
+# ----------------------------------------------------------------------------- the blocking defence
+
+
+def _tiny_vit(seed: int = 0):
+    from timm.models.vision_transformer import VisionTransformer
+
+    from cl_bench.models.heads import SingleHeadNet
+
+    torch.manual_seed(seed)
+    vit = VisionTransformer(img_size=8, patch_size=2, in_chans=1, embed_dim=16, depth=2, num_heads=2, num_classes=0)
+    return SingleHeadNet(vit, 16, 10).eval(), vit
+
+
+@pytest.mark.parametrize("official", [False, True])
+def test_rollout_map_has_the_patch_grid_shape_range_no_nans_and_leaves_no_hooks(official):
+    from cl_bench.interpret import attention_rollout
+
+    model, vit = _tiny_vit()
+    fused = [block.attn.fused_attn for block in vit.blocks]
+    maps = attention_rollout(model, torch.rand(3, 1, 8, 8), official_normalisation=official)
+    assert maps.shape == (3, 4, 4) and torch.isfinite(maps).all()
+    assert torch.all(maps >= 0) and torch.allclose(maps.amax(dim=(1, 2)), torch.ones(3))
+    assert all(not block.attn.attn_drop._forward_hooks for block in vit.blocks)
+    assert [block.attn.fused_attn for block in vit.blocks] == fused
+    assert all(p.grad is None for p in model.parameters())  # the maps' backward leaves no gradients behind
+
+
+def test_row_normalisation_and_the_official_quirk_by_hand():
+    from cl_bench.interpret import normalise
+
+    matrix = torch.tensor([[1.0, 3.0], [2.0, 2.0]])  # row sums 4 and 4 ... then a case where they differ
+    assert torch.equal(normalise(matrix), torch.tensor([[0.25, 0.75], [0.5, 0.5]]))
+    uneven = torch.tensor([[1.0, 1.0], [3.0, 5.0]])  # row sums 2 and 8
+    assert torch.equal(normalise(uneven), torch.tensor([[0.5, 0.5], [0.375, 0.625]]))
+    # the quirk divides column j by the sum of row j: [[1/2, 1/8], [3/2, 5/8]]
+    assert torch.equal(normalise(uneven, official=True), torch.tensor([[0.5, 0.125], [1.5, 0.625]]))
+
+
+def test_grad_cam_maps_the_last_convolution():
+    from cl_bench.backbone import build_model
+    from cl_bench.interpret import grad_cam
+
+    _, _, model = build_model("cnn", {}, (1, 28, 28))
+    maps = grad_cam(model.eval(), torch.rand(2, 1, 28, 28))
+    assert maps.ndim == 3 and torch.isfinite(maps).all() and float(maps.max()) <= 1.0 + 1e-6
+
+
+def test_the_blocked_square_covers_a_hand_made_saliency_peak_and_nothing_else():
+    from cl_bench.interpret import block_peak
+
+    images = torch.rand(2, 1, 12, 12)
+    saliency = torch.zeros(2, 12, 12)
+    saliency[0, 2:5, 6:9] = 1.0  # a 3 x 3 square
+    saliency[1, 9:12, 9:12] = 1.0  # in the corner: the square is shifted to stay inside
+    blocked = block_peak(images, saliency, size=3, fill=0.0)
+    changed = blocked != images
+    assert torch.equal(changed[0, 0].nonzero().amin(0), torch.tensor([2, 6]))
+    assert torch.equal(changed[0, 0].nonzero().amax(0), torch.tensor([4, 8]))
+    assert torch.equal(changed[1, 0].nonzero().amin(0), torch.tensor([9, 9]))
+    assert int(changed[0].sum()) == 9 and int(changed[1].sum()) == 9
+
+
+def test_blocking_needs_a_model_with_maps(tmp_path, capsys):
+    out = tmp_path / "runs"
+    argv = [*TOY, "--out", str(out), "--set", "attack.defence=block", "--set", "attack.interpretation=rollout"]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2 and "needs attention maps" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_end_to_end_blocking_lowers_the_asr_of_a_backdoored_vit(tmp_path, capsys):
+    """The spec's toy (about 40 s): a small ViT on 8x8 digits with a 3-px trigger on 20 % of the data."""
+    argv = ["run", "--scenario", "split_digits", "--set", "scenario.n_experiences=1", "--model", "vit_micro"]
+    for setting in ("model.patch_size=2", "model.embed_dim=32", "model.depth=2", "model.num_heads=2"):
+        argv += ["--set", setting]
+    argv += ["--set", "train.optimizer=adam", "--lr", "0.003", "--epochs", "40", "--attack", "vit_badnets"]
+    for setting in ("attack.trigger_size=3", "attack.poison_rate=0.2", "attack.defence=block"):
+        argv += ["--set", setting]
+    code, _, err = run_cli([*argv, "--device", "cpu", "--no-progress", "--out", str(tmp_path)], capsys)
+    assert code == 0, err
+    (record_path,) = tmp_path.glob("*/record.json")
+    record = json.loads(record_path.read_text())
+    attacked, clean = record["attack_rows"][-1], record["attack_rows_clean"][-1]
+    assert attacked["asr"] > 0.9 and clean["asr"] < 0.05
+    assert attacked["clean_acc"] > clean["clean_acc"] - 0.05  # the backdoor costs little clean accuracy
+    assert attacked["asr_blocked"] < attacked["asr"] - 0.5  # blocking lowers ASR by a large margin
+    assert attacked["source_acc_recovered"] > 0.3
