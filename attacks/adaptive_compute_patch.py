@@ -314,17 +314,11 @@ class AdaptiveComputePatch(TestTimeAttack):
         if experience == target:
             self.fitted_at = experience
             shape = self._shape(*context.tensors("test")[0].shape[1:])
-            if self.config.perturbation == "patch" and self.config.size == 0:
-                self.patches["slowformer"] = FittedPatch("slowformer", torch.zeros(shape))
-            else:
-                self.patches["slowformer"] = self.fit(context, "slowformer")
+            self.patches["slowformer"] = self._fitted(context, "slowformer", shape)
             if self.config.baselines:
                 random = quantise(self._start(shape, context.generator, "uniform"), self.low, self.high)
                 self.patches["random"] = FittedPatch("random", random.to(context.device))
-                if self.config.perturbation == "patch" and self.config.size == 0:
-                    self.patches["ntap"] = FittedPatch("ntap", torch.zeros(shape))
-                else:
-                    self.patches["ntap"] = self.fit(context, "ntap")
+                self.patches["ntap"] = self._fitted(context, "ntap", shape)
         full = full_flops(adaptive) / 1e6
         clean = self.measure(context, None)
         self.rows.append(self._row(experience, "clean", clean, clean, full))
@@ -334,6 +328,11 @@ class AdaptiveComputePatch(TestTimeAttack):
                     self.rows.append(
                         self._row(experience, name, self.measure(context, self.patches[name].pixels), clean, full)
                     )
+
+    def _fitted(self, context: EvaluationContext, goal: str, shape: tuple[int, int, int]) -> FittedPatch:
+        if self.config.perturbation == "patch" and self.config.size == 0:  # nothing to fit: the identity
+            return FittedPatch(goal, torch.zeros(shape))
+        return self.fit(context, goal)
 
     def _row(self, experience: int, name: str, measured: Measurement, clean: Measurement, full: float) -> dict:
         return {
@@ -369,7 +368,8 @@ class AdaptiveComputePatch(TestTimeAttack):
             if name in final:
                 metrics[f"{name}_attack_success"] = final[name]["attack_success"]
                 metrics[f"{name}_accuracy"] = final[name]["accuracy"]
-        examples = self.examples if self.examples is not None else context.tensors("test")[0][:EXAMPLES]
+        examples = self.examples
+        assert examples is not None  # observe() keeps them at the last experience at the latest
         patched = self.apply(examples.to(context.device), self.patches["slowformer"].pixels).cpu()
         details = {
             "fitted_after_experience": self.fitted_at,

@@ -31,15 +31,9 @@ from cl_bench.errors import UserError
 
 
 def _vit(model: nn.Module):
-    from timm.models.vision_transformer import VisionTransformer
+    from cl_bench.models.vit import PromptedVisionTransformer, find_vit
 
-    from cl_bench.models.vit import PromptedVisionTransformer
-
-    found = next((m for m in model.modules() if isinstance(m, VisionTransformer)), None)
-    if found is None:
-        raise UserError(
-            f"{type(model).__name__} has no attention maps (not a ViT); use interpretation=gradcam for a CNN"
-        )
+    found = find_vit(model)
     if isinstance(found, PromptedVisionTransformer):
         raise UserError("attention rollout on a prompted ViT is not supported; set model.prompts=0")
     return found

@@ -473,7 +473,7 @@ def evaluation_headline(evaluator: str) -> Sequence[str]:
         return ("setting", "strategy", "model", "n_seeds")
     traits = EVALUATORS.traits(evaluator)
     shown = traits.headline or traits.row_columns + traits.columns
-    return ("setting", "strategy", "model", "n_seeds", *traits.row_keys, *(f"{column}_mean" for column in shown))
+    return ("setting", "strategy", "model", "n_seeds", *result_headline(traits, shown))
 
 
 def component_setting(kind: str, name: str, component_config: dict, always: Sequence[str] = ()) -> str:
@@ -572,6 +572,19 @@ def _key_order(value: Any) -> tuple:
     return (0, value, "") if isinstance(value, (int, float)) and not isinstance(value, bool) else (1, 0, str(value))
 
 
+def result_columns(traits: Any) -> tuple[str, ...]:
+    """The columns of declared results (evaluator or test-time attack traits): the row keys, then mean and std of
+    each row column and scalar column."""
+    return traits.row_keys + tuple(
+        f"{column}_{stat}" for column in traits.row_columns + traits.columns for stat in ("mean", "std")
+    )
+
+
+def result_headline(traits: Any, shown: Sequence[str]) -> tuple[str, ...]:
+    """The headline part of declared results: the row keys, then the means of ``shown``."""
+    return (*traits.row_keys, *(f"{column}_mean" for column in shown))
+
+
 def result_rows(base: dict, results: Sequence[dict], traits: Any) -> list[dict]:
     """Board rows of one group's results (evaluation artefacts or test-time attack blocks, one per seed): the
     scalar ``traits.columns`` as mean/std on every row; with ``traits.row_keys``, one row per key value with the
@@ -623,8 +636,7 @@ def test_time_attack_boards(records: list[dict], warn: Warn = _warn_stderr) -> l
             ("attack",)
             + GROUP_COLUMNS
             + ("attack_setting", "attack_config", "n_seeds", "seeds")
-            + traits.row_keys
-            + tuple(f"{c}_{stat}" for c in traits.row_columns + traits.columns for stat in ("mean", "std"))
+            + result_columns(traits)
             + ("attack_wall_time_s_mean", "attack_wall_time_s_std")
             + CONFIG_COLUMNS
         )
@@ -640,8 +652,7 @@ def test_time_headline(attack: str) -> Optional[Sequence[str]]:
     if attack not in ATTACKS or ATTACKS.traits(attack).phase != "test":
         return None
     traits = ATTACKS.traits(attack)
-    shown = traits.row_columns or traits.columns
-    return ("strategy", "attack_setting", "n_seeds", *traits.row_keys, *(f"{column}_mean" for column in shown))
+    return ("strategy", "attack_setting", "n_seeds", *result_headline(traits, traits.row_columns or traits.columns))
 
 
 def evaluation_boards(records: list[dict], warn: Warn = _warn_stderr) -> list[Board]:
@@ -681,8 +692,7 @@ def evaluation_boards(records: list[dict], warn: Warn = _warn_stderr) -> list[Bo
         columns = (
             GROUP_COLUMNS
             + ("n_seeds", "seeds", "eval_config")
-            + traits.row_keys  # empty, with row_columns, for an evaluator of scalars only
-            + tuple(f"{c}_{stat}" for c in traits.row_columns + traits.columns for stat in ("mean", "std"))
+            + result_columns(traits)  # no row keys for an evaluator of scalars only
             + ("eval_wall_time_s_mean", "eval_wall_time_s_std")
             + CONFIG_COLUMNS
         )

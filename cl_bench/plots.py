@@ -513,8 +513,9 @@ def plot_compute_patch(records: list[dict], out_path: Path) -> Path:
                 axes.set_ylabel(title, fontsize=9)
     layers_axes = figure.add_subplot(grid[:, columns : columns + 4])
     for name, counts in (details.get("active_per_layer") or {}).items():
-        layers_axes.plot(np.arange(1, len(counts) + 1), counts, marker="o", label=name)
-        layers_axes.set_xticks(np.arange(1, len(counts) + 1))
+        layers = np.arange(1, len(counts) + 1)
+        layers_axes.plot(layers, counts, marker="o", label=name)
+        layers_axes.set_xticks(layers)
     layers_axes.set_xlabel("layer")
     layers_axes.set_ylabel("active tokens per image")
     layers_axes.grid(True, alpha=0.3)

@@ -355,7 +355,7 @@ def train_offline(
         # whatever global randomness the attack uses (dropout in its lookahead), the victim's stream stays
         # the one of the clean branch
         assert attack is not None  # target is set only when there is a training-time attack
-        with torch.random.fork_rng(devices=[prepared.device] if prepared.device.type == "cuda" else []):
+        with own_rng(prepared.device):
             poisoned = attack.poison(train_stream[target], strategy)
         state.attack_s = time.perf_counter() - attack_start
         attacked_rows = [
@@ -392,7 +392,7 @@ def train_and_evaluate(prepared: Prepared, train_data, state: LoopState, branch:
         )
     attack = prepared.attack
     if attack is not None and attack.measures_rows:  # e.g. a backdoor's success rate after this experience
-        with torch.random.fork_rng(devices=[prepared.device] if prepared.device.type == "cuda" else []):
+        with own_rng(prepared.device):
             state.attack_rows.setdefault(branch or "main", []).append(attack.row_metrics(prepared.strategy))
     timing = {"train_s": eval_start - train_start, "eval_s": time.perf_counter() - eval_start}
     state.per_experience.append({"branch": branch, **timing} if branch else timing)
@@ -539,17 +539,26 @@ def build_record(prepared: Prepared, state: LoopState, command: str) -> dict:
     }
 
 
+def own_rng(device: torch.device):
+    """A block whose use of the global random streams (CPU, and the device's) leaves the victim's untouched."""
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+
+
+def branch_rows(rows: dict[str, list], branch: str) -> list:
+    """A per-experience list of one branch of a paired run: the shared prefix ("main"), then the branch's rows."""
+    return rows.get("main", []) + rows.get(branch, [])
+
+
 def validation_fields(state: LoopState) -> dict:
     """The validation accuracy matrix (row i: after experience i, on every experience's held-out training data)
     and its metrics; with an attack, the clean branch's too. Nothing without ``scenario.validation_fraction``."""
     rows = state.validation_rows
     if not rows:
         return {}
-    prefix = rows.get("main", [])
-    matrix = prefix + rows.get("attacked", [])
+    matrix = branch_rows(rows, "attacked")
     fields = {"accuracy_matrix_validation": matrix, "metrics_validation": metrics.all_metrics(matrix)}
     if "clean" in rows:
-        fields["accuracy_matrix_validation_clean"] = prefix + rows["clean"]
+        fields["accuracy_matrix_validation_clean"] = branch_rows(rows, "clean")
     return fields
 
 
@@ -561,12 +570,10 @@ def attack_fields(prepared: Prepared, state: LoopState) -> dict:
         return {}
     fields: dict = {}
     if state.attack_rows:  # the attack's own measurements after every experience, both branches
-        prefix = state.attack_rows.get("main", [])
-        attacked, clean_rows = (
-            prefix + state.attack_rows.get("attacked", []),
-            prefix + state.attack_rows.get("clean", []),
-        )
-        fields = {"attack_rows": attacked, "attack_rows_clean": clean_rows}
+        fields = {
+            "attack_rows": branch_rows(state.attack_rows, "attacked"),
+            "attack_rows_clean": branch_rows(state.attack_rows, "clean"),
+        }
     return {
         **fields,
         "accuracy_matrix_clean": clean,
