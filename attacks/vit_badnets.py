@@ -17,6 +17,13 @@ Measured after every training experience, in the clean and the poisoned branch (
     asr              fraction of triggered test images of non-target classes classified as the target
     asr_not_patched  the same images without the trigger classified as the target (the sanity floor)
 
+and with ``defence=block``, on a fixed random subset of ``defence_images`` test images:
+
+    asr_before_blocking / asr_blocked    ASR on the subset's triggered images before / after blocking
+    peak_on_trigger                      share of those images whose blocked square overlaps the trigger
+    source_acc_patched / _recovered      triggered images classified as their true class before / after
+    clean_acc / clean_acc_blocked        accuracy on clean test images of every class without / with blocking
+
 so the record holds the backdoor's success after each experience (its persistence through the rest of the
 stream) beside the clean branch, and the board reports ``asr_at_target`` and ``asr_final`` paired.
 
@@ -25,8 +32,7 @@ uniform random pattern drawn once from the run seed (``pattern=random``, the kin
 official code loads from PNGs is not reproduced). Random test-time locations come from a generator fixed by the
 run seed, the same after every experience.
 
-Not implemented yet (issue 18): per-item (224-px) datasets, the clean-label HTBA variant, the test-time
-blocking defence (attention rollout, Grad-CAM), the persistence sweep and its plot.
+Not implemented: per-item (224-px) datasets (tensor-resident scenarios only).
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from cl_bench.attack import Attack, attack_generator, experience_tensors, with_i
 from cl_bench.config import ComponentConfig, param
 from cl_bench.backbone import is_vit
 from cl_bench.errors import UserError
-from cl_bench.interpret import attention_rollout, block_peak, grad_cam
+from cl_bench.interpret import attention_rollout, block_squares, grad_cam, peak_squares
 from cl_bench.registry import ATTACKS
 from cl_bench.tensor_data import gather
 from cl_bench.templates import eval_mode, predict_logits
@@ -124,6 +130,13 @@ def paste_triggers(images: torch.Tensor, trigger: torch.Tensor, positions: torch
     return pasted
 
 
+def squares_overlap(corners: torch.Tensor, size: int, others: torch.Tensor, other_size: int) -> torch.Tensor:
+    """(N,) whether the ``size`` square at each corner shares a pixel with the ``other_size`` square at ``others``."""
+    rows = (corners[:, 0] < others[:, 0] + other_size) & (others[:, 0] < corners[:, 0] + size)
+    cols = (corners[:, 1] < others[:, 1] + other_size) & (others[:, 1] < corners[:, 1] + size)
+    return rows & cols
+
+
 class BadNets(Attack):
     poisons_training = True
     relabels = True
@@ -155,6 +168,10 @@ class BadNets(Attack):
             )
         self.poisoned_indices: list[int] = []
         self._test: Optional[dict[str, torch.Tensor]] = None
+
+    @property
+    def calls_model(self) -> bool:  # type: ignore[override]
+        return self.config.defence == "block"  # the maps differentiate the model; the rest uses predict_logits
 
     def poison(self, experience, strategy):
         inputs, targets, _ = experience_tensors(experience)
@@ -195,9 +212,13 @@ class BadNets(Attack):
             raise UserError("the blocking defence needs a ViT (rollout) or a CNN (gradcam); this model is neither")
         return grad_cam
 
+    def asr_images(self, labels: torch.Tensor) -> torch.Tensor:
+        """Which test images count for the ASR: every class but the target (all-to-one)."""
+        return labels != self.config.target_class
+
     def _test_images(self) -> dict[str, torch.Tensor]:
-        """The test images of every non-target class, triggered (positions fixed by the seed) and clean, with
-        their labels and task labels; and every test image for the clean accuracy of the defence."""
+        """The test images that count for the ASR (:meth:`asr_images`), triggered (positions fixed by the seed)
+        and clean, with their labels and task labels; and every test image for the clean accuracy of the defence."""
         if self._test is None:
             parts = [gather(experience.dataset.eval()) for experience in self.scenario.benchmark.test_stream]
             found = [part for part in parts if part is not None]
@@ -206,7 +227,7 @@ class BadNets(Attack):
                     "vit_badnets needs a tensor-resident scenario; per-item (224-px) data is not supported yet"
                 )
             inputs, targets, task_labels = (torch.cat([part[i] for part in found]) for i in range(3))
-            keep = targets != self.config.target_class
+            keep = self.asr_images(targets)
             clean = inputs[keep]
             generator = torch.Generator().manual_seed(self.seed + TEST_LOCATION_SEED)
             positions = trigger_positions(
@@ -218,6 +239,7 @@ class BadNets(Attack):
                 "pick": torch.randperm(len(clean), generator=order)[:count],
                 "pick_all": torch.randperm(len(inputs), generator=order)[:count],
                 "triggered": paste_triggers(clean, self.trigger, positions),
+                "positions": positions,
                 "clean": clean,
                 "labels": targets[keep],
                 "tasks": task_labels[keep],
@@ -235,14 +257,16 @@ class BadNets(Attack):
             predictions.append(logits.argmax(1).cpu())
         return torch.cat(predictions)
 
-    def _blocked(self, strategy: Any, images: torch.Tensor) -> torch.Tensor:
+    def _blocked(self, strategy: Any, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The images blocked around their map's peak, and the blocked squares' top-left corners."""
         interpret = self._interpret(strategy.model)
         size = self.config.block_size or self.config.trigger_size
-        blocked = []
+        corners = []
         for start in range(0, len(images), 250):
             batch = images[start : start + 250].to(strategy.device)
-            blocked.append(block_peak(batch, interpret(strategy.model, batch), size, self.fill).cpu())
-        return torch.cat(blocked)
+            corners.append(peak_squares(interpret(strategy.model, batch), self.height, self.width, size).cpu())
+        found = torch.cat(corners)
+        return block_squares(images, found, size, self.fill), found
 
     @torch.no_grad()
     def row_metrics(self, strategy: Any) -> dict[str, float]:
@@ -259,19 +283,31 @@ class BadNets(Attack):
             if self.config.defence == "block":
                 pick, pick_all = test["pick"], test["pick_all"]
                 labels, tasks = test["labels"][pick], test["tasks"][pick]
-                blocked = self._predict(strategy, self._blocked(strategy, test["triggered"][pick]), tasks)
+                blocked_images, corners = self._blocked(strategy, test["triggered"][pick])
+                blocked = self._predict(strategy, blocked_images, tasks)
                 every, every_labels, every_tasks = (
                     test["all"][pick_all],
                     test["all_labels"][pick_all],
                     test["all_tasks"][pick_all],
                 )
                 rates.update(
+                    asr_before_blocking=float((triggered[pick] == target).float().mean()),
                     asr_blocked=float((blocked == target).float().mean()),
+                    peak_on_trigger=float(
+                        squares_overlap(
+                            corners,
+                            self.config.block_size or self.config.trigger_size,
+                            test["positions"][pick],
+                            self.config.trigger_size,
+                        )
+                        .float()
+                        .mean()
+                    ),
                     source_acc_patched=float((triggered[pick] == labels).float().mean()),
                     source_acc_recovered=float((blocked == labels).float().mean()),
                     clean_acc=float((self._predict(strategy, every, every_tasks) == every_labels).float().mean()),
                     clean_acc_blocked=float(
-                        (self._predict(strategy, self._blocked(strategy, every), every_tasks) == every_labels)
+                        (self._predict(strategy, self._blocked(strategy, every)[0], every_tasks) == every_labels)
                         .float()
                         .mean()
                     ),
@@ -299,7 +335,9 @@ class BadNets(Attack):
         row_metrics=(
             "asr",
             "asr_not_patched",
+            "asr_before_blocking",
             "asr_blocked",
+            "peak_on_trigger",
             "source_acc_patched",
             "source_acc_recovered",
             "clean_acc",

@@ -46,6 +46,10 @@ class Attack:
     relabels = False  # poison may change labels (dirty-label backdoors)
     measures_rows = False  # row_metrics() is recorded after every training experience, in both branches
     progress = False  # the runner sets it: show a progress bar on long work
+    # runs the victim's model itself (forward or gradients): a strategy whose model returns no plain logits
+    # (StrategyTraits.attackable=False) is refused; an attack that only edits data and predicts through the
+    # strategy's own rule (predict_logits) sets it False
+    calls_model = True
 
     def __init__(self, config, scenario, seed: int):
         self.config = config

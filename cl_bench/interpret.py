@@ -115,19 +115,30 @@ def grad_cam(model: nn.Module, images: torch.Tensor, classes: Optional[torch.Ten
     return cam / cam.amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)
 
 
-def block_peak(images: torch.Tensor, maps: torch.Tensor, size: int, fill: float = 0.0) -> torch.Tensor:
-    """``images`` with a ``size`` x ``size`` square set to ``fill`` around the box-filtered peak of each map."""
-    batch, _, height, width = images.shape
+def peak_squares(maps: torch.Tensor, height: int, width: int, size: int) -> torch.Tensor:
+    """(B, 2) top-left corners of the ``size`` x ``size`` squares around the box-filtered peak of each map
+    (upsampled to ``height`` x ``width``), shifted to stay inside the image."""
     if size > min(height, width):
         raise UserError(f"a blocking square of {size} px does not fit the {height}x{width} image")
     upsampled = F.interpolate(maps.unsqueeze(1).float(), size=(height, width), mode="bilinear", align_corners=False)
     side = size + 1 if size % 2 == 0 else size  # an odd, centred box: the official 31 for e = 30
-    box = torch.ones(1, 1, side, side, device=images.device)
+    box = torch.ones(1, 1, side, side, device=maps.device)
     scores = F.conv2d(upsampled, box, padding=side // 2)[:, 0]  # (B, H, W): the mass around every pixel
-    peak = scores.reshape(batch, -1).argmax(dim=1)
+    peak = scores.reshape(len(maps), -1).argmax(dim=1)
     rows = (peak // width - size // 2).clamp(0, height - size)
     cols = (peak % width - size // 2).clamp(0, width - size)
+    return torch.stack([rows, cols], dim=1)
+
+
+def block_squares(images: torch.Tensor, corners: torch.Tensor, size: int, fill: float = 0.0) -> torch.Tensor:
+    """``images`` with the ``size`` x ``size`` square at each image's corner set to ``fill``; a new tensor."""
     blocked = images.clone()
-    for index, (row, col) in enumerate(zip(rows.tolist(), cols.tolist())):
+    for index, (row, col) in enumerate(corners.tolist()):
         blocked[index, :, row : row + size, col : col + size] = fill
     return blocked
+
+
+def block_peak(images: torch.Tensor, maps: torch.Tensor, size: int, fill: float = 0.0) -> torch.Tensor:
+    """``images`` with a ``size`` x ``size`` square set to ``fill`` around the box-filtered peak of each map."""
+    corners = peak_squares(maps, images.shape[2], images.shape[3], size)
+    return block_squares(images, corners, size, fill)

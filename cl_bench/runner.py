@@ -174,10 +174,10 @@ def prepare(config: RunConfig, out_dir: Path, progress: bool) -> Prepared:
                 f"strategy {config.strategy} trains once on the whole stream; "
                 f"an attack on one experience needs a continual strategy"
             )
-        if not traits.attackable:
+        if not traits.attackable and attack.calls_model:
             raise UserError(
-                f"strategy {config.strategy} cannot be attacked yet (its model does not return plain "
-                f"logits); choose another victim"
+                f"strategy {config.strategy} cannot be attacked by {config.attack} with these settings (the attack "
+                f"runs the victim's model, which does not return plain logits); choose another victim"
             )
         if scenario.online is not None:
             raise UserError(

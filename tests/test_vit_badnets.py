@@ -200,3 +200,13 @@ def test_end_to_end_blocking_lowers_the_asr_of_a_backdoored_vit(tmp_path, capsys
     assert attacked["clean_acc"] > clean["clean_acc"] - 0.05  # the backdoor costs little clean accuracy
     assert attacked["asr_blocked"] < attacked["asr"] - 0.5  # blocking lowers ASR by a large margin
     assert attacked["source_acc_recovered"] > 0.3
+
+
+def test_squares_overlap_by_hand():
+    from attacks.vit_badnets import squares_overlap
+
+    corners = torch.tensor([[0, 0], [4, 4], [3, 0]])
+    triggers = torch.tensor([[3, 3], [5, 5], [0, 3]])
+    # a 3-px square at (0,0) and a 2-px one at (3,3) touch no pixel; (4,4)/(5,5) overlap; (3,0)/(0,3) do not
+    assert squares_overlap(corners, 3, triggers, 2).tolist() == [False, True, False]
+    assert squares_overlap(torch.tensor([[2, 2]]), 2, torch.tensor([[3, 3]]), 2).tolist() == [True]
