@@ -114,16 +114,6 @@ def continual_table() -> str:
     return "\n".join(lines)
 
 
-def _records(runs: Path) -> list[dict]:
-    found = []
-    for path in sorted(runs.glob("*/record.json")):
-        record = json.loads(path.read_text())
-        if record.get("status") == "complete" and record.get("test_time_attack"):
-            record["_dir"] = str(path.parent)
-            found.append(record)
-    return found
-
-
 def plot_layers(records: list[dict], out: Path) -> None:
     """Active tokens per layer, clean and per patch, for the 8-px patch with each prior sign (mean over seeds)."""
     import numpy as np
@@ -226,7 +216,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     if args.runs:
         from cl_bench.records import publish_report
 
-        records = _records(args.runs)
+        from cl_bench.records import complete_records
+
+        records = complete_records(args.runs, "test_time_attack")
         if args.plot:
             plot_layers(records, args.plot)
         publish_report(token_depths(records), args.out)

@@ -452,6 +452,18 @@ def read_record(path: Path) -> tuple[Optional[dict], Optional[str]]:
     return record, None
 
 
+def complete_records(runs: Path, having: str) -> list[dict]:
+    """The complete records under ``runs`` (``*/record.json``, sorted) that hold a non-empty ``having`` block,
+    each with its run directory under ``"_dir"`` (for analysis scripts that reload a run's model)."""
+    found = []
+    for path in sorted(Path(runs).glob("*/record.json")):
+        record = json.loads(path.read_text())
+        if record.get("status") == "complete" and record.get(having):
+            record["_dir"] = str(path.parent)
+            found.append(record)
+    return found
+
+
 def is_complete(path: Path) -> bool:
     """True when ``path`` (a record.json or a run directory) holds a complete run record."""
     return read_record(path)[0] is not None

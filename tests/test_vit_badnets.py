@@ -210,3 +210,40 @@ def test_squares_overlap_by_hand():
     # a 3-px square at (0,0) and a 2-px one at (3,3) touch no pixel; (4,4)/(5,5) overlap; (3,0)/(0,3) do not
     assert squares_overlap(corners, 3, triggers, 2).tolist() == [False, True, False]
     assert squares_overlap(torch.tensor([[2, 2]]), 2, torch.tensor([[3, 3]]), 2).tolist() == [True]
+
+
+@pytest.mark.parametrize("defence", ["none", "block"])
+def test_a_strategy_without_plain_logits_can_be_poisoned_but_not_blocked(defence):
+    """L2P's model returns no plain logits: BadNets only edits data and predicts through the strategy's rule, so
+    it may run; the blocking defence differentiates the model, so it is refused before training."""
+    from cl_bench import runner
+    from cl_bench.config import resolve
+    from cl_bench.errors import UserError
+    from cl_bench.registry import STRATEGIES
+
+    smoke = STRATEGIES.traits("l2p").smoke
+    names = dict(setting.split("=", 1) for setting in smoke if "." not in setting.split("=", 1)[0])
+    settings = [s for s in smoke if "." in s.split("=", 1)[0]] + ["attack.trigger_size=2", f"attack.defence={defence}"]
+    config = resolve({}, {**names, "strategy": "l2p", "attack": "vit_badnets", "device": "cpu"}, settings)
+    if defence == "none":
+        assert runner.prepare(config, "unused", progress=False).attack is not None
+    else:
+        with pytest.raises(UserError, match="cannot be attacked by vit_badnets with these settings"):
+            runner.prepare(config, "unused", progress=False)
+
+
+def test_the_method_page_quotes_the_committed_boards_and_results():
+    """docs/methods/vit_backdoor.md shows analysis/backdoor_tables.py's tables of the committed boards, the HTBA
+    step-size measurement and the benchmark result whole."""
+    from conftest import REPOSITORY, analysis_script, page_block
+
+    tables = analysis_script("backdoor_tables")
+    page = (REPOSITORY / "docs" / "methods" / "vit_backdoor.md").read_text()
+    for marker, table in (
+        ("backdoor-persistence", tables.persistence_table()),
+        ("backdoor-defence", tables.defence_table()),
+        ("backdoor-strength", tables.strength_table()),
+    ):
+        assert page_block(page, marker) == table, marker
+    for result in ("analysis/results/htba_step_size.txt", "benchmarks/results/backdoor.txt"):
+        assert (REPOSITORY / result).read_text().rstrip() in page, result
