@@ -197,7 +197,7 @@ def plot_examples(records: list[dict], out: Path) -> str:
     from cl_bench import runner
     from cl_bench.config import resolve
     from cl_bench.evaluation import load_model
-    from cl_bench.interpret import attention_rollout, block_squares, peak_squares
+    from cl_bench.interpret import block_squares, peak_squares
     from cl_bench.plots import save_figure_atomic
 
     candidates = [
@@ -218,10 +218,9 @@ def plot_examples(records: list[dict], out: Path) -> str:
     fooled, others = hits.nonzero().flatten(), (~hits).nonzero().flatten()
     picks = torch.cat([fooled[:3], others])[:4]  # triggered images the backdoor fools first, then one it does not
     triggered = test["triggered"][picks]
-    maps = attention_rollout(model, triggered)
-    size = attack.config.trigger_size
-    corners = peak_squares(maps, attack.height, attack.width, size)
-    blocked = block_squares(triggered, corners, size, attack.fill)
+    maps = attack._interpret(model)(model, triggered)  # the run's own map (rollout and its normalisation)
+    corners = peak_squares(maps, attack.height, attack.width, attack.block_size)
+    blocked = block_squares(triggered, corners, attack.block_size, attack.fill)
     with torch.no_grad():
         predicted = {
             name: model(images).argmax(1).tolist()

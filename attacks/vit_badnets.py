@@ -54,6 +54,18 @@ from cl_bench.tensor_data import gather
 from cl_bench.templates import eval_mode, predict_logits
 from cl_bench.traits import AttackTraits
 
+# what a backdoor measures after every experience (with the defence: the last seven too), for the attack traits
+BACKDOOR_ROWS = (
+    "asr",
+    "asr_not_patched",
+    "asr_before_blocking",
+    "asr_blocked",
+    "peak_on_trigger",
+    "source_acc_patched",
+    "source_acc_recovered",
+    "clean_acc",
+    "clean_acc_blocked",
+)
 TEST_LOCATION_SEED = 7_919  # fixed offset: the test-time trigger positions are the same after every experience
 
 
@@ -153,15 +165,16 @@ class BadNets(Attack):
                 f"attack.trigger_size={config.trigger_size} is larger than the {self.height}x{self.width} image; "
                 f"choose at most {min(self.height, self.width)}"
             )
-        classes = sorted({c for experience in scenario.classes_per_experience for c in experience})
-        if config.target_class not in classes:
+        self.classes = sorted({c for experience in scenario.classes_per_experience for c in experience})
+        if config.target_class not in self.classes:
             raise UserError(
                 f"attack.target_class={config.target_class} is not a class of this stream; choose one of "
-                f"{', '.join(map(str, classes))}"
+                f"{', '.join(map(str, self.classes))}"
             )
         low, high = scenario.input_range if scenario.input_range is not None else (0.0, 1.0)
         self.trigger = make_trigger(config.trigger_size, channels, config.pattern, low, high, seed)
         self.fill = low  # a blocked square is black
+        self.block_size = config.block_size or config.trigger_size
         if config.block_size > min(self.height, self.width):
             raise UserError(
                 f"attack.block_size={config.block_size} is larger than the {self.height}x{self.width} image"
@@ -259,8 +272,7 @@ class BadNets(Attack):
 
     def _blocked(self, strategy: Any, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The images blocked around their map's peak, and the blocked squares' top-left corners."""
-        interpret = self._interpret(strategy.model)
-        size = self.config.block_size or self.config.trigger_size
+        interpret, size = self._interpret(strategy.model), self.block_size
         corners = []
         for start in range(0, len(images), 250):
             batch = images[start : start + 250].to(strategy.device)
@@ -294,12 +306,7 @@ class BadNets(Attack):
                     asr_before_blocking=float((triggered[pick] == target).float().mean()),
                     asr_blocked=float((blocked == target).float().mean()),
                     peak_on_trigger=float(
-                        squares_overlap(
-                            corners,
-                            self.config.block_size or self.config.trigger_size,
-                            test["positions"][pick],
-                            self.config.trigger_size,
-                        )
+                        squares_overlap(corners, self.block_size, test["positions"][pick], self.config.trigger_size)
                         .float()
                         .mean()
                     ),
@@ -332,17 +339,7 @@ class BadNets(Attack):
     traits=AttackTraits(
         phase="training",
         label_fields=("poison_rate", "trigger_size"),
-        row_metrics=(
-            "asr",
-            "asr_not_patched",
-            "asr_before_blocking",
-            "asr_blocked",
-            "peak_on_trigger",
-            "source_acc_patched",
-            "source_acc_recovered",
-            "clean_acc",
-            "clean_acc_blocked",
-        ),
+        row_metrics=BACKDOOR_ROWS,
         budget_field="poison_rate",
         smoke=("scenario=split_digits", "train.epochs=1", "model.widths=[32]", "attack.trigger_size=2"),
     ),

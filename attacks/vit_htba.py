@@ -51,7 +51,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from attacks.vit_badnets import BadNets, BadNetsConfig, paste_triggers, trigger_positions
+from attacks.vit_badnets import BACKDOOR_ROWS, BadNets, BadNetsConfig, paste_triggers, trigger_positions
 from cl_bench.attack import attack_generator, experience_tensors, with_inputs
 from cl_bench.config import param
 from cl_bench.errors import UserError
@@ -159,9 +159,8 @@ class HiddenTriggerBackdoor(BadNets):
 
     def __init__(self, config: HTBAConfig, scenario: Any, seed: int):
         super().__init__(config, scenario, seed)
-        classes = sorted({c for experience in scenario.classes_per_experience for c in experience})
-        if config.source_class not in classes or config.source_class == config.target_class:
-            others = ", ".join(str(c) for c in classes if c != config.target_class)
+        if config.source_class not in self.classes or config.source_class == config.target_class:
+            others = ", ".join(str(c) for c in self.classes if c != config.target_class)
             raise UserError(
                 f"attack.source_class={config.source_class} must be a class of this stream other than the target "
                 f"class {config.target_class}; choose one of {others}"
@@ -255,17 +254,7 @@ class HiddenTriggerBackdoor(BadNets):
     traits=AttackTraits(
         phase="training",
         label_fields=("poison_rate", "trigger_size"),
-        row_metrics=(
-            "asr",
-            "asr_not_patched",
-            "asr_before_blocking",
-            "asr_blocked",
-            "peak_on_trigger",
-            "source_acc_patched",
-            "source_acc_recovered",
-            "clean_acc",
-            "clean_acc_blocked",
-        ),
+        row_metrics=BACKDOOR_ROWS,
         budget_field="poison_rate",
         smoke=(
             "scenario=split_digits",
