@@ -212,25 +212,26 @@ def plot_examples(records: list[dict], out: Path) -> str:
     model.eval()
     attack = prepared.attack
     assert isinstance(attack, BadNets)
-    test = attack._test_images()
+    test = attack.test_images()
     with torch.no_grad():
-        hits = model(test["triggered"][:2000]).argmax(1) == attack.config.target_class
+        hits = model(attack.triggered(torch.arange(2000))[1]).argmax(1) == attack.config.target_class
     fooled, others = hits.nonzero().flatten(), (~hits).nonzero().flatten()
     picks = torch.cat([fooled[:3], others])[:4]  # triggered images the backdoor fools first, then one it does not
-    triggered = test["triggered"][picks]
+    clean, triggered = attack.triggered(picks)
+    labels = test.images.targets[test.asr_rows[picks]]
     maps = attack._interpret(model)(model, triggered)  # the run's own map (rollout and its normalisation)
     corners = peak_squares(maps, attack.height, attack.width, attack.block_size)
     blocked = block_squares(triggered, corners, attack.block_size, attack.fill)
     with torch.no_grad():
         predicted = {
             name: model(images).argmax(1).tolist()
-            for name, images in (("clean", test["clean"][picks]), ("triggered", triggered), ("blocked", blocked))
+            for name, images in (("clean", clean), ("triggered", triggered), ("blocked", blocked))
         }
     figure = Figure(figsize=(8.0, 8.4))
     grid = figure.subplots(4, 4)
     for row in range(4):
         panels = (
-            (test["clean"][picks[row], 0], f"clean: {predicted['clean'][row]}"),
+            (clean[row, 0], f"clean: {predicted['clean'][row]}"),
             (triggered[row, 0], f"triggered: {predicted['triggered'][row]}"),
             (maps[row], "rollout map"),
             (blocked[row, 0], f"blocked: {predicted['blocked'][row]}"),
@@ -238,7 +239,7 @@ def plot_examples(records: list[dict], out: Path) -> str:
         for col, (image, title) in enumerate(panels):
             axes = grid[row, col]
             axes.imshow(image.detach().numpy(), cmap="gray" if col != 2 else "magma", vmin=0)
-            axes.set_title(f"{title}" if col != 0 else f"label {int(test['labels'][picks[row]])}, {title}", fontsize=8)
+            axes.set_title(f"{title}" if col != 0 else f"label {int(labels[row])}, {title}", fontsize=8)
             axes.set_xticks([])
             axes.set_yticks([])
     description = (

@@ -48,7 +48,7 @@ def measure() -> list[str]:
     ]
     for step in STEP_SIZES:
         config = HTBAConfig(lr=step, max_iterations=max(CHECKPOINTS) + 1)
-        _, losses = collide_features(features, targets, sources, config, 0.0, 1.0)
+        _, losses = collide_features(features, targets, sources, config, 0.0, 1.0, config.epsilon)
         lines.append(f"{step:g} | " + " | ".join(f"{losses[i] / 32:.1f}" for i in CHECKPOINTS))
     return lines
 

@@ -32,7 +32,11 @@ uniform random pattern drawn once from the run seed (``pattern=random``, the kin
 official code loads from PNGs is not reproduced). Random test-time locations come from a generator fixed by the
 run seed, the same after every experience.
 
-Not implemented: per-item (224-px) datasets (tensor-resident scenarios only).
+Per-item image data (CIFAR, ImageNet-R, at 224 px): a poisoned sample is pasted each time it is loaded, after
+the dataset's own transform (resize, crop, augmentation, normalisation), so the trigger sits where the model sees
+it; where the transform normalises, the trigger and the blocking square's black are the [0, 1] pixel values
+normalised per channel (``ScenarioData.pixel_normalisation``). The test images load and are measured in
+batches (the test set is never held whole).
 """
 
 from __future__ import annotations
@@ -44,11 +48,12 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
-from cl_bench.attack import Attack, attack_generator, experience_tensors, with_inputs
+from cl_bench.attack import Attack, attack_generator, with_inputs
 from cl_bench.config import ComponentConfig, param
 from cl_bench.backbone import is_vit
 from cl_bench.errors import UserError
 from cl_bench.interpret import attention_rollout, block_squares, grad_cam, peak_squares
+from cl_bench.item_images import ImageSet, with_edited_items
 from cl_bench.registry import ATTACKS
 from cl_bench.tensor_data import gather
 from cl_bench.templates import eval_mode, predict_logits
@@ -67,6 +72,8 @@ BACKDOOR_ROWS = (
     "clean_acc_blocked",
 )
 TEST_LOCATION_SEED = 7_919  # fixed offset: the test-time trigger positions are the same after every experience
+PREDICT_BATCH = 1000  # test images per forward pass (streamed: a 224-px test set is never held whole)
+DEFENCE_BATCH = 250  # images per interpretation map (the maps need a backward)
 
 
 @dataclass
@@ -142,6 +149,38 @@ def paste_triggers(images: torch.Tensor, trigger: torch.Tensor, positions: torch
     return pasted
 
 
+class PasteTrigger:
+    """An image edit (per-item data): ``trigger`` pasted with its top-left corner at (row, col)."""
+
+    def __init__(self, trigger: torch.Tensor, row: int, col: int):
+        self.trigger, self.row, self.col = trigger, row, col
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        size = self.trigger.shape[-1]
+        pasted = image.clone()
+        pasted[:, self.row : self.row + size, self.col : self.col + size] = self.trigger
+        return pasted
+
+
+@dataclass
+class BackdoorTestImages:
+    """The test set of a backdoor's measurements; every image loads on demand through the eval transform."""
+
+    images: ImageSet
+    asr_rows: torch.Tensor  # rows of ``images`` that count for the ASR
+    positions: torch.Tensor  # (len(asr_rows), 2): each one's trigger corner
+    pick: torch.Tensor  # the defence's subset, as positions into asr_rows
+    pick_all: torch.Tensor  # the defence's clean-accuracy subset, as rows of ``images``
+
+
+def to_model_input(pixels: torch.Tensor, scenario: Any) -> torch.Tensor:
+    """(C, H, W) values in [0, 1] pixel space mapped into the model's input space (the scenario's Normalize)."""
+    if scenario.pixel_normalisation is None:
+        return pixels
+    mean, std = (torch.tensor(values).view(-1, 1, 1) for values in scenario.pixel_normalisation)
+    return (pixels - mean) / std
+
+
 def squares_overlap(corners: torch.Tensor, size: int, others: torch.Tensor, other_size: int) -> torch.Tensor:
     """(N,) whether the ``size`` square at each corner shares a pixel with the ``other_size`` square at ``others``."""
     rows = (corners[:, 0] < others[:, 0] + other_size) & (others[:, 0] < corners[:, 0] + size)
@@ -171,23 +210,28 @@ class BadNets(Attack):
                 f"attack.target_class={config.target_class} is not a class of this stream; choose one of "
                 f"{', '.join(map(str, self.classes))}"
             )
-        low, high = scenario.input_range if scenario.input_range is not None else (0.0, 1.0)
-        self.trigger = make_trigger(config.trigger_size, channels, config.pattern, low, high, seed)
-        self.fill = low  # a blocked square is black
+        if scenario.input_range is not None:
+            low, high = scenario.input_range
+            self.trigger = make_trigger(config.trigger_size, channels, config.pattern, low, high, seed)
+            self.fill: float | torch.Tensor = low  # a blocked square is black
+        else:  # a normalised input: the trigger is made in [0, 1] pixels and normalised like the images
+            pixels = make_trigger(config.trigger_size, channels, config.pattern, 0.0, 1.0, seed)
+            self.trigger = to_model_input(pixels, scenario)
+            self.fill = to_model_input(torch.zeros(channels, 1, 1), scenario)
         self.block_size = config.block_size or config.trigger_size
         if config.block_size > min(self.height, self.width):
             raise UserError(
                 f"attack.block_size={config.block_size} is larger than the {self.height}x{self.width} image"
             )
         self.poisoned_indices: list[int] = []
-        self._test: Optional[dict[str, torch.Tensor]] = None
+        self._test: Optional[BackdoorTestImages] = None
 
     @property
     def calls_model(self) -> bool:  # type: ignore[override]
         return self.config.defence == "block"  # the maps differentiate the model; the rest uses predict_logits
 
     def poison(self, experience, strategy):
-        inputs, targets, _ = experience_tensors(experience)
+        targets = ImageSet([experience.dataset]).targets
         generator = attack_generator(self.seed, experience.current_experience)
         count = math.floor(self.config.poison_rate * len(targets))
         candidates = (targets != self.config.target_class).nonzero().flatten()
@@ -203,9 +247,17 @@ class BadNets(Attack):
         positions = trigger_positions(
             count, self.config.trigger_size, self.height, self.width, self.config.location, generator
         )
-        poisoned_inputs, poisoned_targets = inputs.clone(), targets.clone()
-        poisoned_inputs[chosen] = paste_triggers(inputs[chosen], self.trigger, positions)
+        poisoned_targets = targets.clone()
         poisoned_targets[chosen] = self.config.target_class
+        tensors = gather(experience.dataset)
+        if tensors is None:  # per-item data: pasted on the transformed image each time the sample is loaded
+            edits = {
+                index: PasteTrigger(self.trigger, row, col)
+                for index, (row, col) in zip(chosen.tolist(), positions.tolist())
+            }
+            return with_edited_items(experience, edits, targets=poisoned_targets)
+        poisoned_inputs = tensors[0].clone()
+        poisoned_inputs[chosen] = paste_triggers(tensors[0][chosen], self.trigger, positions)
         return with_inputs(experience, poisoned_inputs, "vit_badnets", targets=poisoned_targets)
 
     def check(self, model: nn.Module) -> None:
@@ -229,97 +281,92 @@ class BadNets(Attack):
         """Which test images count for the ASR: every class but the target (all-to-one)."""
         return labels != self.config.target_class
 
-    def _test_images(self) -> dict[str, torch.Tensor]:
-        """The test images that count for the ASR (:meth:`asr_images`), triggered (positions fixed by the seed)
-        and clean, with their labels and task labels; and every test image for the clean accuracy of the defence."""
+    def test_images(self) -> BackdoorTestImages:
+        """The test set (eval transform) and which of its images count for the ASR (:meth:`asr_images`), their
+        trigger positions (fixed by the seed) and the defence's fixed random subsets; images load on demand."""
         if self._test is None:
-            parts = [gather(experience.dataset.eval()) for experience in self.scenario.benchmark.test_stream]
-            found = [part for part in parts if part is not None]
-            if len(found) != len(parts):
-                raise UserError(
-                    "vit_badnets needs a tensor-resident scenario; per-item (224-px) data is not supported yet"
-                )
-            inputs, targets, task_labels = (torch.cat([part[i] for part in found]) for i in range(3))
-            keep = self.asr_images(targets)
-            clean = inputs[keep]
+            images = ImageSet([experience.dataset.eval() for experience in self.scenario.benchmark.test_stream])
+            asr_rows = self.asr_images(images.targets).nonzero().flatten()
             generator = torch.Generator().manual_seed(self.seed + TEST_LOCATION_SEED)
             positions = trigger_positions(
-                len(clean), self.config.trigger_size, self.height, self.width, self.config.location, generator
+                len(asr_rows), self.config.trigger_size, self.height, self.width, self.config.location, generator
             )
             order = torch.Generator().manual_seed(self.seed + TEST_LOCATION_SEED + 1)
             count = self.config.defence_images  # the defence's images: a fixed random subset of every class
-            self._test = {
-                "pick": torch.randperm(len(clean), generator=order)[:count],
-                "pick_all": torch.randperm(len(inputs), generator=order)[:count],
-                "triggered": paste_triggers(clean, self.trigger, positions),
-                "positions": positions,
-                "clean": clean,
-                "labels": targets[keep],
-                "tasks": task_labels[keep],
-                "all": inputs,
-                "all_labels": targets,
-                "all_tasks": task_labels,
-            }
+            pick = torch.randperm(len(asr_rows), generator=order)[:count]
+            self._test = BackdoorTestImages(
+                images, asr_rows, positions, pick, torch.randperm(len(images), generator=order)[:count]
+            )
         return self._test
 
+    def triggered(self, asr_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(clean, triggered) images of the ASR images ``asr_index`` (positions into ``test_images().asr_rows``)."""
+        test = self.test_images()
+        clean = test.images.load(test.asr_rows[asr_index])
+        return clean, paste_triggers(clean, self.trigger, test.positions[asr_index])
+
     def _predict(self, strategy: Any, images: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
-        predictions = []
-        for start in range(0, len(images), 1000):
-            batch = images[start : start + 1000].to(strategy.device)
-            logits = predict_logits(strategy, batch, tasks[start : start + 1000].to(strategy.device))
-            predictions.append(logits.argmax(1).cpu())
-        return torch.cat(predictions)
+        logits = predict_logits(strategy, images.to(strategy.device), tasks.to(strategy.device))
+        return logits.argmax(1).cpu()
 
     def _blocked(self, strategy: Any, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The images blocked around their map's peak, and the blocked squares' top-left corners."""
         interpret, size = self._interpret(strategy.model), self.block_size
-        corners = []
-        for start in range(0, len(images), 250):
-            batch = images[start : start + 250].to(strategy.device)
-            corners.append(peak_squares(interpret(strategy.model, batch), self.height, self.width, size).cpu())
-        found = torch.cat(corners)
-        return block_squares(images, found, size, self.fill), found
+        maps = interpret(strategy.model, images.to(strategy.device))
+        corners = peak_squares(maps, self.height, self.width, size).cpu()
+        return block_squares(images, corners, size, self.fill), corners
 
     @torch.no_grad()
     def row_metrics(self, strategy: Any) -> dict[str, float]:
-        test = self._test_images()
+        test = self.test_images()
         target = self.config.target_class
+        labels = test.images.targets[test.asr_rows]
+        tasks = test.images.task_labels[test.asr_rows]
+        triggered_predictions, clean_predictions = [], []
         with eval_mode(strategy.model):
-            triggered = self._predict(strategy, test["triggered"], test["tasks"])
+            for start in range(0, len(test.asr_rows), PREDICT_BATCH):  # streamed: a 224-px test set is not held
+                index = torch.arange(start, min(start + PREDICT_BATCH, len(test.asr_rows)))
+                clean, triggered = self.triggered(index)
+                triggered_predictions.append(self._predict(strategy, triggered, tasks[index]))
+                clean_predictions.append(self._predict(strategy, clean, tasks[index]))
+            on_trigger, off_trigger = torch.cat(triggered_predictions), torch.cat(clean_predictions)
             rates = {
-                "asr": float((triggered == target).float().mean()),
-                "asr_not_patched": float(
-                    (self._predict(strategy, test["clean"], test["tasks"]) == target).float().mean()
-                ),
+                "asr": float((on_trigger == target).float().mean()),
+                "asr_not_patched": float((off_trigger == target).float().mean()),
             }
             if self.config.defence == "block":
-                pick, pick_all = test["pick"], test["pick_all"]
-                labels, tasks = test["labels"][pick], test["tasks"][pick]
-                blocked_images, corners = self._blocked(strategy, test["triggered"][pick])
-                blocked = self._predict(strategy, blocked_images, tasks)
-                every, every_labels, every_tasks = (
-                    test["all"][pick_all],
-                    test["all_labels"][pick_all],
-                    test["all_tasks"][pick_all],
-                )
-                rates.update(
-                    asr_before_blocking=float((triggered[pick] == target).float().mean()),
-                    asr_blocked=float((blocked == target).float().mean()),
-                    peak_on_trigger=float(
-                        squares_overlap(corners, self.block_size, test["positions"][pick], self.config.trigger_size)
-                        .float()
-                        .mean()
-                    ),
-                    source_acc_patched=float((triggered[pick] == labels).float().mean()),
-                    source_acc_recovered=float((blocked == labels).float().mean()),
-                    clean_acc=float((self._predict(strategy, every, every_tasks) == every_labels).float().mean()),
-                    clean_acc_blocked=float(
-                        (self._predict(strategy, self._blocked(strategy, every)[0], every_tasks) == every_labels)
-                        .float()
-                        .mean()
-                    ),
-                )
+                rates.update(self._defence_rates(strategy, on_trigger, labels, tasks))
         return rates
+
+    def _defence_rates(
+        self, strategy: Any, on_trigger: torch.Tensor, labels: torch.Tensor, tasks: torch.Tensor
+    ) -> dict[str, float]:
+        """The blocking defence on the fixed subsets: triggered ASR images, then clean images of every class."""
+        test, target, pick = self.test_images(), self.config.target_class, self.test_images().pick
+        blocked, overlaps = [], []
+        for start in range(0, len(pick), DEFENCE_BATCH):
+            index = pick[start : start + DEFENCE_BATCH]
+            blocked_images, corners = self._blocked(strategy, self.triggered(index)[1])
+            blocked.append(self._predict(strategy, blocked_images, tasks[index]))
+            overlaps.append(squares_overlap(corners, self.block_size, test.positions[index], self.config.trigger_size))
+        after = torch.cat(blocked)
+        every_labels = test.images.targets[test.pick_all]
+        every_tasks = test.images.task_labels[test.pick_all]
+        clean_before, clean_after = [], []
+        for start in range(0, len(test.pick_all), DEFENCE_BATCH):
+            images = test.images.load(test.pick_all[start : start + DEFENCE_BATCH])
+            part_tasks = every_tasks[start : start + DEFENCE_BATCH]
+            clean_before.append(self._predict(strategy, images, part_tasks))
+            clean_after.append(self._predict(strategy, self._blocked(strategy, images)[0], part_tasks))
+        return {
+            "asr_before_blocking": float((on_trigger[pick] == target).float().mean()),
+            "asr_blocked": float((after == target).float().mean()),
+            "peak_on_trigger": float(torch.cat(overlaps).float().mean()),
+            "source_acc_patched": float((on_trigger[pick] == labels[pick]).float().mean()),
+            "source_acc_recovered": float((after == labels[pick]).float().mean()),
+            "clean_acc": float((torch.cat(clean_before) == every_labels).float().mean()),
+            "clean_acc_blocked": float((torch.cat(clean_after) == every_labels).float().mean()),
+        }
 
     def budget(self) -> dict:
         return {

@@ -29,9 +29,13 @@ branches; the blocking defence is BadNets' (``attack.defence=block``).
 
 Deviations from the official code, each a suite choice:
 
-* Budget space: epsilon is in the model's input space. Fashion-MNIST and the digits are pixels in [0, 1]
-  without normalisation, so 16/255 is a pixel budget; the official code clips in ImageNet-normalised units
-  (about 3.6/255 in pixels).
+* Budget space: epsilon is in [0, 1] pixel units. Fashion-MNIST and the digits are pixels without
+  normalisation; where a per-item scenario normalises, the budget and the valid range are mapped through its
+  mean/std per channel (epsilon / std). The official code clips in ImageNet-normalised units (about 3.6/255 in
+  pixels).
+* Per-item data: the target and source images go through the eval transform (resize, no augmentation, as the
+  official fine-tuning) and each poisoned sample is then that fixed perturbed tensor whatever the training
+  transform (it is not re-augmented).
 * The official code adds 600 new poisons (3 passes over 200 generation images); a continual experience is
   perturbed in place instead: each chosen target image once, a fraction ``poison_rate`` of the experience.
 * Source images are the source class's training images of the whole stream (the attacker's copy of that
@@ -51,10 +55,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from attacks.vit_badnets import BACKDOOR_ROWS, BadNets, BadNetsConfig, paste_triggers, trigger_positions
-from cl_bench.attack import attack_generator, experience_tensors, with_inputs
+from attacks.vit_badnets import (
+    BACKDOOR_ROWS,
+    BadNets,
+    BadNetsConfig,
+    paste_triggers,
+    to_model_input,
+    trigger_positions,
+)
+from cl_bench.attack import attack_generator, with_inputs
 from cl_bench.config import param
 from cl_bench.errors import UserError
+from cl_bench.item_images import ImageSet, ReplaceImage, with_edited_items
 from cl_bench.models.heads import MultiHeadNet, SingleHeadNet
 from cl_bench.registry import ATTACKS
 from cl_bench.tensor_data import gather
@@ -126,11 +138,14 @@ def collide_features(
     targets: torch.Tensor,
     triggered_sources: torch.Tensor,
     config: HTBAConfig,
-    low: float,
-    high: float,
+    low: float | torch.Tensor,
+    high: float | torch.Tensor,
+    epsilon: float | torch.Tensor,
 ) -> tuple[torch.Tensor, list[float]]:
-    """One batch of HTBA: ``targets`` + delta (within ``epsilon`` and the valid range) whose features are pulled
-    onto the greedily paired features of ``triggered_sources``; returns the poisons and the loss per iteration."""
+    """One batch of HTBA: ``targets`` + delta (within ``epsilon`` and [``low``, ``high``]: numbers, or (C, 1, 1)
+    tensors per channel in a normalised input space) whose features are pulled onto the greedily paired features
+    of ``triggered_sources``; returns the poisons and the loss per iteration."""
+    low, high, epsilon = (torch.as_tensor(bound, device=targets.device) for bound in (low, high, epsilon))
     with torch.no_grad():
         source_features = features(triggered_sources)
     delta = torch.zeros_like(targets, requires_grad=True)
@@ -143,8 +158,8 @@ def collide_features(
         (gradient,) = torch.autograd.grad(loss, delta)
         step = config.lr * 0.5 ** (iteration // config.lr_halve_every)
         with torch.no_grad():
-            moved = (delta - step * gradient).clamp(-config.epsilon, config.epsilon)
-            delta.copy_((targets + moved).clamp(low, high) - targets)
+            moved = torch.minimum(torch.maximum(delta - step * gradient, -epsilon), epsilon)
+            delta.copy_(torch.minimum(torch.maximum(targets + moved, low), high) - targets)
         if float(pair_losses.detach().max()) < config.stop_loss:
             break
     return (targets + delta).detach(), losses
@@ -183,17 +198,22 @@ class HiddenTriggerBackdoor(BadNets):
     def asr_images(self, labels: torch.Tensor) -> torch.Tensor:
         return labels == self.config.source_class  # source-specific: only the source class's images count
 
-    def _source_images(self) -> torch.Tensor:
-        parts = [gather(experience.dataset) for experience in self.scenario.benchmark.train_stream]
-        images = [part[0][part[1] == self.config.source_class] for part in parts if part is not None]
-        pool = torch.cat(images) if images else torch.empty(0)
-        if len(pool) == 0:
+    def _source_images(self, count: int, generator: torch.Generator) -> torch.Tensor:
+        """``count`` of the source class's training images of the whole stream (eval transform), drawn without
+        replacement (with replacement when too few)."""
+        stream = ImageSet([experience.dataset.eval() for experience in self.scenario.benchmark.train_stream])
+        rows = (stream.targets == self.config.source_class).nonzero().flatten()
+        if len(rows) == 0:
             raise UserError(f"attack.source_class={self.config.source_class} has no training images in this stream")
-        return pool
+        if len(rows) >= count:
+            picked = torch.randperm(len(rows), generator=generator)[:count]
+        else:
+            picked = torch.randint(0, len(rows), (count,), generator=generator)
+        return stream.load(rows[picked])
 
     def poison(self, experience, strategy):
         config = self.config
-        inputs, targets, _ = experience_tensors(experience)
+        targets = ImageSet([experience.dataset]).targets
         generator = attack_generator(self.seed, experience.current_experience)
         count = math.floor(config.poison_rate * len(targets))
         candidates = (targets == config.target_class).nonzero().flatten()
@@ -207,32 +227,41 @@ class HiddenTriggerBackdoor(BadNets):
         self.poisoned_indices = chosen.tolist()
         if count == 0:
             return experience
-        pool = self._source_images()
-        if len(pool) >= count:
-            picked = torch.randperm(len(pool), generator=generator)[:count]
-        else:
-            picked = torch.randint(0, len(pool), (count,), generator=generator)
+        sources = self._source_images(count, generator)
         positions = trigger_positions(count, config.trigger_size, self.height, self.width, config.location, generator)
-        sources = paste_triggers(pool[picked], self.trigger, positions)
+        sources = paste_triggers(sources, self.trigger, positions)
         features = feature_extractor(strategy.model)
         device = next(features.parameters()).device
-        low, high = self.scenario.input_range if self.scenario.input_range is not None else (0.0, 1.0)
-        poisoned_inputs = inputs.clone()
+        tensors = gather(experience.dataset)
+        # per-item data: the target images through the eval transform (the official fine-tuning has no augmentation)
+        clean = tensors[0][chosen] if tensors is not None else ImageSet([experience.dataset.eval()]).load(chosen)
+        poisons = torch.empty_like(clean)
         self.losses = []
         with torch.enable_grad():
             for start in range(0, count, config.batch_size):
-                rows = chosen[start : start + config.batch_size]
-                poisons, losses = collide_features(
-                    features,
-                    inputs[rows].to(device),
-                    sources[start : start + config.batch_size].to(device),
-                    config,
-                    low,
-                    high,
+                batch = slice(start, start + config.batch_size)
+                perturbed, losses = collide_features(
+                    features, clean[batch].to(device), sources[batch].to(device), config, *self._bounds()
                 )
-                poisoned_inputs[rows] = poisons.cpu()
+                poisons[batch] = perturbed.cpu()
                 self.losses.append(losses)
+        if tensors is None:  # each poisoned sample is its fixed perturbed tensor, whatever the training transform
+            edits = {index: ReplaceImage(poison) for index, poison in zip(chosen.tolist(), poisons)}
+            return with_edited_items(experience, edits)
+        poisoned_inputs = tensors[0].clone()
+        poisoned_inputs[chosen] = poisons
         return with_inputs(experience, poisoned_inputs, "vit_htba")
+
+    def _bounds(self) -> tuple[Any, Any, Any]:
+        """(low, high, epsilon) in the model's input space: pixel units, or per channel (C, 1, 1) tensors where the
+        scenario normalises (the budget stays in pixels: epsilon / std per channel)."""
+        if self.scenario.input_range is not None:
+            low, high = self.scenario.input_range
+            return low, high, self.config.epsilon
+        channels = self.trigger.shape[0]
+        low = to_model_input(torch.zeros(channels, 1, 1), self.scenario)
+        high = to_model_input(torch.ones(channels, 1, 1), self.scenario)
+        return low, high, self.config.epsilon * (high - low)
 
     def budget(self) -> dict:
         return {**super().budget(), "source_class": self.config.source_class, "epsilon": self.config.epsilon}

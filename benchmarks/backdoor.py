@@ -83,7 +83,9 @@ def main() -> None:
 
     def generate() -> None:
         for start in (0, 32):
-            collide_features(features, targets[start : start + 32], sources[start : start + 32], config, 0.0, 1.0)
+            collide_features(
+                features, targets[start : start + 32], sources[start : start + 32], config, 0.0, 1.0, config.epsilon
+            )
 
     train_images = torch.rand(2000, 1, 28, 28, generator=generator)
     train_labels = torch.randint(0, 10, (2000,), generator=generator)

@@ -130,15 +130,18 @@ def peak_squares(maps: torch.Tensor, height: int, width: int, size: int) -> torc
     return torch.stack([rows, cols], dim=1)
 
 
-def block_squares(images: torch.Tensor, corners: torch.Tensor, size: int, fill: float = 0.0) -> torch.Tensor:
-    """``images`` with the ``size`` x ``size`` square at each image's corner set to ``fill``; a new tensor."""
+def block_squares(
+    images: torch.Tensor, corners: torch.Tensor, size: int, fill: float | torch.Tensor = 0.0
+) -> torch.Tensor:
+    """``images`` with the ``size`` x ``size`` square at each image's corner set to ``fill`` (a value, or one per
+    channel as a (C, 1, 1) tensor: black in a normalised input); a new tensor."""
     blocked = images.clone()
     for index, (row, col) in enumerate(corners.tolist()):
         blocked[index, :, row : row + size, col : col + size] = fill
     return blocked
 
 
-def block_peak(images: torch.Tensor, maps: torch.Tensor, size: int, fill: float = 0.0) -> torch.Tensor:
+def block_peak(images: torch.Tensor, maps: torch.Tensor, size: int, fill: float | torch.Tensor = 0.0) -> torch.Tensor:
     """``images`` with a ``size`` x ``size`` square set to ``fill`` around the box-filtered peak of each map."""
     corners = peak_squares(maps, images.shape[2], images.shape[3], size)
     return block_squares(images, corners, size, fill)

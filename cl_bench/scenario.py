@@ -92,6 +92,8 @@ class ScenarioData:
     class_order: list[int] = field(default_factory=list)
     description: str = ""
     input_range: Optional[tuple[float, float]] = None  # valid input values (attack budgets clip to it)
+    # per-channel (mean, std) of a Normalize transform: model input = (pixel - mean) / std, pixels in [0, 1]
+    pixel_normalisation: Optional[tuple[tuple[float, ...], tuple[float, ...]]] = None
     excluded_pools: list[str] = field(default_factory=list)  # pre-training pools left out of the stream
     dataset: str = ""  # the source dataset ("fmnist" ...), for checks against a backbone's pre-training data
     online: Optional[OnlineStream] = None  # task-free scenarios: how the runner streams them
@@ -113,6 +115,11 @@ class ScenarioData:
             "class_order": self.class_order,
             "description": self.description,
             "input_range": list(self.input_range) if self.input_range is not None else None,
+            **(
+                {"pixel_normalisation": [list(part) for part in self.pixel_normalisation]}
+                if self.pixel_normalisation is not None
+                else {}
+            ),
             "excluded_pools": list(self.excluded_pools),
             "dataset": self.dataset,
             "online": self.online.metadata() if self.online is not None else None,

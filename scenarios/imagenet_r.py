@@ -161,5 +161,5 @@ def build_split_imagenet_r(config: SplitImageNetRConfig, seed: int) -> ScenarioD
         str(data.listing.root),
         (3, side, side),
         notes,
-        None if config.normalize else (0.0, 1.0),
+        IMAGENET_MEAN_STD if config.normalize else None,
     )

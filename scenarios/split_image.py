@@ -470,9 +470,10 @@ def per_item_split(
     where: str,
     input_shape: tuple[int, ...],
     notes: str,
-    input_range: Optional[tuple[float, float]],
+    mean_std: Optional[tuple[Sequence[float], Sequence[float]]],
 ) -> ScenarioData:
-    """A split scenario over per-item datasets: ``train`` and ``test`` are ``(items, labels)``."""
+    """A split scenario over per-item datasets: ``train`` and ``test`` are ``(items, labels)``; ``mean_std``: the
+    transforms' Normalize statistics (None: pixels in [0, 1])."""
     from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
     from avalanche.benchmarks.scenarios.task_aware import with_task_labels
 
@@ -504,7 +505,8 @@ def per_item_split(
             classes_per_experience=[sorted(c) for c in chunks],
             class_order=order,
             description=description,
-            input_range=input_range,
+            input_range=None if mean_std is not None else (0.0, 1.0),
+            pixel_normalisation=None if mean_std is None else (tuple(mean_std[0]), tuple(mean_std[1])),
         )
     )
 
@@ -533,7 +535,7 @@ def _build_split_cifar(name: str, config: SplitCIFAR10Config, seed: int) -> Scen
         str(root),
         (3, side, side),
         notes,
-        None if config.normalize else (0.0, 1.0),
+        CIFAR_MEAN_STD[name] if config.normalize else None,
     )
 
 

@@ -381,6 +381,7 @@ def per_item_stream(
             class_order=[c for classes in home for c in classes],
             description=description,
             input_range=None if config.normalize else (0.0, 1.0),
+            pixel_normalisation=(tuple(mean_std[0]), tuple(mean_std[1])) if config.normalize else None,
         )
     )
     anytime = full_test.subset(anytime_rows(test_labels, config.anytime_test_per_class).tolist())

@@ -66,7 +66,7 @@ def test_the_feature_loss_decreases_over_iterations():
     generator = torch.Generator().manual_seed(0)
     targets, sources = torch.rand(8, 1, 8, 8, generator=generator), torch.rand(8, 1, 8, 8, generator=generator)
     config = HTBAConfig(epsilon=0.5, lr=0.02, max_iterations=60)
-    poisons, losses = collide_features(features, targets, sources, config, 0.0, 1.0)
+    poisons, losses = collide_features(features, targets, sources, config, 0.0, 1.0, config.epsilon)
     assert len(losses) == 60 and losses[-1] < 0.8 * losses[0]
     assert sum(later <= earlier + 1e-6 for earlier, later in zip(losses, losses[1:])) >= 55  # nearly monotone
     assert float((poisons - targets).abs().max()) <= 0.5 + 1e-6
@@ -75,7 +75,9 @@ def test_the_feature_loss_decreases_over_iterations():
 def test_early_stop_when_the_largest_pair_loss_is_below_the_threshold():
     features = _Victim().model.backbone.eval()
     images = torch.rand(4, 1, 8, 8)
-    _, losses = collide_features(features, images, images, HTBAConfig(stop_loss=1e-3, max_iterations=50), 0.0, 1.0)
+    _, losses = collide_features(
+        features, images, images, HTBAConfig(stop_loss=1e-3, max_iterations=50), 0.0, 1.0, 16 / 255
+    )
     assert len(losses) == 1  # identical images: the pair loss is 0 at the start
 
 
