@@ -51,6 +51,7 @@ from cl_bench.templates import (
     eval_mode,
     predict_logits,
 )
+from cl_bench.tracking import Tracker, check_tracking, log_record, open_tracker, row_metrics
 from cl_bench.traits import StrategyTraits
 from cl_bench.tensor_data import make_loader
 
@@ -103,6 +104,7 @@ class Prepared:
     attack: Optional[Attack] = None
     progress: bool = False
     backbone_card: Optional[dict] = None  # the card of a pre-trained backbone (strategies may rebuild the model)
+    tracker: Optional[Tracker] = None  # an experiment tracker the rows stream to (--tracking)
 
 
 def prepare(config: RunConfig, out_dir: Path, progress: bool) -> Prepared:
@@ -217,14 +219,18 @@ def execute(
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
     stop_after: Optional[int] = None,
     evaluators: Sequence[EvaluatorSpec] = (),
+    tracking: Optional[str] = None,
+    tracking_uri: Optional[str] = None,
 ) -> Path:
     """Run ``config`` into ``out_dir/<run_id>`` and return that directory; then the measurement phase:
     every evaluator of ``evaluators`` on the final model, each written to ``evaluations/``.
 
     A complete record there is returned as is unless ``force`` (only its missing evaluations are run).
     ``resume`` continues from the last checkpoint. ``stop_after`` (tests only) stops after that many
-    experiences, like a kill.
+    experiences, like a kill. ``tracking`` streams the run to an experiment tracker (:mod:`cl_bench.tracking`;
+    not part of the run's identity).
     """
+    check_tracking(tracking)
     config = materialize(config)  # a config resolved from cards alone gets its components' real configs
     records.check_output_dir(out_dir)
     run_dir = Path(out_dir) / config.run_id()
@@ -242,7 +248,9 @@ def execute(
     evaluation.check_requirements(prepared, evaluators)
     created = [path for path in (run_dir, Path(out_dir)) if not path.exists()]
     try:
-        return _execute_prepared(prepared, run_dir, command, resume, force, log, started, stop_after, evaluators)
+        return _execute_prepared(
+            prepared, run_dir, command, resume, force, log, started, stop_after, evaluators, (tracking, tracking_uri)
+        )
     except UserError:
         # a run that diverged (or refused its checkpoint) leaves nothing behind that it did not find
         if run_dir in created:
@@ -262,6 +270,7 @@ def _execute_prepared(
     started: float,
     stop_after: Optional[int],
     evaluators: Sequence[EvaluatorSpec] = (),
+    tracking: tuple[Optional[str], Optional[str]] = (None, None),
 ) -> Path:
     config, scenario, strategy = prepared.config, prepared.scenario, prepared.strategy
     test_stream = scenario.benchmark.test_stream
@@ -290,19 +299,27 @@ def _execute_prepared(
             )
         )
     elapsed_before = state.elapsed_s
-
-    if scenario.online is not None:
-        train_online(prepared, state, run_dir, started, elapsed_before, stop_after)
-    else:
-        train_offline(prepared, state, run_dir, started, elapsed_before, stop_after)
-    if len(state.accuracy_matrix) < scenario.n_experiences:  # stopped early (stop_after, tests)
-        return run_dir
-    record = build_record(prepared, state, command)
-    if isinstance(prepared.attack, TestTimeAttack):  # measured on the final model before the record is written
-        record["test_time_attack"] = evaluation.run_test_time_attack(prepared, record, run_dir, log)
-    write_outputs(run_dir, record, prepared)
-    if evaluators:
-        evaluation.run_phase(prepared, record, run_dir, evaluators, command, log)
+    name, uri = tracking
+    prepared.tracker = open_tracker(name, run_dir, config.run_id(), uri) if name else None
+    try:
+        if prepared.tracker is not None:
+            prepared.tracker.log_config(config.to_dict())
+        if scenario.online is not None:
+            train_online(prepared, state, run_dir, started, elapsed_before, stop_after)
+        else:
+            train_offline(prepared, state, run_dir, started, elapsed_before, stop_after)
+        if len(state.accuracy_matrix) < scenario.n_experiences:  # stopped early (stop_after, tests)
+            return run_dir
+        record = build_record(prepared, state, command)
+        if isinstance(prepared.attack, TestTimeAttack):  # measured on the final model before the record is written
+            record["test_time_attack"] = evaluation.run_test_time_attack(prepared, record, run_dir, log)
+        write_outputs(run_dir, record, prepared)
+        written = evaluation.run_phase(prepared, record, run_dir, evaluators, command, log) if evaluators else []
+        if prepared.tracker is not None:
+            log_record(prepared.tracker, record, [records.read_evaluation(path)[0] or {} for path in written])
+    finally:
+        if prepared.tracker is not None:
+            prepared.tracker.close()
     return run_dir
 
 
@@ -395,6 +412,11 @@ def train_and_evaluate(prepared: Prepared, train_data, state: LoopState, branch:
         with own_rng(prepared.device):
             state.attack_rows.setdefault(branch or "main", []).append(attack.row_metrics(prepared.strategy))
     timing = {"train_s": eval_start - train_start, "eval_s": time.perf_counter() - eval_start}
+    if prepared.tracker is not None:
+        # a branch's rows start at the poisoned experience: the shared prefix plus the branch's earlier rows
+        done = sum(1 for entry in state.per_experience if entry.get("branch") == branch) if branch else 0
+        attack_row = state.attack_rows[branch or "main"][-1] if attack is not None and attack.measures_rows else None
+        prepared.tracker.log_metrics(row_metrics(row, timing, attack_row, branch), len(state.accuracy_matrix) + done)
     state.per_experience.append({"branch": branch, **timing} if branch else timing)
     return row
 
@@ -462,6 +484,8 @@ def train_online(
         state.per_experience.append(
             {"train_s": eval_start - train_start - anytime_s, "eval_s": time.perf_counter() - eval_start + anytime_s}
         )
+        if prepared.tracker is not None:
+            prepared.tracker.log_metrics(row_metrics(row, state.per_experience[-1]), task_index)
         state.accuracy_matrix.append(row)
         state.elapsed_s = elapsed_before + time.perf_counter() - started
         checkpoint.save(run_dir, strategy, state.to_progress(), prepared.traits.checkpoint_attributes)
@@ -653,11 +677,23 @@ def write_outputs(run_dir: Path, record: dict, prepared: Prepared) -> None:
 
 
 def run_from_spec(spec: dict, sets: Sequence[str], out_dir: Path, force: bool = False, progress: bool = False) -> Path:
-    """Entry point for sweeps: resolve a config dict (``--config`` format, with its ``evaluator:`` list) and
-    execute it."""
+    """Entry point for sweeps: resolve a config dict (``--config`` format, with its ``evaluator:`` list and the
+    sweep's ``tracking: {name, uri}``, neither part of the run's identity) and execute it. A run that stopped
+    part-way (a killed worker, a retried Ray task) resumes from its last checkpoint, as ``--resume`` does."""
+    spec = dict(spec)
+    tracked = spec.pop("tracking", None) or {}
     config = resolve(spec, None, sets)
     evaluators = evaluation.resolve_evaluators(spec.get("evaluator"), sets)
     command = f"cl-bench sweep (spec: {spec}, set: {list(sets)})"
     return execute(
-        config, out_dir, command=command, force=force, progress=progress, log=lambda line: None, evaluators=evaluators
+        config,
+        out_dir,
+        command=command,
+        resume=True,
+        force=force,
+        progress=progress,
+        log=lambda line: None,
+        evaluators=evaluators,
+        tracking=tracked.get("name"),
+        tracking_uri=tracked.get("uri"),
     )

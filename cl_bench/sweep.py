@@ -50,6 +50,7 @@ prints one line per finished or failed run, and collects failures instead of sto
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import multiprocessing
 import os
@@ -505,14 +506,16 @@ def execute(
     run_fn: Optional[RunFn] = None,
     echo: Optional[Callable[[str], None]] = None,
     ray_options: Optional[dict] = None,
+    ray_runtime_env: Optional[dict] = None,
 ) -> SweepResult:
     """Run every run not already complete in ``out_dir``; failures are collected, not raised.
 
     ``executor``: "local" (workers=1 runs in this process; more use a spawn process pool) or
     "ray" (tasks on the cluster at ``address``, or a local Ray when None; ``out_dir`` must be
     on a filesystem the Ray workers share; ``ray_options`` go to ``ray.remote``, default
-    ``{"num_cpus": 1}``). ``run_fn`` (picklable, module level) defaults to
-    ``cl_bench.runner.run_from_spec``.
+    ``{"num_cpus": 1}``; a task's torch threads = its ``num_cpus``), ``ray_runtime_env`` to ``ray.init``
+    (e.g. ``{"env_vars": {...}}``; every node needs cl-bench installed). ``run_fn`` (picklable, module level)
+    defaults to ``cl_bench.runner.run_from_spec``.
     """
     if executor not in EXECUTORS:
         raise UserError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
@@ -545,7 +548,7 @@ def execute(
     reporter = _Reporter(len(pending), progress, echo)
     try:
         if executor == "ray":
-            _execute_ray(pending, out_dir, force, run_fn, address, ray_options, reporter, result)
+            _execute_ray(pending, out_dir, force, run_fn, address, ray_options, reporter, result, ray_runtime_env)
         elif workers == 1:
             _execute_in_process(pending, out_dir, force, run_fn, reporter, result)
         else:
@@ -626,11 +629,12 @@ def _execute_ray(
     ray_options: Optional[dict],
     reporter: _Reporter,
     result: SweepResult,
+    runtime_env: Optional[dict] = None,
 ) -> None:
     import ray
 
     if not ray.is_initialized():
-        ray.init(address=address, log_to_driver=False)
+        ray.init(address=address, log_to_driver=False, runtime_env=runtime_env)
     options = {"num_cpus": 1, **(ray_options or {})}
     threads = max(1, int(options["num_cpus"])) if options.get("num_cpus") else None
     remote_run = ray.remote(**options)(_run_one)
@@ -676,8 +680,15 @@ def planned_runs(
 
 
 def run_sweep(
-    path: Path, out: Optional[Path] = None, selection: Optional[dict[str, set[str]]] = None, **execute_options: Any
+    path: Path,
+    out: Optional[Path] = None,
+    selection: Optional[dict[str, set[str]]] = None,
+    tracking: Optional[dict] = None,
+    **execute_options: Any,
 ) -> SweepResult:
-    """Load, expand (validating every run), select and execute a sweep file: the `cl-bench sweep` path."""
+    """Load, expand (validating every run), select and execute a sweep file: the `cl-bench sweep` path.
+    ``tracking`` ({"name", "uri"}) goes to every run's spec (not part of its identity)."""
     sweep, runs = planned_runs(path, selection)
+    if tracking:
+        runs = [dataclasses.replace(run, spec={**run.spec, "tracking": tracking}) for run in runs]
     return execute(runs, sweep_out_dir(sweep, out), **execute_options)
