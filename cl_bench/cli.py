@@ -1,4 +1,5 @@
-"""The ``cl-bench`` command line: run, evaluate, sweep, leaderboard, plot, list, data prepare.
+"""The ``cl-bench`` command line: run, evaluate, sweep, leaderboard, plot, report, pretrain, unlearn-generator, list,
+docs, data prepare.
 
 Bad input of any kind ends with one line on stderr (``error: ...``) and exit code 2.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -15,6 +17,7 @@ from typing import Any, NoReturn, Optional, Sequence
 from cl_bench.config import TRAIN_SHORTCUTS, TrainConfig, config_fields
 from cl_bench.errors import UserError
 from cl_bench.flags import add_config_flags, given
+from cl_bench.generator_unlearning_config import DEFAULT_OUT_DIR, GeneratorUnlearningConfig
 from cl_bench.pretrain_config import PretrainConfig
 
 
@@ -42,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep_command(commands)
     _add_leaderboard_command(commands)
     _add_plot_command(commands)
+    _add_report_command(commands)
     _add_pretrain_command(commands)
+    _add_unlearn_generator_command(commands)
     _add_list_command(commands)
     _add_docs_command(commands)
     _add_data_command(commands)
@@ -86,6 +91,7 @@ def _add_run_command(commands: Any) -> None:
         metavar="KIND.FIELD=VALUE",
         help="override one field, e.g. strategy.ewc_lambda=100 or scenario.task_labels=true (repeatable)",
     )
+    _add_tracking_flags(run)
     run.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     run.add_argument("--force", action="store_true", help="redo the run even if a complete record exists")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -118,6 +124,22 @@ def _add_evaluate_command(commands: Any) -> None:
     evaluate.add_argument("--force", action="store_true", help="redo evaluations that already exist")
 
 
+def _add_tracking_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tracking",
+        choices=("tensorboard", "mlflow", "wandb"),
+        help="stream per-experience metrics, the accuracy matrix, attack and evaluator results and the config to "
+        "a tracker (local stores by default: RUN_DIR/tensorboard, OUT/mlruns, W&B offline in RUN_DIR/wandb; "
+        "pip install 'cl-bench[tracking]')",
+    )
+    parser.add_argument(
+        "--tracking-uri",
+        metavar="URI",
+        help="mlflow: the tracking URI (e.g. sqlite:///mlflow.db or a server); wandb: the project name; "
+        "tensorboard: a log directory (one sub-directory per run)",
+    )
+
+
 def _add_sweep_command(commands: Any) -> None:
     sweep = commands.add_parser(
         "sweep",
@@ -129,8 +151,21 @@ def _add_sweep_command(commands: Any) -> None:
     sweep.add_argument("--out", type=Path, help="output directory (default: the file's `out`, else runs)")
     sweep.add_argument("--workers", type=_positive_int, default=1, help="parallel runs (local executor)")
     sweep.add_argument("--executor", choices=("local", "ray"), default="local", help="local process pool or Ray")
-    sweep.add_argument("--address", help="Ray cluster address (with --executor ray)")
+    sweep.add_argument("--address", help="Ray cluster address (with --executor ray), e.g. 10.0.0.1:6379")
+    sweep.add_argument(
+        "--ray-cpus-per-run",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="with --executor ray: CPUs Ray reserves for each run, which is also its torch thread count (default 1)",
+    )
+    sweep.add_argument(
+        "--ray-runtime-env",
+        metavar="JSON",
+        help="""with --executor ray: Ray runtime_env for the tasks, e.g. '{"env_vars": {"CL_BENCH_DATA": "/data"}}'""",
+    )
     sweep.add_argument("--force", action="store_true", help="redo runs that already have a complete record")
+    _add_tracking_flags(sweep)
     sweep.add_argument("--dry-run", action="store_true", help="list the expanded runs and exit")
     sweep.add_argument(
         "--only",
@@ -220,6 +255,37 @@ def _add_plot_command(commands: Any) -> None:
     )
 
 
+def _add_report_command(commands: Any) -> None:
+    report = commands.add_parser(
+        "report",
+        help="write a static HTML report of boards and runs (opens from disk, works offline)",
+        description="Write a static site: an index of every board under --leaderboards (sortable, filterable "
+        "tables, mean ± std, the command that regenerates each, its figures), figures drawn from the runs, "
+        "and one page per run (accuracy-matrix heatmap, timings, command, resolved config, environment, "
+        "evaluations, the attack's paired branches). It is built beside --out and renamed into place; --out is "
+        "replaced only when it is a previous report. A corrupt run inside a --runs directory is skipped with a "
+        "warning. The last line printed is the page to open.",
+    )
+    report.add_argument(
+        "run_dirs", nargs="*", type=Path, metavar="RUN_DIR", help="run directories (each with a complete record)"
+    )
+    report.add_argument(
+        "--runs",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="DIR",
+        help="a directory of run directories, e.g. runs (repeatable)",
+    )
+    report.add_argument(
+        "--leaderboards",
+        type=Path,
+        metavar="DIR",
+        help="directory of board CSVs (every **/*.csv; README.md there gives each board's command)",
+    )
+    report.add_argument("--out", type=Path, default=Path("report"), help="output directory (default report)")
+
+
 def _add_pretrain_command(commands: Any) -> None:
     pretrain = commands.add_parser(
         "pretrain",
@@ -252,6 +318,34 @@ def _add_pretrain_command(commands: Any) -> None:
     pretrain.add_argument("--name", help="cache entry name (default MODEL-DATA-METHOD-sSEED)")
     pretrain.add_argument("--force", action="store_true", help="re-train even if the entry exists")
     pretrain.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _add_unlearn_generator_command(commands: Any) -> None:
+    unlearn = commands.add_parser(
+        "unlearn-generator",
+        help="unlearn classes from a pre-trained MAE used as an image-to-image generator, and score it",
+        description="Unlearn the forget classes from a `cl-bench pretrain --method mae` backbone used as an "
+        "image-to-image generator (Li et al., ICLR 2024: only the encoder changes; or a baseline), then score "
+        "the original, the unlearned and the retrain-reference models on forget and retain test images. Writes "
+        "OUT/RUN_ID/generator_unlearning.json with grid.png and tsne.png, and regenerates "
+        "OUT/eval_generator_unlearning.csv. The last line printed is the run directory.",
+    )
+    unlearn.add_argument("--backbone", required=True, help="the MAE backbone: a name in the cache or a weights file")
+    # every GeneratorUnlearningConfig field is a flag, and a --set FIELD=VALUE too
+    add_config_flags(unlearn, GeneratorUnlearningConfig)
+    unlearn.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="a setting, the value read as YAML, e.g. alpha=0.5 or retain_classes=[5,6] (repeatable; beats the flags)",
+    )
+    unlearn.add_argument("--seed", type=int, default=0, help="seed of the batches, masks and noise (default 0)")
+    unlearn.add_argument(
+        "--out", type=Path, default=Path(DEFAULT_OUT_DIR), help=f"output directory (default {DEFAULT_OUT_DIR})"
+    )
+    unlearn.add_argument("--force", action="store_true", help="redo the run even if its artefact exists")
+    unlearn.add_argument("--no-progress", action="store_true", help="hide the per-epoch losses")
 
 
 def _add_list_command(commands: Any) -> None:
@@ -426,6 +520,8 @@ def command_run(args: argparse.Namespace, argv: Sequence[str]) -> None:
         force=args.force,
         progress=not args.no_progress,
         evaluators=evaluators,
+        tracking=args.tracking,
+        tracking_uri=args.tracking_uri,
     )
     record, _ = records.read_record(run_dir)
     if record is not None:
@@ -482,6 +578,41 @@ def command_pretrain(args: argparse.Namespace, argv: Sequence[str]) -> None:
     print(weights)
 
 
+def parse_unlearn_sets(assignments: Sequence[str]) -> dict:
+    """``--set FIELD=VALUE`` (or ``unlearn.FIELD=VALUE``) of unlearn-generator, the value read as YAML."""
+    import yaml
+
+    values = {}
+    for assignment in assignments:
+        name, sep, raw = assignment.partition("=")
+        name = name.strip().removeprefix("unlearn.")
+        if not sep or not name:
+            raise UserError(f"--set expects FIELD=VALUE (e.g. alpha=0.5), got {assignment!r}")
+        try:
+            values[name] = yaml.safe_load(raw) if raw.strip() else ""
+        except (yaml.YAMLError, RecursionError):
+            values[name] = raw
+    return values
+
+
+def command_unlearn_generator(args: argparse.Namespace, argv: Sequence[str]) -> None:
+    values = {**given(args, list(config_fields(GeneratorUnlearningConfig))), **parse_unlearn_sets(args.set)}
+    from cl_bench.unlearn_generator import build_settings, unlearn_generator
+
+    build_settings(values)  # a bad name or value fails here, before any backbone is read
+    command = "cl-bench " + " ".join(shlex.quote(part) for part in argv)
+    run_dir = unlearn_generator(
+        args.backbone,
+        values,
+        seed=args.seed,
+        out=args.out,
+        force=args.force,
+        progress=not args.no_progress,
+        command=command,
+    )
+    print(run_dir)
+
+
 def command_sweep(args: argparse.Namespace) -> None:
     from cl_bench import sweep
 
@@ -493,6 +624,9 @@ def command_sweep(args: argparse.Namespace) -> None:
             print(f"{run_spec.run_id}  {run_spec.label}")
         print(f"{len(runs)} runs")
         return
+    from cl_bench.tracking import check_tracking
+
+    check_tracking(args.tracking)  # before any run starts
     result = sweep.run_sweep(
         args.file,
         args.out,
@@ -501,10 +635,27 @@ def command_sweep(args: argparse.Namespace) -> None:
         executor=args.executor,
         address=args.address,
         force=args.force,
+        ray_options={"num_cpus": args.ray_cpus_per_run},
+        ray_runtime_env=_runtime_env(args.ray_runtime_env),
+        tracking={"name": args.tracking, "uri": args.tracking_uri} if args.tracking else None,
     )
     print(f"{result.done} done, {result.skipped} skipped, {result.failed} failed")
     if result.failed:
         raise SystemExit(1)
+
+
+def _runtime_env(text: Optional[str]) -> Optional[dict]:
+    """``--ray-runtime-env``: a JSON object, or a one-line error."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        example = '{"env_vars": {"KEY": "value"}}'
+        raise UserError(f"--ray-runtime-env is not valid JSON ({error.msg}); pass an object like '{example}'") from None
+    if not isinstance(value, dict):
+        raise UserError("""--ray-runtime-env must be a JSON object, e.g. '{"env_vars": {"KEY": "value"}}'""")
+    return value
 
 
 def command_leaderboard(args: argparse.Namespace) -> None:
@@ -642,6 +793,13 @@ def command_plot(args: argparse.Namespace) -> None:
         print(plots.plot_overlay(selected, args.out or Path("overlay.png")))
 
 
+def command_report(args: argparse.Namespace, argv: Sequence[str]) -> None:
+    from cl_bench.report import build_report
+
+    command = "cl-bench " + " ".join(shlex.quote(part) for part in argv)
+    print(build_report(args.out, args.runs, args.run_dirs, args.leaderboards, command=command))
+
+
 def command_list(args: argparse.Namespace) -> None:
     from cl_bench.registry import REGISTRIES
 
@@ -713,12 +871,16 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             command_evaluate(args, argv)
         elif args.command == "pretrain":
             command_pretrain(args, argv)
+        elif args.command == "unlearn-generator":
+            command_unlearn_generator(args, argv)
         elif args.command == "sweep":
             command_sweep(args)
         elif args.command == "leaderboard":
             command_leaderboard(args)
         elif args.command == "plot":
             command_plot(args)
+        elif args.command == "report":
+            command_report(args, argv)
         elif args.command == "list":
             command_list(args)
         elif args.command == "data":

@@ -208,7 +208,8 @@ def results_page(csv_path: Path, root: Path) -> str:
         if column in header
     }
     settings = {name: values for name, values in settings.items() if any(values)}
-    shown = columns[: columns.index("strategy") + 1] + list(settings) + columns[columns.index("strategy") + 1 :]
+    after = columns.index("strategy") + 1 if "strategy" in columns else 0  # a board of its own command: settings first
+    shown = columns[:after] + list(settings) + columns[after:]
     lines = [
         GENERATED_NOTE,
         "",

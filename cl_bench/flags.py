@@ -10,11 +10,23 @@ import dataclasses
 import typing
 from typing import Any, Optional, Sequence
 
+import yaml
+
 from cl_bench.config import config_fields
 
 
 def flag_name(field_name: str) -> str:
     return "--" + field_name.replace("_", "-")
+
+
+def list_value(text: str) -> Any:
+    """The value of a list-typed flag: YAML (``[5,6,7]``) or comma-separated (``5,6,7``); the config checks the
+    items, as it does for ``--set``."""
+    text = text.strip()
+    try:
+        return yaml.safe_load(text if text.startswith("[") else f"[{text}]")
+    except yaml.YAMLError:
+        raise argparse.ArgumentTypeError(f"expected a list such as 1,2,3 or [1,2,3], got {text!r}") from None
 
 
 def add_config_flags(
@@ -42,6 +54,8 @@ def add_config_flags(
         else:
             if annotation in (int, float):
                 kwargs["type"] = annotation
+            elif typing.get_origin(annotation) in (list, tuple):
+                kwargs["type"] = list_value
             choices = spec.metadata.get("choices")
             if choices:  # shown, not enforced here: the config refuses a bad value with its own message
                 kwargs["metavar"] = "{" + ",".join(str(choice) for choice in choices) + "}"

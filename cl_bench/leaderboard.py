@@ -467,8 +467,11 @@ def headline_columns(board_name: str) -> Sequence[str]:
 
 def evaluation_headline(evaluator: str) -> Sequence[str]:
     """An evaluator board's headline columns, from the evaluator's declared traits."""
+    from cl_bench.generator_unlearning_config import BOARD_HEADLINE, BOARD_NAME
     from cl_bench.registry import EVALUATORS
 
+    if f"eval_{evaluator}" == BOARD_NAME:  # the board of `cl-bench unlearn-generator`: one row per run
+        return BOARD_HEADLINE
     if evaluator not in EVALUATORS:
         return ("setting", "strategy", "model", "n_seeds")
     traits = EVALUATORS.traits(evaluator)

@@ -23,6 +23,9 @@ set of the probe: a 20-NN classifier (cosine similarity, votes weighted by exp(s
 DINO) and a logistic-regression linear probe (standardised features, L-BFGS, fixed 100 iterations).
 Suite choices (flags): epochs, batch, lr, weight decay, warm-up, augmentation (random shifts of up to
 2 px and horizontal flips; off by default), mask ratio, decoder size, normalised-pixel loss.
+``--classes 5,6,7,8,9`` pre-trains on the pool images of those classes only (the quality numbers then use the
+test images of those classes); the card records them (``data.classes``, ``method.classes``) and the default name
+gains ``-c5_6_7_8_9``. This is the retrain-from-scratch reference of ``cl-bench unlearn-generator``.
 
 The entry is written atomically: a temporary directory under ``backbones/`` renamed into place,
 holding ``weights.safetensors`` (backbone under its own keys: the ``VisionTransformer``'s, or those of
@@ -281,9 +284,28 @@ def feature_probes(
 # ---------------------------------------------------------------------------------------------
 
 
+def restrict_to_classes(
+    classes: Sequence[int],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    test_images: torch.Tensor,
+    test_labels: torch.Tensor,
+    data: dict,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+    """The pool and the test set cut down to ``classes`` (``pretrain.classes``), and the data description saying so."""
+    chosen = torch.tensor(sorted(classes))
+    keep, keep_test = torch.isin(labels, chosen), torch.isin(test_labels, chosen)
+    if not bool(keep.any()):
+        raise UserError(f"pretrain.classes {sorted(classes)}: the pre-training pool holds no image of these classes")
+    data = {**data, "classes": chosen.tolist(), "num_images": int(keep.sum())}
+    return images[keep], labels[keep], test_images[keep_test], test_labels[keep_test], data
+
+
 def default_name(model_name: str, model_config, config: PretrainConfig) -> str:
     label = f"timm-{model_config.arch}" if model_name == "timm" else model_name
-    return f"{label}-{config.data}-{config.method}-s{config.seed}"
+    # a class-restricted pool is named after its classes, so it never takes the full pool's cache entry
+    classes = f"-c{'_'.join(str(c) for c in sorted(config.classes))}" if config.classes else ""
+    return f"{label}-{config.data}-{config.method}{classes}-s{config.seed}"
 
 
 def settings_of(card: dict) -> dict:
@@ -315,7 +337,8 @@ def card_summary(card: dict) -> str:
             f"method     {card['method']['name']}, {card['epochs']} epochs, batch {card['method']['batch_size']}, "
             f"lr {card['method']['lr']}, seed {card['seed']}",
             f"data       {data['pool']['name']}: {data['num_images']} {data['dataset']} training images "
-            f"(held out by scenario.holdout_pretrain_pool=true)",
+            + (f"of classes {data['classes']} " if data.get("classes") else "")
+            + "(held out by scenario.holdout_pretrain_pool=true)",
             f"loss       final training loss {card['final_train_loss']:.4f}",
             f"quality    {', '.join(numbers)}",
             f"wall time  {card['wall_time_s']:.1f} s",
@@ -470,6 +493,10 @@ def pretrain(
         PretrainConfig, build_config(PretrainConfig, {**METHOD_DEFAULTS.get(method, {}), **values}, "pretrain")
     )
     images, labels, test_images, test_labels, data = pool_images(config.data)
+    if config.classes:
+        images, labels, test_images, test_labels, data = restrict_to_classes(
+            config.classes, images, labels, test_images, test_labels, data
+        )
     seed_everything(config.seed)
     model_name, model_config, model = build_model(model_name, parse_model_sets(model_sets), data["input_shape"])
     if config.method == "mae" and not is_vit(model):

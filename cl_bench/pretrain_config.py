@@ -4,6 +4,7 @@ it without importing the training code."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from cl_bench.config import ComponentConfig, param
 from cl_bench.errors import UserError
@@ -21,6 +22,14 @@ class PretrainConfig(ComponentConfig):
         choices=METHODS,
     )
     data: str = param("fmnist", "the dataset whose pre-training pool is used", choices=DATASETS)
+    classes: list[int] = param(
+        [],
+        "pre-train on the pool images of these classes only (and report quality on the test images of these "
+        "classes), e.g. [5,6,7,8,9] for the retrain-from-scratch reference of generator unlearning; "
+        "empty (default): every class",
+        low=0,
+        high=9,
+    )
     epochs: int = param(15, "passes over the pool (default per method)", low=1)
     batch_size: int = param(128, "mini-batch size", low=1)
     lr: float = param(1e-3, "peak AdamW learning rate (default per method)", low=0.0, low_open=True)
@@ -35,6 +44,8 @@ class PretrainConfig(ComponentConfig):
     seed: int = param(0, "seed of the initialisation, the batch order, the masks and the augmentation", low=0)
     device: str = param("auto", "auto (CUDA when present), cpu or cuda", choices=("auto", "cpu", "cuda"))
 
+    omitted_at_default: ClassVar[tuple[str, ...]] = ("classes",)
+
     def validate(self) -> None:
         if self.warmup_epochs > self.epochs:
             raise UserError(
@@ -45,6 +56,8 @@ class PretrainConfig(ComponentConfig):
             raise UserError(
                 f"--decoder-heads {self.decoder_num_heads} must divide --decoder-dim {self.decoder_embed_dim}"
             )
+        if len(set(self.classes)) != len(self.classes):
+            raise UserError(f"pretrain.classes {self.classes} names a class twice; give each class once")
 
     def method_settings(self) -> dict:
         """The method and its hyperparameters, as recorded in the card."""
@@ -57,6 +70,8 @@ class PretrainConfig(ComponentConfig):
             "schedule": "linear warm-up, cosine decay per step",
             "augment": self.augment,
         }
+        if self.classes:  # a class-restricted pool (a retrain reference) must never be reused as a full one
+            settings["classes"] = sorted(self.classes)
         if self.method == "mae":
             settings.update(
                 optimizer="AdamW(betas=(0.9, 0.95))",
