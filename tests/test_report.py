@@ -544,3 +544,19 @@ def test_the_report_in_headless_chromium(site, browser, tmp_path, record_propert
     shot = browser.screenshot(tmp_path / "index_sorted_filtered.png")
     record_property("screenshot", str(shot))
     print(f"screenshots in {tmp_path}")
+
+
+def test_the_committed_report_is_the_one_the_boards_give(tmp_path, capsys, monkeypatch):
+    """docs/report/ is `cl-bench report --leaderboards leaderboards --out docs/report` of the committed boards."""
+    from conftest import REPOSITORY
+
+    monkeypatch.chdir(REPOSITORY)
+    out = tmp_path / "report"
+    code, _, err = run_cli(["report", "--leaderboards", "leaderboards", "--out", str(out)], capsys)
+    assert code == 0, err
+    committed = REPOSITORY / "docs" / "report"
+    written = sorted(path.relative_to(out).as_posix() for path in out.rglob("*") if path.is_file())
+    assert written == sorted(path.relative_to(committed).as_posix() for path in committed.rglob("*") if path.is_file())
+    for name in written:
+        fresh = (out / name).read_bytes().replace(str(out).encode(), b"docs/report")
+        assert fresh == (committed / name).read_bytes(), f"docs/report/{name} is stale: regenerate it"
