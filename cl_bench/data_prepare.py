@@ -55,6 +55,7 @@ from cl_bench.data import (
     list_image_folder,
 )
 from cl_bench.errors import UserError
+from cl_bench.records import install_directory
 
 FMNIST_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")  # package dataset-fashion-mnist
 FMNIST_URLS = ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",)
@@ -71,23 +72,6 @@ def _staging_dir(root: Path, name: str) -> Iterator[Path]:
         yield staging
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def _install(staging: Path, destination: Path) -> None:
-    """Move a finished staging directory to ``destination``, replacing an old copy only on success."""
-    backup = None
-    if destination.exists():
-        backup = Path(tempfile.mkdtemp(prefix=f".{destination.name}.old-", dir=destination.parent))
-        backup.rmdir()
-        destination.rename(backup)
-    try:
-        staging.rename(destination)
-    except OSError:
-        if backup is not None:
-            backup.rename(destination)
-        raise
-    if backup is not None:
-        shutil.rmtree(backup, ignore_errors=True)
 
 
 def _copy_file(source: Path, destination: Path) -> None:
@@ -127,7 +111,7 @@ def _prepare_fmnist(source: Optional[Path], root: Path, allow_download: bool) ->
         with _staging_dir(root, FMNIST_DIRNAME) as staging:
             for path in files.values():
                 _copy_file(path, staging / path.name)
-            _install(staging, destination)
+            install_directory(staging, destination)
         return destination
     if not allow_download:
         raise UserError(f"Fashion-MNIST not found in {destination} and downloading is disabled; {how_to}")
@@ -144,7 +128,7 @@ def _prepare_fmnist(source: Optional[Path], root: Path, allow_download: bool) ->
             except UserError as error:  # a bad file from this mirror: try the next one
                 errors.append(f"{base_url}: {str(error).replace(str(staging) + os.sep, '')}")
                 continue
-            _install(staging, destination)
+            install_directory(staging, destination)
             return destination
     raise UserError(f"could not download Fashion-MNIST ({'; '.join(errors)}); {how_to}")
 
@@ -211,7 +195,7 @@ def _prepare_cifar(name: str, source: Optional[Path], root: Path, allow_download
                 raise UserError(f"downloaded {layout.title} archive has the wrong MD5; retry, or {how_to}")
             _extract_cifar_archive(layout, archive, staging)
             archive.unlink()
-            _install(staging, destination)
+            install_directory(staging, destination)
         return destination
 
     source = Path(source)
@@ -226,7 +210,7 @@ def _prepare_cifar(name: str, source: Optional[Path], root: Path, allow_download
             _extract_cifar_archive(layout, source / layout.archive, staging)
         else:
             raise UserError(f"{source} holds neither {layout.base_folder}/ nor {layout.archive}; {how_to}")
-        _install(staging, destination)
+        install_directory(staging, destination)
     return destination
 
 
@@ -293,7 +277,7 @@ def _prepare_imagenet_r(source: Optional[Path], root: Path) -> Path:
             _install_image_folder(_validated_image_folder(source), staging, move=False)
         else:
             raise UserError(f"--from {source} does not exist; {how_to}")
-        _install(staging, destination)
+        install_directory(staging, destination)
     return destination
 
 

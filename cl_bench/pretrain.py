@@ -41,11 +41,8 @@ what longer training and augmentation gave, is on the pre-trained backbones' doc
 from __future__ import annotations
 
 import math
-import os
 import re
-import shutil
 import sys
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -63,7 +60,7 @@ from cl_bench.config import build_config, config_to_dict, parse_set
 from cl_bench.backbone import build_model, is_vit, stored_backbone
 from cl_bench.errors import UserError
 from cl_bench.pretrain_config import PretrainConfig
-from cl_bench.records import atomic_write_text, environment, strict_json
+from cl_bench.records import atomic_directory, atomic_write_text, environment, strict_json
 from cl_bench.registry import MODELS
 
 if TYPE_CHECKING:
@@ -457,21 +454,10 @@ def write_entry(target: Path, tensors: dict[str, torch.Tensor], card: dict) -> N
 
     from cl_bench.models.vit import CARD_FILE, WEIGHTS_FILE, file_sha256
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        staging.chmod(0o755)
+    with atomic_directory(target) as staging:
         save_file(tensors, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
         card["sha256"] = file_sha256(staging / WEIGHTS_FILE)
         atomic_write_text(staging / CARD_FILE, strict_json(card, indent=2) + "\n")  # a NaN loss is refused
-        if target.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-            os.replace(target, retired / target.name)
-            shutil.rmtree(retired)
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def pretrain(

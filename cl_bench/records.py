@@ -23,9 +23,11 @@ import math
 import os
 import platform
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -113,6 +115,39 @@ def atomic_output(path: Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def install_directory(staging: Path, destination: Path) -> None:
+    """Move a finished ``staging`` directory to ``destination`` by renames, replacing an old copy only on success:
+    ``destination`` is at every moment the old directory, absent, or the new one."""
+    backup = None
+    if destination.exists():
+        backup = Path(tempfile.mkdtemp(prefix=f".{destination.name}.old-", dir=destination.parent))
+        backup.rmdir()
+        destination.rename(backup)
+    try:
+        staging.rename(destination)
+    except OSError:
+        if backup is not None:
+            backup.rename(destination)
+        raise
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
+
+
+@contextmanager
+def atomic_directory(destination: Path) -> Iterator[Path]:
+    """Yield a fresh staging directory beside ``destination`` to fill; on success it is installed there
+    (:func:`install_directory`), on any error it is removed and ``destination`` is left as it was."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
+    try:
+        staging.chmod(0o755)
+        yield staging
+        install_directory(staging, destination)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def atomic_write_text(path: Path, text: str) -> Path:

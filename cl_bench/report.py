@@ -51,6 +51,7 @@ from cl_bench.records import (
     RECORD_FILE,
     REFERENCES_DIR,
     check_output_dir,
+    install_directory,
     read_evaluation,
     read_record,
 )
@@ -1061,21 +1062,6 @@ def _check_out(out: Path) -> None:
         )
 
 
-def _replace_directory(built: Path, out: Path) -> None:
-    """Put ``built`` at ``out`` by renames: ``out`` is at every moment the old report, absent, or the new one."""
-    if not out.exists():
-        os.rename(built, out)
-        return
-    old = out.parent / f".{out.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
-    os.rename(out, old)
-    try:
-        os.rename(built, out)
-    except OSError:
-        os.rename(old, out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def build_report(
     out: Path,
     runs_dirs: Sequence[Path] = (),
@@ -1109,7 +1095,7 @@ def build_report(
     built.mkdir()
     try:
         _write_site(built, runs, list(runs_dirs), boards, leaderboards, command, note, skipped)
-        _replace_directory(built, out)
+        install_directory(built, out)
     finally:
         if built.exists():
             shutil.rmtree(built, ignore_errors=True)

@@ -48,10 +48,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import os
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -567,22 +564,12 @@ def write_board(out_dir: Path, log: Callable[[str], None]) -> Path:
 def publish(run_dir: Path, artefact_text: str, figures: dict[str, Any]) -> None:
     """The artefact and its pictures into ``run_dir`` at once: a staging directory renamed into place."""
     from cl_bench.plots import DPI
+    from cl_bench.records import atomic_directory
 
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.", dir=run_dir.parent))
-    try:
-        staging.chmod(0o755)
+    with atomic_directory(run_dir) as staging:
         for file_name, figure in figures.items():
             figure.savefig(staging / file_name, format="png", dpi=DPI, bbox_inches="tight")
         (staging / ARTEFACT_FILE).write_text(artefact_text, encoding="utf-8")
-        if run_dir.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.old.", dir=run_dir.parent))
-            os.replace(run_dir, retired / run_dir.name)
-            shutil.rmtree(retired)
-        os.replace(staging, run_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def summary_table(artefact: dict) -> str:
