@@ -342,7 +342,8 @@ class BadNets(Attack):
         self, strategy: Any, on_trigger: torch.Tensor, labels: torch.Tensor, tasks: torch.Tensor
     ) -> dict[str, float]:
         """The blocking defence on the fixed subsets: triggered ASR images, then clean images of every class."""
-        test, target, pick = self.test_images(), self.config.target_class, self.test_images().pick
+        test, target = self.test_images(), self.config.target_class
+        pick = test.pick
         blocked, overlaps = [], []
         for start in range(0, len(pick), DEFENCE_BATCH):
             index = pick[start : start + DEFENCE_BATCH]
