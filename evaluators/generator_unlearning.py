@@ -19,8 +19,11 @@ What happens per mini-batch (:func:`unlearn`):
 
 * a balanced batch: ``batch_size / 2`` forget images and as many retain (or proxy) images; the smaller set is
   oversampled (each pass cycles fresh permutations of it), and an epoch is one pass over the larger set;
-* one degradation mask for the whole step, given explicitly to the student's pass, the teacher's pass and the
-  teacher's pass over the noise image (the official code draws the mask on the student pass and hands it over);
+* one degradation mask for the whole step, given explicitly to the student's pass and the teacher's (the official
+  code draws the mask on the student pass and hands it over). The teacher runs once per step, on the batch with
+  each forget image swapped for its noise image: each row's target is computed where the student computes that
+  row, so the retain targets equal the student's output bit for bit at theta0 (the official code runs the
+  teacher on the clean batch and on the noise batch: one pass more, the same targets);
 * the noise image (``noise_type``): ``normal`` draws N(mean, std) with the pixel mean and std of the whole mixed
   batch, clamped to [0, 1]; ``uniform`` U[0, 1]; ``constant`` the batch mean everywhere;
 * AdamW (betas 0.9, 0.95; no weight decay on biases, norms, positions and tokens), linear warm-up then cosine
@@ -135,14 +138,15 @@ def encoder_noise_loss(
     config: GeneratorUnlearningConfig,
     generator: torch.Generator,
 ) -> LossParts:
-    """The paper's objective on one mixed batch; ``mask`` is the one degradation mask of all three passes."""
+    """The paper's objective on one mixed batch; ``mask`` is the one degradation mask of both passes."""
     latent, _ = student.encode(images, mask)
     with torch.no_grad():
-        # the teacher sees the very batch the student sees (same shapes, same kernels): equal bits at theta0
-        target, _ = teacher.encode(images, mask)
+        # one teacher pass: each forget row swapped for its noise image, each retain row as the student sees it.
+        # Same shape, same row, same kernels as the student's pass: equal bits at theta0 on the retain rows.
         if bool(is_forget.any()):
-            noise_target, _ = teacher.encode(noise_images(images, config.noise_type, generator), mask)
-            target = torch.where(is_forget.view(-1, 1, 1), noise_target, target)
+            noise = noise_images(images, config.noise_type, generator)
+            images = torch.where(is_forget.view(-1, 1, 1, 1), noise, images)
+        target, _ = teacher.encode(images, mask)
     retain, forget = group_terms(embedding_mse(latent, target), is_forget, config.group_weighting)
     return LossParts(retain + config.alpha * forget, retain, forget)
 

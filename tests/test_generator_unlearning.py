@@ -138,24 +138,26 @@ def test_the_reconstruction_baselines_train_the_whole_model_and_keep_the_teacher
     assert same(state(result.teacher), original)
 
 
-def test_student_teacher_and_the_noise_pass_share_each_steps_mask(monkeypatch):
+def test_student_and_teacher_share_each_steps_mask_and_the_teacher_sees_noise_in_the_forget_rows(monkeypatch):
     mae = tiny_mae()
     forget, retain = two_classes(4)
-    calls: list[tuple[int, torch.Tensor]] = []
+    calls: list[tuple[int, torch.Tensor, torch.Tensor]] = []
     original_encode = MaskedAutoencoder.encode
 
     def spy(self, images, mask):
-        calls.append((id(self), mask.clone()))
+        calls.append((id(self), images.clone(), mask.clone()))
         return original_encode(self, images, mask)
 
     monkeypatch.setattr(MaskedAutoencoder, "encode", spy)
     result = gu.unlearn(mae, forget, retain, settings(epochs=3), random_two_of_four, torch.Generator().manual_seed(0))
-    assert len(calls) == 3 * result.steps  # student, teacher, teacher on the noise image
-    steps = [calls[i : i + 3] for i in range(0, len(calls), 3)]
-    for step in steps:
-        assert step[0][0] != step[1][0] == step[2][0]  # the student first, then the teacher twice
-        assert torch.equal(step[0][1], step[1][1]) and torch.equal(step[0][1], step[2][1])
-    assert not torch.equal(steps[0][0][1], steps[1][0][1])  # masks are drawn afresh each step
+    assert len(calls) == 2 * result.steps  # the student, then the teacher once
+    steps = [calls[i : i + 2] for i in range(0, len(calls), 2)]
+    for (student, student_images, student_mask), (teacher, teacher_images, teacher_mask) in steps:
+        assert student != teacher and torch.equal(student_mask, teacher_mask)
+        half = len(student_images) // 2  # forget rows first
+        assert torch.equal(teacher_images[half:], student_images[half:])  # the retain rows as the student sees them
+        assert not torch.equal(teacher_images[:half], student_images[:half])  # noise in place of the forget images
+    assert not torch.equal(steps[0][0][2], steps[1][0][2])  # masks are drawn afresh each step
 
 
 def test_forget_loss_falls_while_retain_loss_stays_near_zero():
@@ -526,8 +528,56 @@ def test_the_method_page_quotes_the_committed_board_and_benchmark():
     page = (REPOSITORY / "docs" / "methods" / "generator_unlearning.md").read_text()
     for marker, table in (
         ("generator-methods", tables.methods_table()),
+        ("generator-paired", tables.paired_table()),
         ("generator-alpha", tables.alpha_table()),
         ("generator-proxy", tables.proxy_table()),
     ):
         assert page_block(page, marker) == table, marker
     assert (REPOSITORY / "benchmarks/results/generator_unlearning.txt").read_text().rstrip() in page
+
+
+def test_the_users_inception_and_clip_weights_add_their_columns_and_name_the_run_by_content(env, tmp_path, capsys):
+    """The optional extra end to end: the networks the test writes, FID/IS/CLIP columns on the board only once a
+    run has them, a run id that follows the weights' content (not their path) and leaves other runs' ids alone."""
+    import shutil
+
+    from test_pretrained_image_metrics import write_inception_weights, write_tiny_clip
+
+    inception = write_inception_weights(tmp_path / "inception")
+    clip_config, clip_weights = write_tiny_clip(tmp_path / "clip")
+    out = tmp_path / "out"
+    # the original model only, one class per group, two test images each: the FIDs cost seconds each on a CPU
+    small = [*TINY_FLAGS, "--method", "original", "--forget-classes", "0", "--retain-classes", "5"]
+    small += ["--test-images-per-class", "2", "--is-splits", "2", "--tsne-images", "0"]
+    base = ["unlearn-generator", "--backbone", "mae", "--out", str(out), *small]
+    code, stdout, err = run_cli(base, capsys)
+    assert code == 0, err
+    plain_id = stdout.strip().splitlines()[-1].split("/")[-1]
+    assert not any(column.endswith(("_inception", "_clip")) for column in read_board(out)[0])
+
+    extra = ["--inception-weights", str(inception), "--clip-model", str(clip_config), "--clip-weights"]
+    code, stdout, err = run_cli(base + extra + [str(clip_weights)], capsys)
+    assert code == 0, err
+    assert "fid_inception" in stdout and "cos_clip" in stdout
+    extra_id = stdout.strip().splitlines()[-1].split("/")[-1]
+    artefact = json.loads((out / extra_id / "generator_unlearning.json").read_text())
+    for group in ("forget", "retain"):
+        numbers = artefact["metrics"]["original"][group]
+        assert numbers["fid_inception"] >= -1e-6 and numbers["is_inception"] == pytest.approx(1.0)  # an image a split
+        assert -1.0 <= numbers["cos_clip"] <= 1.0 + 1e-9
+        assert artefact["ground_truth"][group]["is_inception"] == pytest.approx(1.0)
+    assert artefact["pretrained_metric_networks"]["clip_weights"]["sha256"]
+    rows = {row["run_id"]: row for row in read_board(out)}
+    assert set(rows) == {plain_id, extra_id}
+    assert rows[extra_id]["original_forget_fid_inception"] and rows[plain_id]["original_forget_fid_inception"] == ""
+
+    # the same weights elsewhere: the same run, found and reused
+    moved = tmp_path / "moved.pth"
+    shutil.copy(clip_weights, moved)
+    code, stdout, err = run_cli(base + extra + [str(moved)], capsys)
+    assert code == 0 and f"run {extra_id} already exists" in err
+    # another clip checkpoint is another run; a hostile one stops before anything is written
+    torch.save({"weight": torch.ones(1)}, tmp_path / "other.pth")
+    code, _, err = run_cli(base + extra + [str(tmp_path / "other.pth")], capsys)
+    assert code == 2 and err.count("\n") == 1 and "does not hold the open_clip" in err
+    assert set(rows) == {row["run_id"] for row in read_board(out)}
