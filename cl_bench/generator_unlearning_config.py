@@ -119,7 +119,21 @@ class GeneratorUnlearningConfig(ComponentConfig):
         "the supervised backbone (`cl-bench pretrain --method supervised`, head included) whose features and "
         "classifier give the Frechet distance, the Inception-style score, the cosine and the accuracy",
     )
-    is_splits: int = param(10, "splits of the Inception-style score (mean and std over them)", low=1)
+    is_splits: int = param(
+        10, "splits of the Inception-style score and of the Inception Score (mean and std over them)", low=1
+    )
+    inception_weights: str = param(
+        "",
+        "optional: torch-fidelity's FID Inception-v3 weights file (weights-inception-2015-12-05-6726825d.pth or a "
+        "safetensors copy) on this machine: adds fid_inception and is_inception (the image-metrics extra; nothing "
+        "downloads); empty (default): none",
+    )
+    clip_model: str = param(
+        "",
+        "optional: an open_clip architecture (e.g. ViT-B-32) or model-config JSON file whose image embeddings give "
+        "cos_clip, the paper's CLIP score (needs clip_weights and the image-metrics extra); empty (default): none",
+    )
+    clip_weights: str = param("", "the clip_model checkpoint file (a state dict: safetensors or torch.save)")
     grid_images: int = param(4, "images per group (forget, retain) in the picture grid", low=1)
     tsne_images: int = param(200, "test images per group in the t-SNE picture; 0: no t-SNE", low=0)
     device: str = param("auto", "auto (CUDA when present), cpu or cuda", choices=("auto", "cpu", "cuda"))
@@ -127,6 +141,10 @@ class GeneratorUnlearningConfig(ComponentConfig):
 
     # settings that say where and how fast the command runs, not what it computes: outside the run id
     runtime_fields: ClassVar[tuple[str, ...]] = ("device", "threads")
+    # added after the board was committed: absent from the resolved settings (and so the run ids) when unused
+    omitted_at_default: ClassVar[tuple[str, ...]] = ("inception_weights", "clip_model", "clip_weights")
+    # paths: the run id names these by their files' sha256 (or the architecture name), not by where they lie
+    file_fields: ClassVar[tuple[str, ...]] = ("inception_weights", "clip_model", "clip_weights")
 
     def validate(self) -> None:
         for name in ("forget_classes", "retain_classes", "proxy_classes"):

@@ -32,6 +32,9 @@ over ``is_splits`` splits: *not* the Inception Score; at most the number of clas
 scores at most about 5), ``cos_vitmicro`` (mean cosine of the features of each generated image and its truth:
 the paper's CLIP score with our backbone in CLIP's place) and ``acc_vitmicro`` (the classifier's accuracy on the
 generated images). The artefact's ``ground_truth`` gives the score and the accuracy of the true test images.
+With the user's own weights (``inception_weights``, ``clip_model`` + ``clip_weights``; the optional extra of
+:mod:`cl_bench.pretrained_image_metrics`) the published metrics join them: ``fid_inception``, ``is_inception`` /
+``is_inception_std`` and ``cos_clip``; the board gets their columns only when some run has them.
 
 Output, in ``--out`` (default ``runs_generator_unlearning``): ``<run_id>/generator_unlearning.json`` (plain
 JSON, written atomically with the pictures: a staging directory renamed into place), ``<run_id>/grid.png``
@@ -71,6 +74,7 @@ from cl_bench.generator_unlearning_config import (
     GeneratorUnlearningConfig,
 )
 from cl_bench.models.mae import MaskedAutoencoder
+from cl_bench.pretrained_image_metrics import CLIP_METRICS, INCEPTION_METRICS, PretrainedMetrics
 
 DEFAULT_OUT = Path(DEFAULT_OUT_DIR)
 ARTEFACT_FILE = "generator_unlearning.json"
@@ -91,6 +95,8 @@ METRICS = (
     "cos_vitmicro",
     "acc_vitmicro",
 )
+# with the user's own Inception / CLIP weights (cl_bench.pretrained_image_metrics): columns only where a run has them
+OPTIONAL_METRICS = INCEPTION_METRICS + CLIP_METRICS
 BOARD_KEYS = (
     "run_id",
     "config_id",
@@ -393,8 +399,11 @@ def score(
     network: MetricNetwork,
     truth_features: np.ndarray,
     splits: int,
+    pretrained: Optional[PretrainedMetrics] = None,
+    pretrained_truth: Optional[dict] = None,
 ) -> dict[str, float]:
-    """Every metric of one model on one group (generated vs ground truth)."""
+    """Every metric of one model on one group (generated vs ground truth); ``pretrained`` adds the user's
+    Inception / CLIP metrics against the true images' ``pretrained_truth`` features."""
     generated_np, truth_np = generated.double().cpu().numpy(), truth.double().cpu().numpy()
     masks = pixel_masks.cpu().numpy()
     mse = image_metrics.masked_mse(generated_np, truth_np, masks)
@@ -411,6 +420,7 @@ def score(
         "is_vitmicro_std": is_std,
         "cos_vitmicro": image_metrics.mean_cosine(features, truth_features),
         "acc_vitmicro": image_metrics.accuracy(probabilities, labels.cpu().numpy()),
+        **(pretrained.score(generated, pretrained_truth or {}, splits) if pretrained is not None else {}),
     }
 
 
@@ -495,14 +505,29 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def board_columns() -> list[str]:
+def board_columns(optional: tuple[str, ...] = ()) -> list[str]:
+    """The board's columns; ``optional`` metrics (of :data:`OPTIONAL_METRICS`) follow the standard ones."""
     columns = list(BOARD_KEYS)
     for prefix in ("", "original_", "reference_"):
-        columns += [f"{prefix}{group}_{metric}" for group in GROUPS for metric in METRICS]
+        columns += [f"{prefix}{group}_{metric}" for group in GROUPS for metric in METRICS + optional]
     return columns + list(BOARD_TIMES)
 
 
-def board_row(artefact: dict) -> dict[str, str]:
+def optional_metrics(artefacts: list[dict]) -> tuple[str, ...]:
+    """The optional metrics some artefact holds, in :data:`OPTIONAL_METRICS` order."""
+    found = {
+        metric
+        for artefact in artefacts
+        for numbers in artefact["metrics"].values()
+        if isinstance(numbers, dict)
+        for group in GROUPS
+        if isinstance(numbers.get(group), dict)
+        for metric in numbers[group]
+    }
+    return tuple(metric for metric in OPTIONAL_METRICS if metric in found)
+
+
+def board_row(artefact: dict, optional: tuple[str, ...] = ()) -> dict[str, str]:
     config = artefact["config"]
     row: dict[str, Any] = {
         "run_id": artefact["run_id"],
@@ -524,24 +549,27 @@ def board_row(artefact: dict) -> dict[str, str]:
     for prefix, model in (("", "unlearned"), ("original_", "original"), ("reference_", "reference")):
         numbers = artefact["metrics"].get(model) or {}
         for group in GROUPS:
-            for metric in METRICS:
+            for metric in METRICS + optional:
                 row[f"{prefix}{group}_{metric}"] = (numbers.get(group) or {}).get(metric)
     for name in BOARD_TIMES:
         row[name] = artefact["timing"].get(name)
-    return {column: _cell(row.get(column)) for column in board_columns()}
+    return {column: _cell(row.get(column)) for column in board_columns(optional)}
 
 
 def write_board(out_dir: Path, log: Callable[[str], None]) -> Path:
     """Regenerate ``eval_generator_unlearning.csv`` from every complete artefact under ``out_dir``."""
     from cl_bench.records import atomic_write_text, read_json
 
-    rows = []
+    artefacts = []
     for path in sorted(out_dir.glob(f"*/{ARTEFACT_FILE}")):
         try:
             artefact = read_json(path)
-            rows.append(board_row(artefact))
+            board_row(artefact, OPTIONAL_METRICS)  # every field the board reads is there
+            artefacts.append(artefact)
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
             log(f"skipping {path}: not a readable generator-unlearning artefact ({type(error).__name__})")
+    optional = optional_metrics(artefacts)
+    rows = [board_row(artefact, optional) for artefact in artefacts]
     method_order = {"original": 0}
     rows.sort(
         key=lambda row: (
@@ -555,7 +583,7 @@ def write_board(out_dir: Path, log: Callable[[str], None]) -> Path:
         )
     )
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=board_columns(), lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=board_columns(optional), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return atomic_write_text(out_dir / BOARD_FILE, buffer.getvalue())
@@ -574,7 +602,16 @@ def publish(run_dir: Path, artefact_text: str, figures: dict[str, Any]) -> None:
 
 def summary_table(artefact: dict) -> str:
     """The metrics of one run: a row per model and group."""
-    shown = ("mse_masked", "psnr_masked", "ssim_masked", "fd_vitmicro", "is_vitmicro", "cos_vitmicro", "acc_vitmicro")
+    shown: tuple[str, ...] = (
+        "mse_masked",
+        "psnr_masked",
+        "ssim_masked",
+        "fd_vitmicro",
+        "is_vitmicro",
+        "cos_vitmicro",
+        "acc_vitmicro",
+    )
+    shown += tuple(metric for metric in optional_metrics([artefact]) if metric != "is_inception_std")
     header = ["model", "group", *shown]
     lines = []
     for model in MODELS:
@@ -605,8 +642,11 @@ def build_settings(values: dict) -> GeneratorUnlearningConfig:
 
 
 def run_ids(config: GeneratorUnlearningConfig, seed: int, shas: dict[str, Optional[str]]) -> tuple[str, str]:
-    """(run id, config id): hashes of the settings (runtime ones aside) and backbones, with and without the seed."""
-    settings = {k: v for k, v in config_to_dict(config).items() if k not in GeneratorUnlearningConfig.runtime_fields}
+    """(run id, config id): hashes of the settings (runtime ones aside) and backbones, with and without the seed.
+
+    Weights files of the optional metrics enter through ``shas`` (their sha256), not their paths."""
+    left_out = GeneratorUnlearningConfig.runtime_fields + GeneratorUnlearningConfig.file_fields
+    settings = {k: v for k, v in config_to_dict(config).items() if k not in left_out}
     identity = {"settings": settings, "backbones": shas}
     return short_hash({**identity, "seed": seed}), short_hash(identity)
 
@@ -658,11 +698,13 @@ def unlearn_generator(
         if reference.grid_size != original.grid_size or reference.patch_size != original.patch_size:
             raise UserError(f"reference {config.reference} cuts images into other patches than --backbone {backbone}")
     network = load_metric_network(config.metric_backbone, device)
+    pretrained, pretrained_files = load_optional_metrics(config, device)
     degradation = degradation_of(config, original)
     shas = {
         "backbone": original.card["sha256"],
         "reference": reference.card["sha256"] if reference is not None else None,
         "metric_backbone": network.card["sha256"],
+        **{name: entry["sha256"] or entry["name"] for name, entry in pretrained_files.items()},
     }
     run_id, config_id = run_ids(config, seed, shas)
     run_dir = Path(out) / run_id
@@ -719,13 +761,28 @@ def unlearn_generator(
             "is_vitmicro_std": truth_is_std,
             "acc_vitmicro": image_metrics.accuracy(truth_probabilities, labels.cpu().numpy()),
         }
+        pretrained_truth = pretrained.features(images) if pretrained is not None else {}
+        if pretrained is not None and "inception_logits" in pretrained_truth:
+            from torch_fidelity.metric_isc import isc_features_to_metric
+
+            truth_score = isc_features_to_metric(pretrained_truth["inception_logits"], splits=config.is_splits)
+            ground_truth[group]["is_inception"] = float(truth_score["inception_score_mean"])
+            ground_truth[group]["is_inception_std"] = float(truth_score["inception_score_std"])
         for name, model in models.items():
             if name == "unlearned" and model is original:
                 outputs[name][group], metrics[name][group] = outputs["original"][group], metrics["original"][group]
                 continue
             outputs[name][group] = generate(model, images, masks)
             metrics[name][group] = score(
-                outputs[name][group], images, labels, pixel_masks, network, truth_features[group], config.is_splits
+                outputs[name][group],
+                images,
+                labels,
+                pixel_masks,
+                network,
+                truth_features[group],
+                config.is_splits,
+                pretrained,
+                pretrained_truth,
             )
     evaluation_seconds = time.perf_counter() - evaluation_started
 
@@ -777,6 +834,7 @@ def unlearn_generator(
             "sha256": network.card["sha256"],
             "test_accuracy": (network.card.get("quality") or {}).get("test_accuracy"),
         },
+        **({"pretrained_metric_networks": pretrained_files} if pretrained_files else {}),
         "degradation": degradation.describe(),
         "data": data.description,
         "training": {
@@ -803,6 +861,26 @@ def unlearn_generator(
     write_board(Path(out), log)
     print(summary_table(artefact))
     return run_dir
+
+
+def load_optional_metrics(
+    config: GeneratorUnlearningConfig, device: torch.device
+) -> tuple[Optional[PretrainedMetrics], dict[str, dict]]:
+    """The user's Inception / CLIP networks when the settings name them, and what names them in the run id and
+    the artefact: per field, the path given and the file's sha256 (None for an open_clip architecture name)."""
+    from cl_bench.models.vit import file_sha256
+    from cl_bench.pretrained_image_metrics import load_pretrained_metrics
+
+    if not (config.inception_weights or config.clip_model or config.clip_weights):
+        return None, {}
+    pretrained = load_pretrained_metrics(config.inception_weights, config.clip_model, config.clip_weights, device)
+    files = {}
+    for name in GeneratorUnlearningConfig.file_fields:
+        value = getattr(config, name)
+        if value:
+            path = Path(value).expanduser()
+            files[name] = {"name": value, "sha256": file_sha256(path) if path.is_file() else None}
+    return pretrained, files
 
 
 def _backbone_entry(mae: MaskedAutoencoder, name: str) -> dict:
