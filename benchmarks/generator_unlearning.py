@@ -51,16 +51,15 @@ def main() -> None:
             (cache / "backbones" / name).symlink_to(home / "backbones" / name)
         env = {**os.environ, "CL_BENCH_CACHE": str(cache), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         out = Path(scratch) / "runs"
-        unlearn_runs, steps = [], 0
         for seed in (0, 1, 2):
             arguments = ("--backbone", BACKBONES[0], "--tsne-images", "0", "--seed", str(seed), "--out", str(out))
             cl_bench("unlearn-generator", *arguments, env=env)
-            for artefact_path in out.glob("*/generator_unlearning.json"):
-                artefact = json.loads(artefact_path.read_text())
-                if artefact["seed"] == seed:
-                    unlearn_runs.append(artefact["timing"]["unlearn_s"])
-                    steps = artefact["training"]["steps"]
-        unlearn_s = statistics.median(unlearn_runs)
+        artefacts = sorted(
+            (json.loads(path.read_text()) for path in out.glob("*/generator_unlearning.json")),
+            key=lambda artefact: artefact["seed"],
+        )
+        unlearn_runs = [artefact["timing"]["unlearn_s"] for artefact in artefacts]
+        unlearn_s, steps = statistics.median(unlearn_runs), artefacts[0]["training"]["steps"]
         cl_bench("pretrain", "--method", "mae", "--classes", "5,6,7,8,9", "--name", "retrain", env=env)
         retrain = json.loads((cache / "backbones" / "retrain" / "card.json").read_text())
         runs = {}

@@ -221,6 +221,18 @@ class PretrainedMetrics:
             found["clip"] = self.clip.embed(images)
         return found
 
+    def image_scores(self, features: dict[str, Tensor | np.ndarray], splits: int) -> dict[str, float]:
+        """The scores of one image set on its own (no ground truth): its Inception Score over ``splits``."""
+        if self.inception is None:
+            return {}
+        from torch_fidelity.metric_isc import isc_features_to_metric
+
+        inception_score = isc_features_to_metric(features["inception_logits"], splits=splits)
+        return {
+            "is_inception": float(inception_score["inception_score_mean"]),
+            "is_inception_std": float(inception_score["inception_score_std"]),
+        }
+
     def score(self, generated: Tensor, truth: dict[str, Tensor | np.ndarray], splits: int) -> dict[str, float]:
         """The metrics of generated images against the true images' :meth:`features`."""
         if not self.names:
@@ -229,17 +241,14 @@ class PretrainedMetrics:
         numbers: dict[str, float] = {}
         if self.inception is not None:
             from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
-            from torch_fidelity.metric_isc import isc_features_to_metric
 
             fid = fid_statistics_to_metric(
                 fid_features_to_statistics(made["inception_pool"]),
                 fid_features_to_statistics(truth["inception_pool"]),
                 verbose=False,
             )
-            inception_score = isc_features_to_metric(made["inception_logits"], splits=splits)
             numbers["fid_inception"] = float(next(iter(fid.values())))
-            numbers["is_inception"] = float(inception_score["inception_score_mean"])
-            numbers["is_inception_std"] = float(inception_score["inception_score_std"])
+        numbers.update(self.image_scores(made, splits))
         if self.clip is not None:
             from cl_bench.image_metrics import mean_cosine
 

@@ -527,7 +527,8 @@ def optional_metrics(artefacts: list[dict]) -> tuple[str, ...]:
     return tuple(metric for metric in OPTIONAL_METRICS if metric in found)
 
 
-def board_row(artefact: dict, optional: tuple[str, ...] = ()) -> dict[str, str]:
+def board_row(artefact: dict) -> dict[str, str]:
+    """One run's cells, every optional metric's column included (empty where the run has none)."""
     config = artefact["config"]
     row: dict[str, Any] = {
         "run_id": artefact["run_id"],
@@ -549,27 +550,26 @@ def board_row(artefact: dict, optional: tuple[str, ...] = ()) -> dict[str, str]:
     for prefix, model in (("", "unlearned"), ("original_", "original"), ("reference_", "reference")):
         numbers = artefact["metrics"].get(model) or {}
         for group in GROUPS:
-            for metric in METRICS + optional:
+            for metric in METRICS + OPTIONAL_METRICS:
                 row[f"{prefix}{group}_{metric}"] = (numbers.get(group) or {}).get(metric)
     for name in BOARD_TIMES:
         row[name] = artefact["timing"].get(name)
-    return {column: _cell(row.get(column)) for column in board_columns(optional)}
+    return {column: _cell(row.get(column)) for column in board_columns(OPTIONAL_METRICS)}
 
 
 def write_board(out_dir: Path, log: Callable[[str], None]) -> Path:
     """Regenerate ``eval_generator_unlearning.csv`` from every complete artefact under ``out_dir``."""
     from cl_bench.records import atomic_write_text, read_json
 
-    artefacts = []
+    artefacts, rows = [], []
     for path in sorted(out_dir.glob(f"*/{ARTEFACT_FILE}")):
         try:
             artefact = read_json(path)
-            board_row(artefact, OPTIONAL_METRICS)  # every field the board reads is there
+            rows.append(board_row(artefact))
             artefacts.append(artefact)
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
             log(f"skipping {path}: not a readable generator-unlearning artefact ({type(error).__name__})")
-    optional = optional_metrics(artefacts)
-    rows = [board_row(artefact, optional) for artefact in artefacts]
+    optional = optional_metrics(artefacts)  # the optional columns no run fills are left out of the file
     method_order = {"original": 0}
     rows.sort(
         key=lambda row: (
@@ -583,7 +583,7 @@ def write_board(out_dir: Path, log: Callable[[str], None]) -> Path:
         )
     )
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=board_columns(optional), lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=board_columns(optional), lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     return atomic_write_text(out_dir / BOARD_FILE, buffer.getvalue())
@@ -762,12 +762,8 @@ def unlearn_generator(
             "acc_vitmicro": image_metrics.accuracy(truth_probabilities, labels.cpu().numpy()),
         }
         pretrained_truth = pretrained.features(images) if pretrained is not None else {}
-        if pretrained is not None and "inception_logits" in pretrained_truth:
-            from torch_fidelity.metric_isc import isc_features_to_metric
-
-            truth_score = isc_features_to_metric(pretrained_truth["inception_logits"], splits=config.is_splits)
-            ground_truth[group]["is_inception"] = float(truth_score["inception_score_mean"])
-            ground_truth[group]["is_inception_std"] = float(truth_score["inception_score_std"])
+        if pretrained is not None:
+            ground_truth[group].update(pretrained.image_scores(pretrained_truth, config.is_splits))
         for name, model in models.items():
             if name == "unlearned" and model is original:
                 outputs[name][group], metrics[name][group] = outputs["original"][group], metrics["original"][group]

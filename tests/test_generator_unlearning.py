@@ -12,6 +12,8 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 
 from conftest import run_cli
+from test_pretrain import TINY_MODEL
+from test_pretrain import TINY_RUN as TINY_PRETRAIN
 
 from cl_bench import image_metrics, pretrain
 from cl_bench.config import build_config
@@ -300,15 +302,6 @@ def test_metrics_move_the_right_way_on_damaged_images():
 # the command, end to end, on tiny backbones in a temporary cache
 # ---------------------------------------------------------------------------------------------
 
-TINY_MODEL = ["model.embed_dim=16", "model.depth=1", "model.num_heads=2"]
-TINY_PRETRAIN = {
-    "epochs": 1,
-    "batch_size": 16,
-    "decoder_embed_dim": 8,
-    "decoder_depth": 1,
-    "decoder_num_heads": 2,
-    "device": "cpu",
-}
 TINY_FLAGS = [
     "--epochs",
     "1",
